@@ -1,0 +1,105 @@
+"""Artifact directories: model files + manifest.json, built in a hidden temp folder and moved into
+place in one rename, so an interrupted export never leaves a directory that looks complete.
+
+Runners and benchmarks read only the manifest; loading checks every file's sha256.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput
+from ..models.checkpoint import atomic_write_json, sha256_file
+
+MANIFEST = "manifest.json"
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    manifest: dict
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    def file(self, role_or_name: str) -> Path:
+        return self.path / role_or_name
+
+    @property
+    def passed(self) -> bool | None:
+        return self.manifest.get("validation", {}).get("passed")
+
+
+def file_entries(folder: Path, names) -> list[dict]:
+    entries = []
+    for name in names:
+        p = folder / name
+        if p.is_dir():  # e.g. a Core ML .mlpackage: hash every file inside
+            entries += [{"path": str(f.relative_to(folder)), "sha256": sha256_file(f), "bytes": f.stat().st_size}
+                        for f in sorted(p.rglob("*")) if f.is_file()]
+        else:
+            entries.append({"path": name, "sha256": sha256_file(p), "bytes": p.stat().st_size})
+    return entries
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    atomic_write_json(folder / MANIFEST, {"schema": SCHEMA, **manifest})
+
+
+def load_artifact(path, *, verify: bool = True) -> Artifact:
+    """Read an artifact directory; with verify, every listed file must exist with its sha256."""
+    path = Path(path)
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise BadInput(f"{path} is not a mixer-edge artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(mf.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{mf} is not valid JSON: {e}") from None
+    if manifest.get("schema") != SCHEMA:
+        raise BadInput(f"{mf} has artifact schema {manifest.get('schema')!r}; this mixer-edge reads schema {SCHEMA}")
+    if verify:
+        for entry in manifest.get("files", []):
+            f = path / entry["path"]
+            if not f.is_file():
+                raise BadInput(f"artifact {path} is incomplete: {entry['path']} is missing")
+            if sha256_file(f) != entry["sha256"]:
+                raise BadInput(f"artifact {path}: {entry['path']} does not match its sha256 in {MANIFEST} "
+                               f"(modified or corrupt)")
+    return Artifact(path=path, manifest=manifest)
+
+
+def check_destination(dest: Path, force: bool) -> None:
+    """An existing artifact may be replaced; anything else that exists needs --force."""
+    if dest.exists() and not force:
+        is_artifact = dest.is_dir() and (dest / MANIFEST).is_file()
+        empty = dest.is_dir() and not any(dest.iterdir())
+        if not (is_artifact or empty):
+            raise BadInput(f"output {dest} exists and is not a mixer-edge artifact; "
+                           f"choose another --out or pass --force to replace it")
+
+
+def staging_dir(dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+
+
+def commit(staging: Path, dest: Path) -> None:
+    """Move the finished staging folder into place, replacing what was there."""
+    old = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(staging, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

@@ -1,0 +1,87 @@
+"""The Target interface every backend implements, its Capabilities, the ExportSpec a user asks
+for, and the Runner that executes an artifact (np.ndarray (N, C, H, W) float32 -> logits (N, K)).
+
+Targets never import their SDK at module import time: `mixer-edge targets` and `--help` must work
+where tensorrt or coremltools are absent. SDKs are imported inside the methods via errors.require.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "int8")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    precisions: frozenset[str]
+    requires: tuple[str, ...]        # import names, e.g. ("openvino", "nncf")
+    extra: str                       # the pip extra that installs them
+    runtime: str                     # what executes the artifact, for people
+
+
+@dataclass(frozen=True)
+class Status:
+    installed: bool
+    runs_here: bool
+    reason: str = ""                 # why not, when it does not
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    precision: str = "fp32"
+    calib_method: str | None = None  # ONNX Runtime / TensorRT INT8: minmax | entropy | percentile
+    max_drop: float | None = None    # OpenVINO: accuracy-controlled INT8 with this top-1 budget
+    opset: int = 17
+    coreml_input: str = "tensor"     # Core ML: "tensor" or "image" (preprocessing baked in)
+    coreml_target: str = "iOS17"     # Core ML minimum deployment target
+    weights_only: bool = False       # INT8 weights only (Core ML)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What a target's export wrote into the artifact folder, for the manifest."""
+    files: tuple[str, ...]
+    details: dict = field(default_factory=dict)   # target-specific manifest section ("export")
+
+
+class NotRunnableHere(Exception):
+    """The artifact's runtime cannot execute on this machine (no GPU, not macOS); says why."""
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadedRunner:
+    run: Runner
+    config: dict                     # runtime configuration used: threads, precision hint, provider
+    what: str                        # what actually ran, e.g. "onnxruntime CPUExecutionProvider"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x)
+
+
+class Target(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def status(self) -> Status: ...
+    def export(self, checkpoint, spec: ExportSpec, calib, out_dir: Path) -> Exported: ...
+    def load_runner(self, artifact, **options) -> LoadedRunner: ...
+    def validation_runner(self, artifact) -> LoadedRunner: ...  # what validates here (may differ)
+
+
+def installed(*modules: str) -> bool:
+    """Is every module importable? Checked without importing it (find_spec)."""
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def missing_status(caps: Capabilities) -> Status:
+    absent = [m for m in caps.requires if importlib.util.find_spec(m) is None]
+    return Status(False, False, f"not installed: {', '.join(absent)} (pip install 'mixer-edge[{caps.extra}]')")

@@ -1,0 +1,34 @@
+"""Targets by name, as lazy "module:Class" strings: listing them imports no backend SDK."""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import unknown
+
+TARGETS: dict[str, str] = {
+    "onnx": "mixer_edge.export.onnx:OnnxTarget",
+    "openvino": "mixer_edge.export.openvino:OpenVinoTarget",
+}
+
+
+def target_names() -> list[str]:
+    return list(TARGETS)
+
+
+def get_target(name: str):
+    if name not in TARGETS:
+        raise unknown("target", name, TARGETS)
+    module, cls = TARGETS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def expand(names) -> list[str]:
+    """'all' means every registered target; otherwise the names given, each checked."""
+    out: list[str] = []
+    for n in names:
+        for t in (TARGETS if n == "all" else [n]):
+            if t not in TARGETS:
+                raise unknown("target", t, [*TARGETS, "all"])
+            if t not in out:
+                out.append(t)
+    return out

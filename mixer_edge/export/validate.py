@@ -1,0 +1,72 @@
+"""Validation of an artifact against the FP32 PyTorch model (after Optimum's output validation):
+compute every agreement figure, compare each with the one tolerance table, collect every failure,
+then raise once listing all of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ValidationError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_abs_diff: float | None = None     # on logits
+    top1_agreement: float | None = None   # fraction of images with the same arg-max as FP32
+    cosine: float | None = None           # mean per-image cosine similarity of logits
+
+
+TOLERANCES = {
+    "fp32": Tolerance(max_abs_diff=1e-4),
+    "fp16": Tolerance(top1_agreement=0.995),
+    "int8": Tolerance(top1_agreement=0.98, cosine=0.99),
+}
+
+
+def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None = None) -> dict:
+    """Agreement figures of artifact logits against reference logits, both (N, K)."""
+    if reference.shape != logits.shape:
+        raise ValidationError(f"artifact output shape {logits.shape} differs from PyTorch's {reference.shape}")
+    ref, out = reference.astype(np.float64), logits.astype(np.float64)
+    err = out - ref
+    cos = (ref * out).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)
+    figures = {
+        "samples": int(len(ref)),
+        "max_abs_diff": float(np.abs(err).max()) if err.size else 0.0,
+        "mean_abs_diff": float(np.abs(err).mean()) if err.size else 0.0,
+        "cosine": float(cos.mean()) if len(cos) else 1.0,
+        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()) if len(ref) else 1.0,
+        # Signal-to-quantization-noise ratio: top-1 hides small-model quantization error, SQNR does not.
+        "sqnr_db": float(10 * np.log10((ref ** 2).sum() / max((err ** 2).sum(), 1e-30))),
+    }
+    if labels is not None:
+        figures["top1"] = float((out.argmax(1) == labels).mean())
+        figures["reference_top1"] = float((ref.argmax(1) == labels).mean())
+    return figures
+
+
+def failures(precision: str, figures: dict) -> list[str]:
+    """Every tolerance the figures break, as readable lines."""
+    tol = TOLERANCES[precision]
+    out = []
+    if tol.max_abs_diff is not None and figures["max_abs_diff"] > tol.max_abs_diff:
+        out.append(f"max |logit diff| {figures['max_abs_diff']:.3g} > {tol.max_abs_diff:g}")
+    if tol.top1_agreement is not None and figures["top1_agreement"] < tol.top1_agreement:
+        out.append(f"top-1 agreement {figures['top1_agreement']:.4f} < {tol.top1_agreement}")
+    if tol.cosine is not None and figures["cosine"] < tol.cosine:
+        out.append(f"logit cosine {figures['cosine']:.4f} < {tol.cosine}")
+    return out
+
+
+def tolerance_dict(precision: str) -> dict:
+    tol = TOLERANCES[precision]
+    return {k: v for k, v in vars(tol).items() if v is not None}
+
+
+def raise_if_failed(name: str, precision: str, figures: dict) -> None:
+    problems = failures(precision, figures)
+    if problems:
+        raise ValidationError(f"{name} {precision} artifact failed validation against PyTorch FP32 on "
+                              f"{figures['samples']} images: " + "; ".join(problems))

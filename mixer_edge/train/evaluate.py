@@ -1,0 +1,45 @@
+"""Evaluation: logits from a model on preprocessed images, and top-k accuracy from logits.
+
+Both are reused by export validation and the benchmark, so every accuracy figure in the project
+is computed the same way.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import BadInput
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """x: (N, C, H, W) float32 -> logits (N, K) float32, in eval mode, on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy()
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.config.num_classes), np.float32)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict[str, float]:
+    """Fraction of rows whose label is among the k largest logits, for each k (k capped at K)."""
+    if len(logits) != len(labels):
+        raise BadInput(f"{len(logits)} predictions for {len(labels)} labels")
+    order = np.argsort(-logits, axis=1, kind="stable")
+    hits = order == np.asarray(labels)[:, None]
+    return {f"top{k}": float(hits[:, :min(k, logits.shape[1])].any(axis=1).mean()) if len(labels) else 0.0
+            for k in ks}
+
+
+def check_class_count(model_classes: int, data_classes: int, spec: str) -> None:
+    if data_classes != model_classes:
+        raise BadInput(f"data {spec!r} has {data_classes} classes but the model has {model_classes} outputs")
+
+
+def evaluate(checkpoint, data, batch_size: int = 256) -> dict:
+    """Top-1 / top-5 of a Checkpoint on an ImageSet, with its own preprocessing."""
+    if data.labels is None:
+        raise BadInput(f"data {data.spec!r} has no labels; evaluation needs a labelled source")
+    check_class_count(checkpoint.config.num_classes, data.num_classes, data.spec)
+    logits = predict_logits(checkpoint.model, checkpoint.preprocess(data.images), batch_size)
+    return {**topk_accuracy(logits, data.labels), "n": int(len(data))}
