@@ -1,7 +1,8 @@
 """mixer-edge: MLP-Mixer image classifiers from PyTorch to edge devices.
 
 Public API (importing this needs only torch and numpy; backends load when used):
-    create_model, list_models, load_pretrained, load_checkpoint, save_checkpoint, Preprocess, load_data
+    create_model, list_models, load_pretrained, load_checkpoint, save_checkpoint, Preprocess, load_data,
+    export
 """
 __version__ = "0.1.0"
 
@@ -25,5 +26,12 @@ def load_data(spec: str):
     return _load(spec)
 
 
-__all__ = ["__version__", "create_model", "list_models", "load_pretrained", "load_checkpoint",
+def export(checkpoint_or_model, **kwargs):
+    """Export a checkpoint to one validated artifact; see mixer_edge.export.export."""
+    from .export import export as _export
+
+    return _export(checkpoint_or_model, **kwargs)
+
+
+__all__ = ["export", "__version__", "create_model", "list_models", "load_pretrained", "load_checkpoint",
            "save_checkpoint", "Checkpoint", "MixerConfig", "MlpMixer", "Preprocess", "load_data"]

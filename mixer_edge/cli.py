@@ -158,6 +158,132 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- targets -----------------------------------------------------------------------------------
+
+def run_targets(args: argparse.Namespace) -> int:
+    from .export.base import PRECISIONS
+    from .export.registry import get_target, target_names
+
+    print(f"{'target':10} {'precisions':16} {'installed':9} {'runs here':9}  runtime / note")
+    for name in target_names():
+        t = get_target(name)
+        st = t.status()
+        precisions = ",".join(p for p in PRECISIONS if p in t.capabilities.precisions)
+        note = t.capabilities.runtime + (f"; {st.reason}" if st.reason else "")
+        print(f"{name:10} {precisions:16} {'yes' if st.installed else 'no':9} {'yes' if st.runs_here else 'no':9}  {note}")
+    return 0
+
+
+# ---- calib -------------------------------------------------------------------------------------
+
+def add_calib_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["make"], help="make: draw a calibration set and save it")
+    p.add_argument("checkpoint", help="the checkpoint whose preprocessing the set is made with")
+    p.add_argument("--data", required=True, help=_data_help() + "; the training data's calib split is used "
+                   "when DATA is what the model was trained on")
+    p.add_argument("--size", type=int, default=300, help="number of images (default 300; < 100 warns)")
+    p.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
+    p.add_argument("--out", required=True, help="output .npz (a .json manifest with its sha256 is written beside it)")
+
+
+def run_calib(args: argparse.Namespace) -> int:
+    from .calibration import make_calibration
+    from .calibration.sets import save_calibration
+    from .export import _split, load_model
+
+    ck = load_model(args.checkpoint)
+    calib = make_calibration(args.data, ck.preprocess, size=args.size, seed=args.seed,
+                             training_data=ck.meta.get("data"), split=_split(ck))
+    _warn(calib.warnings)
+    path = save_calibration(calib, args.out)
+    print(f"calibration set: {len(calib)} images from {calib.source}, sha256 {calib.sha256[:16]}..., saved to {path}")
+    return 0
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        print(f"warning: {line}", file=sys.stderr)
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from .export.base import CALIB_METHODS, PRECISIONS
+    from .export.registry import target_names
+
+    p.add_argument("checkpoint", help="a mixer-edge checkpoint (model.safetensors or its folder), or "
+                   "timm / official Google weights")
+    p.add_argument("--target", action="append", default=None,
+                   help=f"one of {', '.join(target_names())}, or all; repeat or comma-separate for several "
+                        "(default onnx)")
+    p.add_argument("--precision", action="append", default=None,
+                   help=f"{' | '.join(PRECISIONS)}; repeat or comma-separate for several (default fp32)")
+    p.add_argument("--int8", action="store_true", help="shorthand for --precision int8")
+    p.add_argument("--fp16", action="store_true", help="shorthand for --precision fp16")
+    p.add_argument("--calib-data", default=None,
+                   help="calibration images for INT8: a data spec (" + _data_help().split(": ", 1)[1] +
+                        ") or a saved calib .npz from `mixer-edge calib make`")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
+    p.add_argument("--calib-seed", type=int, default=0, help="calibration selection seed (default 0)")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, default=None,
+                   help="ONNX Runtime / TensorRT activation range method (default minmax)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="OpenVINO: accuracy-controlled INT8 (NNCF) allowing this absolute top-1 drop, e.g. 0.005")
+    p.add_argument("--eval-data", default=None,
+                   help="images to validate on (its eval split when it is the training data); default: the "
+                        "calibration set, else the checkpoint's own eval split")
+    p.add_argument("--out", required=True, help="output folder; one sub-folder TARGET-PRECISION per artifact")
+    p.add_argument("--force", action="store_true", help="replace output folders that are not mixer-edge artifacts")
+    p.add_argument("--keep-invalid", action="store_true",
+                   help="keep artifacts that fail validation (the exit code still says they failed)")
+
+
+def _listed(values, default) -> tuple[str, ...]:
+    items = [v.strip() for arg in (values or [default]) for v in arg.split(",") if v.strip()]
+    return tuple(dict.fromkeys(items))
+
+
+def export_plan(args: argparse.Namespace):
+    """Map CLI options to the library's ExportPlan and ExportSpec, one field each."""
+    from .export import ExportPlan
+    from .export.base import ExportSpec
+    from .export.registry import expand
+
+    precisions = list(_listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ())
+    precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
+    spec = ExportSpec(calib_method=args.calib_method, max_drop=args.max_drop)
+    return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
+                      out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
+                      calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
+                      keep_invalid=args.keep_invalid, spec=spec)
+
+
+def validation_line(o) -> str:
+    v = o.validation
+    if v.get("skipped"):
+        return f"{o.dest.name:16} validation skipped: {v['skipped']}"
+    acc = f" top-1 {v['top1']:.4f} (PyTorch {v['reference_top1']:.4f})" if "top1" in v else ""
+    verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + ("" if o.artifact else " (discarded)")
+    return (f"{o.dest.name:16} {verdict:6} max|diff| {v['max_abs_diff']:.2e}  agree {v['top1_agreement']:.4f}  "
+            f"cos {v['cosine']:.5f}  SQNR {v['sqnr_db']:.1f} dB{acc}  [{v['samples']} images]")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import run_plan
+
+    outcomes = run_plan(args.checkpoint, export_plan(args), on_done=lambda o: print(validation_line(o)))
+    for o in outcomes:
+        for note in o.artifact.manifest["export"].get("notes", []) if o.artifact else []:
+            print(f"note: {o.dest.name}: {note}", file=sys.stderr)
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} artifacts failed validation against PyTorch FP32",
+              file=sys.stderr)
+        return 1
+    print(f"{len(outcomes)} artifact(s) validated and written under {args.out}")
+    return 0
+
+
 # ---- demo --------------------------------------------------------------------------------------
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -177,6 +303,9 @@ COMMANDS = [
     Command("train", "train or fine-tune a Mixer and save a checkpoint", add_train_arguments, run_train),
     Command("eval", "top-1 / top-5 of a checkpoint on a data set", add_eval_arguments, run_eval),
     Command("models", "list the model variants", lambda p: None, run_models),
+    Command("targets", "list export targets, their precisions and whether they run here", lambda p: None, run_targets),
+    Command("calib", "make a reusable calibration set (.npz + manifest)", add_calib_arguments, run_calib),
+    Command("export", "export a checkpoint to validated artifacts per target and precision", add_export_arguments, run_export),
     Command("demo", "the whole flow on the built-in digits data, in about a minute", add_demo_arguments, run_demo),
 ]
 

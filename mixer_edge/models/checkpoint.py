@@ -113,7 +113,12 @@ def read_metadata(path: Path) -> dict | None:
             raw = (f.metadata() or {}).get("mixer_edge")
     except Exception as e:  # safetensors raises its own error types for truncated / foreign bytes
         raise BadInput(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
-    return None if raw is None else json.loads(raw)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path} has corrupt mixer-edge metadata ({e})") from None
 
 
 def load_checkpoint(path) -> Checkpoint:

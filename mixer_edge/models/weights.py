@@ -87,7 +87,7 @@ def _flax_name_to_timm(name: str) -> str | None:
 def _flax_to_torch(name: str, a: np.ndarray) -> torch.Tensor:
     t = torch.from_numpy(a.astype(np.float32, copy=False))
     if name.endswith("/kernel") and t.ndim in _KERNEL_AXES:
-        t = t.permute(_KERNEL_AXES[t.ndim])  # a view: _build copies it contiguous (torch is faster than numpy)
+        t = t.permute(_KERNEL_AXES[t.ndim])  # a view; _build makes it contiguous (faster in torch than numpy)
     return t
 
 
@@ -102,7 +102,7 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise BadInput(f"cannot read {path} as an .npz archive ({type(e).__name__}: {e})") from None
 
 
-def _strip_flax_prefix(arrays: dict, path: Path) -> dict:
+def _strip_flax_prefix(arrays: dict) -> dict:
     """Drop a leading component such as 'params/' or 'opt/target/', found from where stem/kernel is."""
     stems = [k for k in arrays if k == "stem/kernel" or k.endswith("/stem/kernel")]
     if not stems:
@@ -112,7 +112,7 @@ def _strip_flax_prefix(arrays: dict, path: Path) -> dict:
 
 
 def _read_npz(path: Path) -> Source:
-    arrays = _strip_flax_prefix(_load_npz(path), path)
+    arrays = _strip_flax_prefix(_load_npz(path))
     _require(arrays, FLAX_REQUIRED, path)
     names = {k: _flax_name_to_timm(k) for k in arrays}
     stray = sorted(k for k, v in names.items() if v is None)
@@ -322,8 +322,8 @@ def _build(cfg: MixerConfig, state: dict, path: Path) -> MlpMixer:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise BadInput(f"{path} does not fit the {cfg.variant} layout inferred from it ({cfg.num_layers} blocks): "
-                       f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise BadInput(f"{path} does not fit the {cfg.variant} layout inferred from it "
+                       f"({cfg.num_layers} blocks): missing {missing[:3]}, unexpected {unexpected[:3]}")
     for k, want in expected.items():
         if tuple(state[k].shape) != want:
             raise BadInput(f"{path}: {k} has shape {tuple(state[k].shape)}, expected {want} "
@@ -352,7 +352,8 @@ def load_pretrained(path, *, num_classes=None, in_chans=None, gelu=None, img_siz
         notes.update([note] if note else [])
     classes = src.classes if src.classes and len(src.classes) == cfg.num_classes else \
         tuple(str(i) for i in range(cfg.num_classes))
-    meta = {**src.meta, **notes, "source": {"format": fmt, "path": str(src.file), "sha256": src.sha256}}
+    # A checkpoint of ours may already name the weights it was fine-tuned from: that provenance stays.
+    meta = {"source": {"format": fmt, "path": str(src.file), "sha256": src.sha256}, **src.meta, **notes}
     preprocess = _fit_preprocess(src.preprocess or Preprocess.default(cfg.img_size, cfg.in_chans), cfg)
     return Checkpoint(model=_build(cfg, state, src.file), preprocess=preprocess, classes=classes,
                       meta=meta, path=src.file, sha256=src.sha256)

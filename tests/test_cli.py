@@ -1,0 +1,118 @@
+"""The CLI's error boundary: each bad input gives one 'error:' line, exit code 2, no traceback."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixer_edge.cli import COMMANDS, build_parser, main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def _image_folder(root, classes=("a", "b"), per_class=3, size=(28, 28)):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def out(tmp_path):
+    return str(tmp_path / "out")
+
+
+def test_missing_data_folder(capsys, out, tmp_path):
+    code, err = _run(capsys, "train", "--data", f"mnist:{tmp_path / 'nope'}", "--out", out)
+    assert code == 2 and err == [f"error: data folder not found: {tmp_path / 'nope'} (from spec 'mnist:{tmp_path / 'nope'}')"]
+
+
+def test_empty_class_folder(capsys, out, tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "c").mkdir()
+    code, err = _run(capsys, "train", "--data", f"imagefolder:{root}", "--out", out)
+    assert code == 2 and len(err) == 1 and "class folder" in err[0] and "has no images" in err[0]
+
+
+def test_corrupt_image(capsys, out, tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    (root / "a" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    code, err = _run(capsys, "train", "--data", f"imagefolder:{root}", "--out", out)
+    assert code == 2 and len(err) == 1 and "cannot read image" in err[0] and "bad.png" in err[0]
+
+
+def test_truncated_checkpoint(capsys, digits_checkpoint, tmp_path):
+    blob = (digits_checkpoint / "model.safetensors").read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(blob[: len(blob) // 2])
+    code, err = _run(capsys, "eval", str(bad), "--data", "digits")
+    assert code == 2 and len(err) == 1 and str(bad) in err[0]
+
+
+def test_foreign_checkpoint(capsys, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    foreign = tmp_path / "resnet.safetensors"
+    save_file({"conv1.weight": torch.zeros(4, 3, 3, 3)}, str(foreign))
+    code, err = _run(capsys, "eval", str(foreign), "--data", "digits")
+    assert code == 2 and len(err) == 1 and "not a mixer-edge checkpoint" in err[0]
+
+
+def test_unknown_variant(capsys, out):
+    code, err = _run(capsys, "train", "--data", "digits", "--model", "Z/9", "--out", out)
+    assert code == 2 and err[0].startswith("error: unknown model variant 'Z/9'; accepted: ") and "B/16" in err[0]
+
+
+def test_image_size_not_divisible_by_patch(capsys, out):
+    code, err = _run(capsys, "train", "--data", "digits", "--model", "T/4", "--img-size", "30", "--out", out)
+    assert code == 2 and err == ["error: image size 30x30 is not divisible by the patch size 4 of variant "
+                                 "'T/4'; use a multiple of 4"]
+
+
+def test_num_classes_disagrees_with_data(capsys, out):
+    code, err = _run(capsys, "train", "--data", "digits", "--num-classes", "5", "--out", out)
+    assert code == 2 and len(err) == 1 and "--num-classes 5 disagrees" in err[0] and "10 classes" in err[0]
+
+
+def test_eval_class_count_mismatch(capsys, digits_checkpoint, tmp_path):
+    root = _image_folder(tmp_path / "imgs", size=(8, 8))
+    code, err = _run(capsys, "eval", str(digits_checkpoint), "--data", f"imagefolder:{root}")
+    assert code == 2 and err == [f"error: data 'imagefolder:{root}' has 2 classes but the model has 10 outputs"]
+
+
+def test_user_error_in_a_real_process_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "train", "--data", "digits", "--model",
+                           "Q/1", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_eval_reports_accuracy_and_writes_json(capsys, digits_checkpoint, tmp_path):
+    import json
+    code = main(["eval", str(digits_checkpoint), "--data", "digits", "--json", str(tmp_path / "r.json")])
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["split"] == "eval" and result["n"] == 179  # auto -> the held-out split of its own data
+    from mixer_edge import load_checkpoint
+    assert result["top1"] == pytest.approx(load_checkpoint(digits_checkpoint).meta["metrics"]["eval_top1"])
+    assert f"top-1 {result['top1']:.4f}" in capsys.readouterr().out
+
+
+def test_every_option_of_every_command_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {c.name for c in COMMANDS}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"`mixer-edge {name}` option {action.option_strings or action.dest} has no help"
