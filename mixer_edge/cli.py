@@ -299,6 +299,15 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy(module: str, name: str):
+    """A command function imported when called, so `mixer-edge --help` stays fast."""
+    def call(arg):
+        import importlib
+
+        return getattr(importlib.import_module(f"mixer_edge.{module}"), name)(arg)
+    return call
+
+
 COMMANDS = [
     Command("train", "train or fine-tune a Mixer and save a checkpoint", add_train_arguments, run_train),
     Command("eval", "top-1 / top-5 of a checkpoint on a data set", add_eval_arguments, run_eval),
@@ -306,6 +315,10 @@ COMMANDS = [
     Command("targets", "list export targets, their precisions and whether they run here", lambda p: None, run_targets),
     Command("calib", "make a reusable calibration set (.npz + manifest)", add_calib_arguments, run_calib),
     Command("export", "export a checkpoint to validated artifacts per target and precision", add_export_arguments, run_export),
+    Command("bench", "latency, throughput, memory and accuracy of artifacts and checkpoints",
+            _lazy("bench.cli_commands", "add_bench_arguments"), _lazy("bench.cli_commands", "run_bench")),
+    Command("report", "merge bench results from one or many devices into report.md / report.html",
+            _lazy("bench.cli_commands", "add_report_arguments"), _lazy("bench.cli_commands", "run_report")),
     Command("demo", "the whole flow on the built-in digits data, in about a minute", add_demo_arguments, run_demo),
 ]
 

@@ -28,3 +28,24 @@ def digits_checkpoint(tmp_path_factory) -> Path:
                                lr=3e-3, warmup_epochs=1))
     assert result.metrics["eval_top1"] > 0.85, result.metrics
     return out
+
+
+@pytest.fixture(scope="session")
+def mnist_checkpoint(tmp_path_factory, mnist_dir) -> tuple[Path, str]:
+    """Ti/4 trained one epoch on the seeded 8,000-image MNIST train split: a real but quick model."""
+    from mixer_edge.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("mnist-model")
+    spec = f"mnist:{mnist_dir}"
+    train(TrainConfig(data=spec, out=str(out), model="Ti/4", epochs=1, batch_size=128, lr=3e-3,
+                      warmup_epochs=0.2))
+    return out, spec
+
+
+def block_imports(tmp_path: Path, *names: str) -> dict:
+    """An environment in which `import NAME` fails for each name: proves a script needs none of them."""
+    shadow = tmp_path / "shadow"
+    for name in names:
+        (shadow / name).mkdir(parents=True, exist_ok=True)
+        (shadow / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked for this test')\n")
+    return {**os.environ, "PYTHONPATH": str(shadow)}

@@ -15,7 +15,7 @@ from ..errors import BadInput, CalibrationError, ValidationError, require
 from ..models.checkpoint import Checkpoint, versions
 from ..models.mixer import count_params
 from . import artifact as art
-from .base import PRECISIONS, ExportSpec, NotRunnableHere
+from .base import PRECISIONS, Exported, ExportSpec, NotRunnableHere
 from .registry import get_target
 from .validate import compare, failures, tolerance_dict
 
@@ -69,7 +69,7 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
     art.check_destination(dest, force)
     staging = art.staging_dir(dest)
     try:
-        exported = target.export(checkpoint, spec, calib, staging)
+        exported = _with_runtime_script(target.export(checkpoint, spec, calib, staging), staging)
         manifest = _manifest(checkpoint, target, spec, calib, exported, staging)
         art.write_manifest(staging, manifest)
         figures, problems = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
@@ -84,6 +84,18 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Outcome(art.load_artifact(dest), dest, figures, tuple(problems))
+
+
+RUNTIME_SCRIPT = Path(__file__).resolve().parents[1] / "runtime" / "edge_bench.py"
+
+
+def _with_runtime_script(exported: Exported, folder: Path) -> Exported:
+    """Every artifact carries edge_bench.py, so a device with only the runtime and numpy can
+    check, run and benchmark it from the manifest alone."""
+    if not (folder / RUNTIME_SCRIPT.name).exists():
+        shutil.copyfile(RUNTIME_SCRIPT, folder / RUNTIME_SCRIPT.name)
+    files = exported.files if RUNTIME_SCRIPT.name in exported.files else (*exported.files, RUNTIME_SCRIPT.name)
+    return Exported(files=files, details=exported.details)
 
 
 def _validate(target, artifact, precision: str, val: ValidationData) -> tuple[dict, list[str]]:
@@ -107,7 +119,7 @@ def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder:
         "preprocess": ck.preprocess.to_dict(),
         "classes": list(ck.classes),
         "model": {"variant": cfg.variant, "params": count_params(ck.model), "config": cfg.to_dict(),
-                  "checkpoint_sha256": ck.sha256, "data": ck.meta.get("data")},
+                  "checkpoint_sha256": ck.sha256, "data": ck.meta.get("data"), "split": ck.meta.get("split")},
         "calibration": None if calib is None else calib.manifest(),
         "export": {"spec": dict(vars(spec)), **{k: v for k, v in exported.details.items() if k != "versions"}},
         "versions": {**versions(), **exported.details.get("versions", {})},

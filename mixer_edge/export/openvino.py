@@ -256,10 +256,10 @@ def _compress_weights(nncf, model):
 
 # ---- the runtime --------------------------------------------------------------------------------
 
-def _compile(ov, model, threads: int | None = None):
+def _compile(ov, model):
     """What export measures with: CPU, f32 execution, so only quantization changes the logits."""
     return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                  "INFERENCE_NUM_THREADS": threads or _cpu_count()})
+                                                  "INFERENCE_NUM_THREADS": _cpu_count()})
 
 
 def _infer(compiled, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""`mixer-edge bench` and `mixer-edge report`: argument definitions and the two run functions.
+
+cli.py registers them:
+    Command("bench", "latency, throughput, memory and accuracy of artifacts and checkpoints",
+            add_bench_arguments, run_bench),
+    Command("report", "merge bench results from one or many devices into report.md / report.html",
+            add_report_arguments, run_report),
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..runtime.edge_bench import PRECISION_HINTS
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("items", nargs="+", metavar="ARTIFACT",
+                   help="artifact folders (with manifest.json) and/or checkpoints (a .safetensors file or a "
+                        "folder with model.safetensors, benchmarked as PyTorch eager FP32)")
+    p.add_argument("--data", required=True,
+                   help="evaluation data: digits, mnist:DIR, cifar10:DIR, imagefolder:DIR, folder:DIR "
+                        "(unlabeled: no accuracy), or FILE.npz with uint8 'images' (N,H,W[,C]) and 'labels'")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 after warm-up (default 100)")
+    how.add_argument("--duration", type=float, default=None,
+                     help="time calls for this many seconds instead of a fixed count (also per batch size)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first, timed one (default 10)")
+    p.add_argument("--batch-sizes", default="1,8,32",
+                   help="throughput batch sizes, comma-separated, when the batch axis is dynamic (default 1,8,32)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="runtime threads (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch); "
+                        "default: the runtime's own")
+    p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
+                   help="OpenVINO INFERENCE_PRECISION_HINT (default f32); noted as not applied for other targets")
+    p.add_argument("--provider", default=None,
+                   help="ONNX Runtime execution provider (e.g. CUDAExecutionProvider) or OpenVINO device (e.g. GPU)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--split", default="auto", choices=["auto", "all", "eval"],
+                   help="auto: the held-out eval split when --data is the data the model was trained on, else all")
+    p.add_argument("--reference", default=None,
+                   help="FP32 artifact or checkpoint for top-1 agreement and logit cosine "
+                        "(default: the first checkpoint given, if any)")
+    p.add_argument("--compile", action="store_true",
+                   help="also benchmark each checkpoint with torch.compile (a failure is recorded, not fatal)")
+    p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
+    p.add_argument("--json", default=None, help="write the versioned result JSON here (atomically)")
+
+
+def bench_config(args: argparse.Namespace):
+    """Map CLI options to the harness's BenchConfig, one field each."""
+    from ..runtime.edge_bench import BenchError, parse_batch_sizes
+    from ..errors import BadInput
+    from .harness import BenchConfig, make_settings
+
+    try:
+        sizes = parse_batch_sizes(args.batch_sizes)
+    except BenchError as e:
+        raise BadInput(str(e)) from None
+    iters = args.iters if args.iters is not None or args.duration is not None else 100
+    settings = make_settings(warmup=args.warmup, iters=iters, duration=args.duration, batch_sizes=sizes)
+    return BenchConfig(data=args.data, settings=settings, threads=args.threads, precision_hint=args.precision_hint,
+                       provider=args.provider, limit=args.limit, split=args.split, reference=args.reference,
+                       compile=args.compile, device_name=args.device_name)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..runtime.edge_bench import format_table
+    from .harness import benchmark, write_results
+
+    def progress(entry: dict) -> None:
+        state = "ok" if entry["status"] == "ok" else f"not run: {entry['reason']}"
+        print(f"  {entry['name']} ({entry['target']} {entry['precision']}): {state}", file=sys.stderr)
+
+    doc = benchmark(args.items, bench_config(args), on_result=progress)
+    print(format_table(doc))
+    for r in doc["results"]:
+        skipped = (r.get("runtime") or {}).get("not_applied")
+        if skipped:
+            print(f"note: {r['name']} ({r['target']}) takes no {', '.join(skipped)}; it ran with its defaults")
+    if args.json:  # only now: an interrupted benchmark leaves no file
+        write_results(args.json, doc)
+        print(f"results: {args.json}")
+    return 0
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    from .report import DEFAULT_BUDGET
+
+    p.add_argument("results", nargs="+", metavar="RESULT.json",
+                   help="result files of `mixer-edge bench` or edge_bench.py, from one or many devices")
+    p.add_argument("--out", required=True, help="output folder for report.md, report.html and the PNG plots")
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
+                   help=f"accuracy budget in top-1 points below the best FP32 accuracy for the recommended "
+                        f"artifact per device (default {DEFAULT_BUDGET})")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .report import recommendation_text, build_report
+
+    files = build_report(args.results, args.out, budget=args.budget)
+    for rec in files.recommendations:
+        print(f"recommended on {rec.device}: {recommendation_text(rec)}")
+    print(f"report: {files.markdown} and {files.html}")
+    return 0

@@ -1,0 +1,358 @@
+"""`mixer-edge report`: bench result JSON from one or many devices -> report.md + report.html.
+
+The HTML is self-contained (inline CSS, PNGs embedded as base64), so it opens offline; the PNGs are
+also saved next to it for the Markdown. Per device: the results table with the speed-up over the
+PyTorch FP32 (eager) baseline of that device, accuracy vs latency with the Pareto front marked,
+throughput vs batch size, and the recommended artifact: the fastest one whose top-1 is within
+--budget points of the best FP32 top-1 (the best of all when no FP32 row has an accuracy).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput, require
+from ..runtime.edge_bench import KIND, SCHEMA, atomic_write_bytes
+
+BASELINE = ("pytorch-eager", "fp32")
+DEFAULT_BUDGET = 0.5  # top-1 points
+PLOTS = {"accuracy": "accuracy_vs_latency.png", "throughput": "throughput_vs_batch.png"}
+
+
+def load_result(path) -> dict:
+    """One result document, its kind and schema checked."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"result file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise BadInput(f"{path} is not a mixer-edge bench result (kind {doc.get('kind') if isinstance(doc, dict) else None!r}, "
+                       f"expected {KIND!r})")
+    if doc.get("schema") != SCHEMA:
+        raise BadInput(f"{path} has bench result schema {doc.get('schema')!r}; this mixer-edge reads schema {SCHEMA} "
+                       f"(re-run the benchmark with this version)")
+    return doc
+
+
+@dataclass(frozen=True)
+class Row:
+    device: str
+    name: str
+    target: str
+    precision: str
+    exec_precision: str | None       # the runtime's precision hint when it differs from the artifact's
+    status: str
+    reason: str | None
+    size_bytes: int | None
+    top1: float | None
+    top5: float | None
+    agreement: float | None
+    cosine: float | None
+    p50: float | None
+    p99: float | None
+    throughput: tuple                # ((batch, images_per_s), ...)
+    speedup: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def precision_text(self) -> str:
+        return f"{self.precision} ({self.exec_precision} exec)" if self.exec_precision else self.precision
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} {self.precision_text}"
+
+    @property
+    def best_throughput(self) -> tuple | None:
+        return max(self.throughput, key=lambda t: t[1] or 0, default=None)
+
+
+def rows_of(docs: list[dict]) -> list[Row]:
+    rows = []
+    for doc in docs:
+        device = doc["device"]["name"]
+        for r in doc["results"]:
+            ok = r["status"] == "ok"
+            acc, agr, lat = r.get("accuracy") or {}, r.get("agreement") or {}, r.get("latency_ms") or {}
+            rt = r.get("runtime") or {}
+            hint = rt.get("applied_precision") or rt.get("precision_hint")  # what ran, over what was asked
+            hint = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(hint, hint)
+            rows.append(Row(device=device, name=r["name"], target=r["target"], precision=r["precision"],
+                            exec_precision=hint if hint not in (None, "f32") else None,
+                            status=r["status"], reason=r.get("reason"), size_bytes=r.get("size_bytes"),
+                            top1=acc.get("top1"), top5=acc.get("top5"), agreement=agr.get("top1_agreement"),
+                            cosine=agr.get("cosine"), p50=lat.get("p50") if ok else None,
+                            p99=lat.get("p99") if ok else None,
+                            throughput=tuple((t["batch"], t["images_per_s"]) for t in r.get("throughput") or ()),
+                            speedup=None))
+    return _with_speedups(rows)
+
+
+def _with_speedups(rows: list[Row]) -> list[Row]:
+    from dataclasses import replace
+
+    base = {}
+    for r in rows:
+        if r.ok and (r.target, r.precision) == BASELINE and r.p50:
+            base.setdefault(r.device, r.p50)
+    return [replace(r, speedup=base[r.device] / r.p50) if r.ok and r.p50 and r.device in base else r for r in rows]
+
+
+def devices(rows: list[Row]) -> list[str]:
+    return list(dict.fromkeys(r.device for r in rows))
+
+
+def pareto_front(rows: list[Row]) -> list[Row]:
+    """Rows no other row beats on both: higher top-1 and lower p50 latency (ties kept once)."""
+    pts = sorted((r for r in rows if r.ok and r.top1 is not None and r.p50), key=lambda r: (r.p50, -r.top1))
+    front, best = [], -1.0
+    for r in pts:
+        if r.top1 > best:
+            front.append(r)
+            best = r.top1
+    return front
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    device: str
+    row: Row | None
+    why: str
+
+
+def recommend(rows: list[Row], budget: float = DEFAULT_BUDGET) -> list[Recommendation]:
+    """Per device: the fastest row (p50) within `budget` top-1 points of the best FP32 accuracy."""
+    out = []
+    for dev in devices(rows):
+        ran = [r for r in rows if r.device == dev and r.ok and r.p50]
+        scored = [r for r in ran if r.top1 is not None]
+        if not ran:
+            out.append(Recommendation(dev, None, "nothing ran on this device"))
+            continue
+        if not scored:
+            best = min(ran, key=lambda r: r.p50)
+            out.append(Recommendation(dev, best, "fastest; no accuracy was measured (unlabeled data)"))
+            continue
+        fp32 = [r.top1 for r in scored if r.precision == "fp32"]
+        ref, what = (max(fp32), "the best FP32") if fp32 else (max(r.top1 for r in scored), "the best")
+        floor = ref - budget / 100 - 1e-12
+        best = min((r for r in scored if r.top1 >= floor), key=lambda r: r.p50)
+        out.append(Recommendation(dev, best, f"fastest with top-1 within {budget:g} points of {what} "
+                                             f"top-1 {100 * ref:.2f}%"))
+    return out
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+def _figure():
+    require("matplotlib", "report")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.8), dpi=110)
+    FigureCanvasAgg(fig)  # the Agg canvas: no display, no global pyplot state
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+MARKERS = "os^Dv<>P*X"
+
+
+def plot_accuracy_latency(rows: list[Row]) -> bytes:
+    fig, ax = _figure()
+    drawn = False
+    for i, dev in enumerate(devices(rows)):
+        pts = [r for r in rows if r.device == dev and r.ok and r.top1 is not None and r.p50]
+        if not pts:
+            continue
+        drawn = True
+        color = f"C{i % 10}"
+        ax.scatter([r.p50 for r in pts], [100 * r.top1 for r in pts], color=color, marker=MARKERS[i % len(MARKERS)],
+                   label=dev, zorder=3)
+        for j, r in enumerate(sorted(pts, key=lambda r: r.p50)):  # staggered: equal accuracies share a line
+            ax.annotate(r.label, (r.p50, 100 * r.top1), textcoords="offset points",
+                        xytext=(4, 4 + 9 * (j % 3) * (1 if i % 2 == 0 else -1)), fontsize=7, color=color)
+        front = pareto_front(pts)
+        ax.step([r.p50 for r in front], [100 * r.top1 for r in front], where="post", color=color, alpha=0.6,
+                linestyle="--", label=f"{dev}: Pareto front")
+        ax.scatter([r.p50 for r in front], [100 * r.top1 for r in front], s=140, facecolors="none",
+                   edgecolors=color, zorder=4)
+    if drawn:
+        ax.set_xscale("log")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no row has both accuracy and latency", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("latency p50 at batch 1 (ms, log scale)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("accuracy vs latency (circled: Pareto front)")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+def plot_throughput(rows: list[Row]) -> bytes:
+    fig, ax = _figure()
+    lines = [r for r in rows if r.ok and r.throughput]
+    for i, r in enumerate(lines):
+        pts = sorted(t for t in r.throughput if t[1])
+        ax.plot([b for b, _ in pts], [v for _, v in pts], marker=MARKERS[i % len(MARKERS)],
+                label=f"{r.device}: {r.label}")
+    if lines:
+        ax.set_xscale("log", base=2)
+        batches = sorted({b for r in lines for b, _ in r.throughput})
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no throughput measured", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("throughput (images/s)")
+    ax.set_title("throughput vs batch size")
+    ax.grid(True, alpha=0.3)
+    return _png(fig)
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+HEADER = ("device", "artifact", "target", "precision", "size MB", "top-1 %", "top-5 %", "agreement", "cosine",
+          "p50 ms", "p99 ms", "throughput img/s (batch)", "speed-up vs PyTorch FP32")
+METRICS_FROM = 5  # the columns from here on are measurements
+
+
+def _f(v, fmt, scale=1.0) -> str:
+    return "-" if v is None else format(v * scale, fmt)
+
+
+def table_cells(r: Row) -> list[str]:
+    head = [r.device, r.name, r.target, r.precision_text, _f(r.size_bytes, ".2f", 1e-6)]
+    if not r.ok:
+        return head + [not_run_text(r)]
+    bt = r.best_throughput
+    return head + [_f(r.top1, ".2f", 100), _f(r.top5, ".2f", 100), _f(r.agreement, ".4f"), _f(r.cosine, ".5f"),
+                   _f(r.p50, ".3f"), _f(r.p99, ".3f"), "-" if not bt or not bt[1] else f"{bt[1]:,.0f} ({bt[0]})",
+                   "-" if r.speedup is None else f"{r.speedup:.2f}x"]
+
+
+def not_run_text(r: Row) -> str:
+    return f"not run here ({r.reason or 'unknown reason'})"
+
+
+def _md_escape(s: str) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(docs: list[dict], rows: list[Row], recs: list[Recommendation], budget: float) -> str:
+    out = ["# mixer-edge benchmark report", "",
+           f"{len(docs)} result file(s), {len(devices(rows))} device(s). Latency is at batch 1; speed-up is the "
+           f"p50 latency of PyTorch eager FP32 on the same device divided by the row's. Budget: {budget:g} top-1 points.",
+           "", "## Devices", "", "| device | CPU | cores | ISA | OS | versions |", "|---|---|---|---|---|---|"]
+    for doc in docs:
+        out.append("| " + " | ".join(_md_escape(c) for c in _device_cells(doc)) + " |")
+    out += ["", "## Results", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in rows:
+        cells = table_cells(r)
+        cells += [""] * (len(HEADER) - len(cells))
+        out.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    out += ["", "## Recommended artifact per device", ""]
+    out += [f"- **{_md_escape(rec.device)}**: " + recommendation_text(rec) for rec in recs]
+    out += ["", "## Plots", "", f"![accuracy vs latency]({PLOTS['accuracy']})", "",
+            f"![throughput vs batch size]({PLOTS['throughput']})", ""]
+    return "\n".join(out)
+
+
+def _device_cells(doc: dict) -> list[str]:
+    d, v = doc["device"], doc.get("versions", {})
+    runtimes = ", ".join(f"{k} {v[k]}" for k in ("torch", "onnxruntime", "openvino", "tensorrt", "coremltools") if k in v)
+    return [d["name"], d.get("cpu", "?"), str(d.get("cores_usable", "?")), " ".join(d.get("isa") or []) or "-",
+            d.get("os", "?"), runtimes or "-"]
+
+
+def recommendation_text(rec: Recommendation) -> str:
+    r = rec.row
+    if r is None:
+        return rec.why
+    return (f"{r.name} ({r.label}): p50 {r.p50:.3f} ms, top-1 "
+            f"{'-' if r.top1 is None else f'{100 * r.top1:.2f}%'}"
+            f"{'' if r.speedup is None else f', {r.speedup:.2f}x PyTorch FP32'}; {rec.why}")
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f2f2f2}td:nth-child(-n+4){text-align:left}
+td.notrun{text-align:left;color:#888;font-style:italic}
+img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}"""
+
+
+def html_page(docs: list[dict], rows: list[Row], recs: list[Recommendation], budget: float,
+              images: dict[str, bytes]) -> str:
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>mixer-edge benchmark report</title>", f"<style>{CSS}</style></head><body>",
+             "<h1>mixer-edge benchmark report</h1>",
+             f"<p>{len(docs)} result file(s), {len(devices(rows))} device(s). Latency at batch 1; speed-up = "
+             f"PyTorch eager FP32 p50 on the same device / row p50. Budget: {budget:g} top-1 points.</p>",
+             "<h2>Devices</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in
+                                                      ("device", "CPU", "cores", "ISA", "OS", "versions")) + "</tr>"]
+    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in _device_cells(doc)) + "</tr>" for doc in docs]
+    parts.append("</table><h2>Results</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in HEADER) + "</tr>")
+    for r in rows:
+        cells = table_cells(r)
+        if r.ok:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+        else:
+            parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells[:METRICS_FROM]) +
+                         f'<td class="notrun" colspan="{len(HEADER) - METRICS_FROM}">{e(cells[-1])}</td></tr>')
+    parts.append("</table><h2>Recommended artifact per device</h2><ul>")
+    parts += [f"<li><b>{e(rec.device)}</b>: {e(recommendation_text(rec))}</li>" for rec in recs]
+    parts.append("</ul><h2>Plots</h2>")
+    for key, alt in (("accuracy", "accuracy vs latency, Pareto front circled"), ("throughput", "throughput vs batch size")):
+        b64 = base64.b64encode(images[key]).decode("ascii")
+        parts.append(f'<p><img alt="{e(alt)}" src="data:image/png;base64,{b64}"></p>')
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+    recommendations: tuple[Recommendation, ...]
+
+
+def build_report(result_paths, out_dir, budget: float = DEFAULT_BUDGET) -> ReportFiles:
+    if budget < 0:
+        raise BadInput(f"--budget is in top-1 points and must be >= 0, got {budget}")
+    paths = list(result_paths)
+    if not paths:
+        raise BadInput("report needs at least one result JSON")
+    docs = [load_result(p) for p in paths]  # every file is checked before anything is written
+    rows = rows_of(docs)
+    recs = recommend(rows, budget)
+    images = {"accuracy": plot_accuracy_latency(rows), "throughput": plot_throughput(rows)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for key, png in images.items():
+        atomic_write_bytes(out / PLOTS[key], png)
+        plots.append(out / PLOTS[key])
+    atomic_write_bytes(out / "report.md", markdown(docs, rows, recs, budget).encode())
+    atomic_write_bytes(out / "report.html", html_page(docs, rows, recs, budget, images).encode())
+    return ReportFiles(out / "report.md", out / "report.html", tuple(plots), tuple(recs))

@@ -1,0 +1,451 @@
+"""ONNX target: one model.onnx per precision, executed by ONNX Runtime.
+
+    fp32  torch.onnx.export (TorchScript exporter), opset >= 17 so LayerNorm is one
+          LayerNormalization node; only the batch axis is dynamic (token mixing fixes N)
+    fp16  the fp32 graph converted to float16, float32 at the inputs and outputs, overflow-prone
+          nodes (LayerNormalization, ReduceMean, ...) kept in float32
+    int8  static QDQ: quant_pre_process, our own calibrator over the calibration set, then
+          quantize_static with per-channel int8 weights on Conv / MatMul / Gemm
+
+The functions above OnnxTarget are plain functions: the TensorRT target calls them as such
+(no target calls another target). onnx and onnxruntime are imported inside functions only.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput, CalibrationError, MissingDependency, require, unknown
+from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status
+
+MODEL = "model.onnx"
+INPUT, OUTPUT = "input", "logits"
+MIN_OPSET = 17                 # LayerNormalization is an ONNX op from opset 17 on
+CHUNK = 256                    # images per inference call
+PROVIDER = "CPUExecutionProvider"
+
+# FP16: these stay float32. LayerNorm's variance and the token mean are reductions whose sums
+# overflow or lose precision in half; Pow/Sqrt belong to a LayerNorm written out by hand (its
+# Div is kept node by node, see to_fp16).
+FP16_BLOCK_OPS = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt")
+
+# INT8: only the ops that carry the MACs are quantized (inputs per-tensor, weights per-channel).
+# LayerNorm, GELU and the residual Adds stay float: quantizing every op cost 1.4 dB logit SQNR on
+# the digits model, and quantized LayerNorm outputs are what sink naive ViT PTQ (DESIGN section 6).
+INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")
+CALIB_BATCH = 16               # images per calibration inference and per collect_data call
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """One activation-range method: the onnxruntime CalibrationMethod name and its settings."""
+    method: str
+    options: dict = field(default_factory=dict)
+
+
+CALIBRATORS = {
+    "minmax": Calibrator("MinMax"),
+    # onnxruntime's default 128 bins / 128 quantized bins leaves the KL search one candidate, the
+    # full range: "entropy" would be MinMax (measured: byte-identical models). 512 bins let it clip.
+    "entropy": Calibrator("Entropy", {"num_bins": 512, "num_quantized_bins": 128}),
+    "percentile": Calibrator("Percentile", {"num_bins": 2048, "percentile": 99.999}),
+}
+
+
+@dataclass(frozen=True)
+class QdqRecipe:
+    """How quantize_static is called. Each choice was measured on the digits T/2 model (logit SQNR
+    against PyTorch FP32, as ONNX Runtime CPU runs the result, MinMax, 100 calibration images):
+
+    reduce_range (7-bit weights): on x86 without AVX-512 VNNI (this AVX2 machine) MLAS's 8-bit
+      kernels saturate their 16-bit pair sums: with 8-bit weights the QDQ math is worth 37.8 dB
+      but the fused kernels deliver 25 dB (int8 activations) or 17 dB (uint8). 7-bit weights cost
+      0.9 dB and run the same on every CPU, so what is validated here is what an edge CPU gets.
+    activations int8, asymmetric: with reduce_range int8 and uint8 measure the same; without it
+      int8 degrades far less (above). int8 is also ORT's default QDQ type and what GPU EPs expect.
+    no output Q/DQ on Conv / MatMul / Gemm: re-quantizing their outputs before the bias Add only
+      adds error (36.9 -> 39.5 dB without it); ONNX Runtime runs DQ -> MatMul as one integer
+      kernel with a float output (MatMulIntegerToFloat)."""
+    activation_type: str = "QInt8"
+    weight_type: str = "QInt8"
+    per_channel: bool = True
+    reduce_range: bool = True
+    op_types: tuple[str, ...] = INT8_OP_TYPES
+    extra_options: tuple[tuple[str, object], ...] = (
+        ("ActivationSymmetric", False),   # GELU outputs are one-sided: asymmetric ranges fit them
+        ("WeightSymmetric", True),        # zero point 0 for weights: integer kernels need no offset
+        ("MatMulConstBOnly", True),       # Mixer's MatMuls all have constant weights
+        ("OpTypesToExcludeOutputQuantization", INT8_OP_TYPES),
+    )
+
+    def options(self) -> dict:
+        """extra_options as quantize_static takes them (lists, not tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.extra_options}
+
+
+DEFAULT_RECIPE = QdqRecipe()
+
+
+# ---- fp32 export ---------------------------------------------------------------------------------
+
+def export_fp32_onnx(model, path, opset: int = MIN_OPSET):
+    """torch -> ONNX at `path`, checked; returns the loaded ModelProto. Input "input" (B, C, H, W),
+    output "logits" (B, K); batch is the only dynamic axis. The TorchScript exporter (dynamo=False)
+    gives byte-identical files for the same weights with torch 2.14."""
+    import torch
+
+    onnx = require("onnx", "onnx")
+    if opset < MIN_OPSET:
+        raise BadInput(f"ONNX opset {opset} is too old: LayerNormalization needs opset {MIN_OPSET} or newer")
+    cfg = model.config
+    dummy = torch.zeros(1, cfg.in_chans, *cfg.img_size, device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False):
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is on purpose
+            torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
+                              input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
+                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    finally:
+        model.train(was_training)
+    onnx.checker.check_model(str(path), full_check=True)
+    return onnx.load(str(path))
+
+
+def add_metadata(onnx_model, checkpoint):
+    """Stamp what a runtime needs to use the model alone: classes, preprocessing, versions."""
+    from .. import __version__
+
+    props = {"classes": json.dumps(list(checkpoint.classes)),
+             "preprocess": json.dumps(checkpoint.preprocess.to_dict()),
+             "mixer_edge_version": __version__,
+             "variant": checkpoint.config.variant}
+    if checkpoint.sha256:
+        props["checkpoint_sha256"] = checkpoint.sha256
+    kept = [p for p in onnx_model.metadata_props if p.key not in props]
+    del onnx_model.metadata_props[:]
+    for p in kept:
+        onnx_model.metadata_props.add(key=p.key, value=p.value)
+    for k, v in props.items():
+        onnx_model.metadata_props.add(key=k, value=v)
+    return onnx_model
+
+
+def save_onnx(onnx_model, path) -> Path:
+    """Save and run the ONNX checker (with shape inference) on the file as written."""
+    onnx = require("onnx", "onnx")
+    onnx.save(onnx_model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    return Path(path)
+
+
+def onnx_versions() -> dict:
+    return {"onnx": require("onnx", "onnx").__version__,
+            "onnxruntime": require("onnxruntime", "onnx").__version__}
+
+
+# ---- fp16 ----------------------------------------------------------------------------------------
+
+def to_fp16(onnx_model, block_ops=FP16_BLOCK_OPS):
+    """float16 copy of an fp32 model, float32 at inputs/outputs so every runner feeds float32.
+    Returns (model, details). Div nodes are kept in float32 unless they divide by a constant >= 1
+    (GELU's x / sqrt(2) cannot overflow; a hand-written LayerNorm's x / sqrt(var) can)."""
+    require("onnx", "onnx")
+    require("onnxruntime", "onnx")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    blocked_div = _risky_divs(onnx_model)
+    m16 = convert_float_to_float16(onnx_model, keep_io_types=True, op_block_list=list(block_ops),
+                                   node_block_list=blocked_div or None)
+    _toposort(m16.graph)  # the converter appends its input casts at the end of the node list
+    kept = Counter(n.op_type for n in m16.graph.node if n.op_type in block_ops)
+    return m16, {"keep_io_types": True, "block_ops": list(block_ops), "blocked_div_nodes": blocked_div,
+                 "kept_fp32": dict(sorted(kept.items()))}
+
+
+def _risky_divs(onnx_model) -> list[str]:
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in onnx_model.graph.initializer}
+    consts.update({n.output[0]: a.t for n in onnx_model.graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})
+    risky = []
+    for n in onnx_model.graph.node:
+        if n.op_type != "Div":
+            continue
+        d = consts.get(n.input[1])
+        if d is None or not np.all(np.abs(numpy_helper.to_array(d)) >= 1):
+            risky.append(n.name)
+    return risky
+
+
+def _toposort(graph) -> None:
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise BadInput(f"ONNX graph has a cycle or a dangling input at {[n.name for n in rest[:3]]}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def cpu_fp32_fallback(path) -> dict:
+    """Which float16 nodes ONNX Runtime's CPU EP actually runs in float32. The CPU EP has half
+    kernels for few ops; for the rest its InsertCastTransformer silently wraps the node in casts.
+    Found by comparing each node's input types before and after session initialisation."""
+    onnx = require("onnx", "onnx")
+    ort = require("onnxruntime", "onnx")
+    with tempfile.TemporaryDirectory(prefix="mixer-edge-fp16-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # casts only, no fusion
+        so.optimized_model_filepath = str(Path(tmp) / "as_run.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(path), so, providers=[PROVIDER])
+        after = _input_float_types(onnx.load(so.optimized_model_filepath))
+    before = _input_float_types(onnx.load(str(path)))
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    fp16 = {name: op for name, (op, t) in before.items() if t == {half}}
+    upcast = Counter(op for name, op in fp16.items() if after.get(name, (op, {half}))[1] == {single})
+    native = Counter(op for name, op in fp16.items() if after.get(name, (op, {half}))[1] != {single})
+    return {"fp16_nodes": len(fp16), "upcast_nodes": sum(upcast.values()),
+            "upcast_ops": dict(sorted(upcast.items())), "native_fp16_ops": dict(sorted(native.items()))}
+
+
+def _input_float_types(model) -> dict:
+    """node name -> (op type, set of float element types among its inputs)."""
+    onnx = require("onnx", "onnx")
+    m = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*m.graph.value_info, *m.graph.input, *m.graph.output]}
+    types.update({i.name: i.data_type for i in m.graph.initializer})
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    return {n.name: (n.op_type, {types.get(i) for i in n.input if types.get(i) in floats})
+            for n in m.graph.node if n.op_type != "Cast"}
+
+
+# ---- int8 ----------------------------------------------------------------------------------------
+
+def quantize_qdq(fp32_path, out_path, x: np.ndarray, method: str | None = None,
+                 recipe: QdqRecipe = DEFAULT_RECIPE) -> dict:
+    """Static QDQ quantization of an fp32 ONNX file, calibrated on x (N, C, H, W) float32.
+    Intermediate files live in a temp folder; the result at out_path is a function of
+    (model, x, method, recipe) only: same inputs, same bytes. Returns the details for the manifest."""
+    ort = require("onnxruntime", "onnx")
+    from onnxruntime import quantization as q
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    cal = _calibrator(method)
+    if "calibration_cache_path" not in _parameters(q.quantize_static):
+        raise MissingDependency(f"int8 export hands its own calibration ranges to quantize_static "
+                                f"(calibration_cache_path=), which onnxruntime {ort.__version__} lacks; "
+                                f"install a newer one: pip install -U 'mixer-edge[onnx]'")
+    with tempfile.TemporaryDirectory(prefix="mixer-edge-int8-") as tmp:
+        pre, cache = Path(tmp) / "pre.onnx", Path(tmp) / "ranges.json"
+        quant_pre_process(str(fp32_path), str(pre))
+        q.save_tensors_data(_calibrate(pre, x, cal, recipe.op_types, Path(tmp)), cache)
+        q.quantize_static(str(pre), str(out_path), None, quant_format=q.QuantFormat.QDQ,
+                          per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                          activation_type=getattr(q.QuantType, recipe.activation_type),
+                          weight_type=getattr(q.QuantType, recipe.weight_type),
+                          op_types_to_quantize=list(recipe.op_types),
+                          calibrate_method=getattr(q.CalibrationMethod, cal.method),
+                          extra_options=recipe.options(), calibration_cache_path=str(cache))
+    return {"quant_format": "QDQ", "calibration": {"method": method or "minmax", "ort_method": cal.method,
+                                                    "options": cal.options, "batch_size": CALIB_BATCH,
+                                                    "images": int(len(x))},
+            "activation_type": recipe.activation_type, "weight_type": recipe.weight_type,
+            "per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range,
+            "op_types_to_quantize": list(recipe.op_types), "extra_options": recipe.options()}
+
+
+def _calibrator(method: str | None) -> Calibrator:
+    name = method or "minmax"
+    if name not in CALIBRATORS:
+        raise unknown("calibration method", name, CALIBRATORS)
+    return CALIBRATORS[name]
+
+
+def _parameters(fn) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(fn).parameters)
+
+
+def _calibrate(model_path: Path, x: np.ndarray, cal: Calibrator, op_types, tmp: Path):
+    """Activation ranges over x in fixed batches of CALIB_BATCH (histograms depend on batching).
+    One collect_data call per batch: each call reduces what it saw, so memory stays one batch's
+    activations, and the histogram calibrators never stack batches of unequal size (they fail)."""
+    from onnxruntime import quantization as q
+
+    # Not CalibMaxIntermediateOutputs for memory: in onnxruntime 1.32 MinMax drops every batch
+    # that fills it (clear_collected_data without reducing first).
+    calibrator = q.create_calibrator(model_path, list(op_types), augmented_model_path=str(tmp / "augmented.onnx"),
+                                     calibrate_method=getattr(q.CalibrationMethod, cal.method),
+                                     extra_options=dict(cal.options))
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+        for start in range(0, len(x), CALIB_BATCH):
+            calibrator.collect_data(_reader(q.CalibrationDataReader, x[start:start + CALIB_BATCH]))
+        return calibrator.compute_data()
+
+
+def _reader(base, batch: np.ndarray):
+    """A CalibrationDataReader yielding one batch (the class is made here: onnxruntime is lazy)."""
+
+    class OneBatch(base):
+        def __init__(self):
+            self.done = False
+
+        def get_next(self):
+            if self.done:
+                return None
+            self.done = True
+            return {INPUT: np.ascontiguousarray(batch, np.float32)}
+
+        def rewind(self):
+            self.done = False
+
+        def __len__(self):
+            return 1
+
+    return OneBatch()
+
+
+def quantized_op_types(onnx_model) -> dict:
+    """Op types whose first two inputs (data and weight) both come from DequantizeLinear, with
+    counts: what a runtime can run in integer arithmetic. Bias Adds and Reshapes that merely read a
+    dequantized tensor are not counted."""
+    produced_by_dq = {o for n in onnx_model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    ops = Counter(n.op_type for n in onnx_model.graph.node
+                  if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                  and len(n.input) >= 2 and all(i in produced_by_dq for i in n.input[:2]))
+    return dict(sorted(ops.items()))
+
+
+# ---- runner --------------------------------------------------------------------------------------
+
+def ort_runner(path, threads: int | None = None, providers=None) -> LoadedRunner:
+    ort = require("onnxruntime", "onnx")
+    providers = list(providers or [PROVIDER])
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise BadInput(f"ONNX Runtime provider(s) {missing} are not available here; available: {', '.join(available)}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    session = ort.InferenceSession(str(path), so, providers=providers)
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4:
+            raise BadInput(f"the runner takes (N, C, H, W) images, got shape {list(x.shape)}")
+        outs = [session.run(None, {name: x[i:i + CHUNK]})[0] for i in range(0, len(x), CHUNK)]
+        return np.concatenate(outs).astype(np.float32, copy=False) if outs else \
+            np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
+
+    used = session.get_providers()
+    return LoadedRunner(run=run, config={"provider": used[0], "providers": used,
+                                         "threads": so.intra_op_num_threads, "graph_optimization": "all"},
+                        what=f"onnxruntime {ort.__version__} {used[0]}")
+
+
+# ---- the target ----------------------------------------------------------------------------------
+
+class OnnxTarget:
+    name = "onnx"
+    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("onnx", "onnxruntime"), "onnx",
+                                "ONNX Runtime (CPU EP here; any EP elsewhere)")
+
+    def status(self) -> Status:
+        if not installed(*self.capabilities.requires):
+            return missing_status(self.capabilities)
+        try:
+            providers = require("onnxruntime", "onnx").get_available_providers()
+        except Exception as e:  # a broken install says why instead of failing `mixer-edge targets`
+            return Status(True, False, f"onnxruntime does not import here: {e}")
+        if PROVIDER not in providers:
+            return Status(True, False, f"no {PROVIDER} (providers: {', '.join(providers)})")
+        return Status(True, True)
+
+    def export(self, checkpoint, spec, calib, out_dir: Path) -> Exported:
+        out = Path(out_dir) / MODEL
+        base = {"file": MODEL, "opset": spec.opset, "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+                "dynamic_axes": {INPUT: ["batch"], OUTPUT: ["batch"]}, "providers": [PROVIDER],
+                "versions": onnx_versions()}
+        if spec.precision == "int8":
+            _check_calibration(checkpoint, spec, calib)
+        with tempfile.TemporaryDirectory(prefix="mixer-edge-onnx-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            model = export_fp32_onnx(checkpoint.model, fp32, spec.opset)
+            details = _PRECISIONS[spec.precision](model, fp32, out, checkpoint, calib, spec)
+        return Exported(files=(MODEL,), details={**base, **details})
+
+    def load_runner(self, artifact, threads: int | None = None, provider=None) -> LoadedRunner:
+        providers = [provider] if isinstance(provider, str) else provider
+        providers = providers or artifact.manifest.get("export", {}).get("providers")
+        return ort_runner(artifact.file(MODEL), threads, providers)
+
+    def validation_runner(self, artifact) -> LoadedRunner:
+        return self.load_runner(artifact)
+
+
+def _check_calibration(ck, spec, calib) -> None:
+    if spec.weights_only:
+        raise BadInput("ONNX Runtime int8 is static W8A8 (QDQ); weights-only int8 is a Core ML option")
+    if calib is None or len(calib) == 0:
+        raise CalibrationError("onnx int8 needs a calibration set; got none")
+    want = (ck.config.in_chans, *ck.config.img_size)
+    if tuple(calib.x.shape[1:]) != want:
+        raise CalibrationError(f"calibration images have shape {list(calib.x.shape[1:])} but the model "
+                               f"takes {list(want)} (channels, height, width)")
+    _calibrator(spec.calib_method)  # unknown method: fail before exporting anything
+
+
+def _write_fp32(model, fp32_path, out, ck, calib, spec) -> dict:
+    save_onnx(add_metadata(model, ck), out)
+    return {}
+
+
+def _write_fp16(model, fp32_path, out, ck, calib, spec) -> dict:
+    m16, details = to_fp16(model)
+    save_onnx(add_metadata(m16, ck), out)
+    fallback = cpu_fp32_fallback(out)
+    notes = []
+    if fallback["upcast_nodes"]:
+        notes.append(f"ONNX Runtime's CPU EP has no float16 kernels for {', '.join(fallback['upcast_ops'])}: "
+                     f"it runs {fallback['upcast_nodes']} of {fallback['fp16_nodes']} float16 nodes in float32 "
+                     f"between casts, so validation here checks float16 weights and tensors, not float16 "
+                     f"arithmetic; GPU EPs (CUDA, TensorRT) run them in float16")
+    return {"fp16": {**details, "cpu_ep": fallback}, "notes": notes}
+
+
+def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
+    onnx = require("onnx", "onnx")
+    details = quantize_qdq(fp32_path, out, calib.x, spec.calib_method)
+    q = onnx.load(str(out))
+    save_onnx(add_metadata(q, ck), out)
+    details["quantized_op_types"] = quantized_op_types(q)
+    details["calibration"]["sha256"] = calib.sha256
+    return {"int8": details}
+
+
+_PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8}

@@ -1,0 +1,946 @@
+#!/usr/bin/env python3
+"""edge_bench.py: benchmark one mixer-edge artifact on the device that runs it.
+
+Self-contained on purpose: it needs the Python standard library, numpy and the artifact's runtime
+(onnxruntime, openvino, ...), plus Pillow only to decode image files. It never imports torch or
+mixer_edge, so it can be copied next to an artifact onto a board that has nothing else.
+
+    python edge_bench.py ARTIFACT_DIR --data SPEC [--iters N | --duration S] [--warmup N]
+                         [--batch-sizes 1,8,32] [--threads N] [--precision-hint f32|bf16|f16]
+                         [--provider NAME] [--limit N] [--split auto|all|eval]
+                         [--reference FP32_ARTIFACT_DIR] [--json OUT]
+
+It reads ARTIFACT_DIR/manifest.json, checks every file's sha256, loads the model (timed), applies
+the manifest's preprocessing (the same steps as mixer_edge/data/preprocess.py, written out here in
+numpy + PIL), measures first-inference time, latency at batch 1 (warm-up, then exactly --iters
+timed calls or --duration seconds), throughput per batch size, top-1 / top-5 accuracy, peak
+resident memory, and writes the same versioned JSON as `mixer-edge bench` (atomically: an
+interrupted run leaves no file). `mixer-edge bench` imports this module for those measurements.
+
+Exit status: 0 done; 2 bad input (tampered artifact, unknown data, class-count mismatch);
+3 the runtime cannot run here (the result, marked not-run, is still written); 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+SCHEMA = 1                      # of the result JSON; `mixer-edge report` refuses any other
+KIND = "mixer-edge-bench"
+ARTIFACT_SCHEMA = 1             # of manifest.json
+SCRIPT_VERSION = "1"
+MANIFEST = "manifest.json"
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+class BenchError(Exception):
+    """A problem with the input the user can fix; main() prints it as one line, exit 2."""
+
+
+class NotRunnable(Exception):
+    """The artifact's runtime is missing or cannot execute on this machine; says why."""
+
+
+# ---- the artifact -------------------------------------------------------------------------------
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(folder) -> dict:
+    """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BenchError(f"{folder} is not a mixer-edge artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BenchError(f"{path} is not valid JSON: {e}") from None
+    if manifest.get("schema") != ARTIFACT_SCHEMA:
+        raise BenchError(f"{path} has artifact schema {manifest.get('schema')!r}; "
+                         f"this script reads schema {ARTIFACT_SCHEMA}")
+    for key in ("target", "precision", "files", "preprocess", "classes"):
+        if key not in manifest:
+            raise BenchError(f"{path} has no {key!r} entry")
+    verify_files(folder, manifest)
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict) -> None:
+    for entry in manifest["files"]:
+        f = folder / entry["path"]
+        if not f.is_file():
+            raise BenchError(f"artifact {folder} is incomplete: {entry['path']} is missing")
+        if sha256_file(f) != entry["sha256"]:
+            raise BenchError(f"artifact {folder}: {entry['path']} does not match its sha256 in "
+                             f"{MANIFEST} (modified or corrupt)")
+
+
+def file_hashes(manifest: dict) -> dict:
+    return {e["path"]: e["sha256"] for e in manifest["files"]}
+
+
+def artifact_size(folder: Path, manifest: dict) -> int:
+    return sum((Path(folder) / e["path"]).stat().st_size for e in manifest["files"])
+
+
+def model_file(folder: Path, manifest: dict, suffix: str) -> Path:
+    """The artifact's model file: model<suffix> when listed, else the only listed *<suffix>."""
+    names = [e["path"] for e in manifest["files"] if e["path"].endswith(suffix)]
+    if f"model{suffix}" in names:
+        return Path(folder) / f"model{suffix}"
+    if len(names) == 1:
+        return Path(folder) / names[0]
+    raise BenchError(f"artifact {folder}: expected one {suffix} file in {MANIFEST}, found {names or 'none'}")
+
+
+def batch_axis(manifest: dict) -> int | None:
+    """None when the batch axis is dynamic (a name such as "batch"), else the fixed batch size."""
+    shape = manifest.get("input", {}).get("shape") or ["batch"]
+    return shape[0] if isinstance(shape[0], int) else None
+
+
+# ---- runtimes -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Options:
+    """How to run: None means the runtime's default, recorded as read back from the runtime."""
+    threads: int | None = None
+    precision_hint: str | None = None   # OpenVINO INFERENCE_PRECISION_HINT: f32 | bf16 | f16
+    provider: str | None = None         # ONNX Runtime execution provider / OpenVINO device
+
+
+class Backend(NamedTuple):
+    run: Callable[[np.ndarray], np.ndarray]   # (N, C, H, W) float32 -> logits (N, K)
+    config: dict                               # the runtime configuration actually in use
+    what: str                                  # e.g. "onnxruntime 1.20.1 CPUExecutionProvider"
+    versions: dict
+
+
+PRECISION_HINTS = ("f32", "bf16", "f16")
+
+
+def _import(module: str, target: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise NotRunnable(f"needs {module} for {target} artifacts ({e}); pip install {module}") from None
+
+
+def load_onnx(folder: Path, manifest: dict, opt: Options) -> Backend:
+    if opt.precision_hint is not None:
+        raise BenchError(f"--precision-hint applies to openvino artifacts; "
+                         f"ONNX Runtime runs {manifest['precision']} as exported")
+    ort = _import("onnxruntime", "onnx")
+    so = ort.SessionOptions()
+    # The defaults of mixer_edge's own ONNX runner, so a device run and `mixer-edge bench` match.
+    so.intra_op_num_threads = opt.threads or os.cpu_count() or 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    # Nodes an accelerator provider does not take fall back to the CPU provider, as ORT intends.
+    wanted = [opt.provider or "CPUExecutionProvider"]
+    if wanted[0] != "CPUExecutionProvider":
+        wanted.append("CPUExecutionProvider")
+    available = ort.get_available_providers()
+    if wanted[0] not in available:
+        raise NotRunnable(f"needs ONNX Runtime provider {wanted[0]}; this onnxruntime has {', '.join(available)}")
+    sess = ort.InferenceSession(str(model_file(folder, manifest, ".onnx")), so, providers=wanted)
+    if sess.get_providers()[0] != wanted[0]:
+        raise NotRunnable(f"ONNX Runtime could not start {wanted[0]} (session runs on {sess.get_providers()})")
+    in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return sess.run([out_name], {in_name: x})[0]
+
+    config = {"provider": wanted[0], "providers": sess.get_providers(), "threads": so.intra_op_num_threads,
+              "graph_optimization": "all"}
+    return Backend(run, config, f"onnxruntime {ort.__version__} {wanted[0]}", {"onnxruntime": ort.__version__})
+
+
+def load_openvino(folder: Path, manifest: dict, opt: Options) -> Backend:
+    ov = _import("openvino", "openvino")
+    hint = opt.precision_hint or "f32"  # explicit: OpenVINO's CPU default is bf16 where the ISA has it
+    if hint not in PRECISION_HINTS:
+        raise BenchError(f"unknown --precision-hint {hint!r}; accepted: {', '.join(PRECISION_HINTS)}")
+    device = opt.provider or "CPU"
+    core = ov.Core()
+    if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} \
+            and not device.startswith(("AUTO", "HETERO", "MULTI")):
+        raise NotRunnable(f"needs OpenVINO device {device}; this machine has {', '.join(core.available_devices)}")
+    threads = opt.threads or _usable_cpus()
+    compiled = core.compile_model(core.read_model(str(model_file(folder, manifest, ".xml"))), device,
+                                  {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    config = {"device": device, "precision_hint": hint, "threads": threads}
+    try:  # what the plugin actually uses: a CPU without BF16 runs a bf16 hint in f32
+        config["applied_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        config["applied_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    except (RuntimeError, AttributeError, TypeError):  # not every device reports these
+        pass
+    return Backend(run, config, f"openvino {ov.__version__} {device} {hint}", {"openvino": ov.__version__})
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may use (a container's affinity mask, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def load_tensorrt(folder: Path, manifest: dict, opt: Options) -> Backend:
+    # Hook for the TensorRT runner: deserialize the engine listed in the manifest with
+    # tensorrt.Runtime, bind input/output buffers, return Backend(run, config, what, versions).
+    raise NotRunnable("the tensorrt runner is not in this edge_bench.py yet")
+
+
+BACKENDS: dict[str, Callable[[Path, dict, Options], Backend]] = {
+    "onnx": load_onnx,
+    "openvino": load_openvino,
+    "tensorrt": load_tensorrt,
+}
+
+
+def load_backend(folder: Path, manifest: dict, opt: Options) -> Backend:
+    target = manifest["target"]
+    if target not in BACKENDS:
+        raise NotRunnable(f"edge_bench.py has no runner for target {target!r}; it runs {', '.join(BACKENDS)}")
+    return BACKENDS[target](Path(folder), manifest, opt)
+
+
+# ---- evaluation data ----------------------------------------------------------------------------
+
+class Data(NamedTuple):
+    images: object                  # uint8 (N, H, W, C), or a list of (H, W, C) when sizes differ
+    labels: np.ndarray | None       # int64 (N,) or None (unlabeled)
+    classes: tuple | None           # class names when the source knows them
+    spec: str
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+DATA_HELP = ("mnist:DIR (IDX files, gzipped or not), imagefolder:DIR (one sub-folder of images per "
+             "class), folder:DIR (unlabeled images), DIR (either, guessed), FILE.npz (uint8 'images' "
+             "(N,H,W[,C]) and 'labels')")
+
+
+def read_data(spec: str) -> Data:
+    name, sep, arg = spec.partition(":")
+    readers = {"mnist": read_mnist, "imagefolder": read_imagefolder, "folder": read_folder}
+    if sep and name in readers:
+        root = Path(arg).expanduser()
+        if not root.is_dir():
+            raise BenchError(f"data folder {'is a file' if root.exists() else 'not found'}: {arg} (from spec {spec!r})")
+        return readers[name](root)._replace(spec=spec)
+    p = Path(spec).expanduser()
+    if p.suffix == ".npz" and p.is_file():
+        return read_npz(p)._replace(spec=spec)
+    if p.is_dir():
+        has_images = bool(_images_in(p))
+        has_classes = any(_images_in(d) for d in _class_dirs(p))
+        if has_images != has_classes:
+            return (read_imagefolder(p) if has_classes else read_folder(p))._replace(spec=spec)
+        raise BenchError(f"cannot tell what folder {p} holds; say imagefolder:{p} or folder:{p}")
+    raise BenchError(f"cannot read data {spec!r}; accepted: {DATA_HELP}")
+
+
+def read_npz(path: Path) -> Data:
+    with np.load(path, allow_pickle=False) as z:
+        if "images" not in z.files:
+            raise BenchError(f"{path} has no 'images' array (found {', '.join(z.files)}); expected raw "
+                             f"uint8 'images' (N,H,W[,C]) and 'labels' (a calibration .npz holds "
+                             f"preprocessed tensors, not images)")
+        images = z["images"]
+        labels = z["labels"].astype(np.int64) if "labels" in z.files else None
+        classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else None
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise BenchError(f"{path}: 'images' is {images.dtype} {images.shape}; expected uint8 (N,H,W[,C])")
+    if labels is not None and labels.shape != (len(images),):
+        raise BenchError(f"{path}: {len(images)} images but 'labels' of shape {labels.shape}")
+    return Data(images if images.ndim == 4 else images[..., None], labels, classes, str(path))
+
+
+IDX_IMAGES = re.compile(r"^(?P<stem>.+)-images[-.]idx3-ubyte(\.gz)?$")
+
+
+def read_mnist(root: Path) -> Data:
+    """IDX pairs, train-* before t10k-*, as mixer_edge's mnist source orders them."""
+    stems = {}
+    for p in sorted(root.iterdir()):
+        m = IDX_IMAGES.match(p.name)
+        if m and p.is_file():
+            stems.setdefault(m["stem"], p)
+    if not stems:
+        raise BenchError(f"no MNIST files in {root}; expected *-images-idx3-ubyte[.gz] + *-labels-idx1-ubyte[.gz]")
+    order = sorted(stems, key=lambda s: (not s.startswith("train"), not s.startswith("t10k"), s))
+    images, labels = [], []
+    for stem in order:
+        lab = next((p for n in (f"{stem}-labels-idx1-ubyte", f"{stem}-labels.idx1-ubyte")
+                    for p in (root / n, root / f"{n}.gz") if p.is_file()), None)
+        if lab is None:
+            raise BenchError(f"{stems[stem]} has no labels file {stem}-labels-idx1-ubyte[.gz]")
+        im, lb = _read_idx(stems[stem], 2051, 3), _read_idx(lab, 2049, 1)
+        if len(im) != len(lb):
+            raise BenchError(f"{stems[stem]} holds {len(im)} images but {lab} holds {len(lb)} labels")
+        images.append(im[..., None])
+        labels.append(lb.astype(np.int64))
+    return Data(np.concatenate(images), np.concatenate(labels), tuple(str(d) for d in range(10)), f"mnist:{root}")
+
+
+def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # by content, not by name
+        raw = gzip.decompress(raw)
+    head = 4 * (1 + ndim)
+    if len(raw) < head:
+        raise BenchError(f"{path} is truncated ({len(raw)} bytes)")
+    got, *dims = np.frombuffer(raw, ">u4", count=1 + ndim).tolist()
+    if got != magic or len(raw) != head + int(np.prod(dims)):
+        raise BenchError(f"{path} is not a complete IDX file (magic {got}, {len(raw)} bytes for shape {tuple(dims)})")
+    return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
+
+
+def _visible(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _class_dirs(root: Path) -> list:
+    return [p for p in _visible(root) if p.is_dir()]
+
+
+def _images_in(folder: Path) -> list:
+    return [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+
+
+def read_imagefolder(root: Path) -> Data:
+    dirs = _class_dirs(root)
+    if not dirs:
+        raise BenchError(f"no class sub-folders in {root}; imagefolder:DIR wants one folder per class")
+    files, labels = [], []
+    for index, d in enumerate(dirs):
+        found = _images_in(d)
+        if not found:
+            raise BenchError(f"class folder {d} has no images (png/jpg/jpeg/bmp)")
+        files += found
+        labels += [index] * len(found)
+    return Data(_read_images(files), np.array(labels, np.int64), tuple(d.name for d in dirs), f"imagefolder:{root}")
+
+
+def read_folder(root: Path) -> Data:
+    files = _images_in(root)
+    if not files:
+        raise BenchError(f"folder {root} has no images (png/jpg/jpeg/bmp)")
+    return Data(_read_images(files), None, None, f"folder:{root}")
+
+
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def _read_images(files: list):
+    from PIL import Image  # only when decoding image files
+
+    images = []
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if img.mode not in GRAY_MODES:
+                    images.append(np.asarray(img.convert("RGB")))
+                elif img.mode.startswith("I"):  # 16-bit: scale 0..65535 to 0..255
+                    wide = np.asarray(img, dtype=np.float64)
+                    images.append(np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)[..., None])
+                else:
+                    images.append(np.asarray(img.convert("L"))[..., None])
+        except (OSError, SyntaxError, ValueError) as e:
+            raise BenchError(f"cannot read image {path}: {e}") from None
+    return np.stack(images) if len({im.shape for im in images}) == 1 else images
+
+
+def check_classes(manifest: dict, data: Data) -> None:
+    """The data must have the model's class count; a mismatch would make accuracy meaningless."""
+    want = len(manifest["classes"])
+    have = len(data.classes) if data.classes is not None else None
+    if have is not None and data.labels is not None and have != want:
+        raise BenchError(f"data {data.spec!r} has {have} classes but the model has {want} outputs")
+    if data.labels is not None and len(data.labels) and (data.labels.min() < 0 or data.labels.max() >= want):
+        raise BenchError(f"data {data.spec!r} has label {int(data.labels.max())} but the model has {want} outputs")
+
+
+# The seeded, class-stratified split of mixer_edge/data/dataset.py (default 0.8 / 0.1 / 0.1, seed 0),
+# so `--split eval` on a device selects the very images `mixer-edge bench` evaluates on.
+SPLIT_DEFAULT = {"seed": 0, "train": 0.8, "calib": 0.1, "eval": 0.1}
+
+
+def split_indices(labels, n: int, split: dict = SPLIT_DEFAULT) -> dict:
+    rng = np.random.default_rng(split["seed"])
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    train, calib = int(round(n * split["train"])), int(round(n * split["calib"]))
+    want = {"train": train, "calib": calib, "eval": n - train - calib}
+    order = np.concatenate([rng.permutation(g) for g in groups])
+    ranks = np.concatenate([np.arange(len(g)) / max(len(g), 1) for g in groups])
+    order = order[np.argsort(ranks, kind="stable")]
+    out, start = {}, 0
+    for s in ("train", "calib", "eval"):
+        out[s] = np.sort(order[start:start + want[s]])
+        start += want[s]
+    return out
+
+
+def select(data: Data, split: str, manifest: dict, limit: int | None) -> tuple[Data, str]:
+    """auto = the held-out eval split when the data is the data the model was trained on."""
+    model = manifest.get("model") or {}
+    if split == "auto":
+        split = "eval" if model.get("data") == data.spec else "all"
+    if split == "eval":
+        idx = split_indices(data.labels, len(data.images), model.get("split") or SPLIT_DEFAULT)["eval"]
+        data = _subset(data, idx)
+    elif split != "all":
+        raise BenchError(f"unknown split {split!r}; accepted: auto, all, eval")
+    if limit is not None:
+        data = _subset(data, np.arange(min(limit, len(data.images))))
+    return data, split
+
+
+def _subset(data: Data, idx) -> Data:
+    images = data.images[idx] if isinstance(data.images, np.ndarray) else [data.images[i] for i in idx]
+    return data._replace(images=images, labels=None if data.labels is None else data.labels[idx])
+
+
+# ---- preprocessing: mixer_edge/data/preprocess.py, step for step ---------------------------------
+
+RESIZE_METHODS = {"bilinear": 2, "nearest": 0, "bicubic": 3}  # name -> PIL.Image resampling code
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)     # ITU-R 601, as PIL's convert("L")
+
+
+def preprocess(images, spec: dict) -> np.ndarray:
+    """Raw uint8 (N, H, W[, C]) or a list of (H, W[, C]) -> (N, C, H, W) float32, per the manifest.
+    Channel conversion, PIL resize, / 255, (x - mean) / std: the steps of Preprocess.__call__."""
+    size, channels = tuple(spec["size"]), int(spec["channels"])
+    method = spec.get("resize", "bilinear")
+    if channels not in (1, 3) or method not in RESIZE_METHODS:
+        raise BenchError(f"manifest preprocess {spec} is not supported: channels 1 or 3, "
+                         f"resize {', '.join(RESIZE_METHODS)}")
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4) and tuple(images.shape[1:3]) == size:
+        batch = _to_channels(images if images.ndim == 4 else images[..., None], channels).astype(np.float32)
+    elif len(images):
+        batch = np.stack([_one(img, size, channels, method) for img in images])
+    else:
+        batch = np.zeros((0, *size, channels), np.float32)
+    mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
+    x = (batch / np.float32(255.0) - mean) / std
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, C, H, W)
+
+
+def _one(img, size, channels: int, method: str) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        raise BenchError(f"raw images must be uint8, got dtype {img.dtype}")
+    if img.ndim == 2:
+        img = img[..., None]
+    img = _to_channels(img[None], channels)[0]
+    if img.shape[:2] != size:
+        img = _resize(img, size, method)
+    return img.astype(np.float32)
+
+
+def _to_channels(batch: np.ndarray, channels: int) -> np.ndarray:
+    have = batch.shape[-1]
+    if have == channels:
+        return batch
+    if have == 1 and channels == 3:
+        return np.repeat(batch, 3, axis=-1)
+    if have == 3 and channels == 1:
+        luma = batch.astype(np.float32) @ LUMA
+        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+    raise BenchError(f"images with {have} channels cannot be converted to the model's {channels}")
+
+
+def _resize(img: np.ndarray, size, method: str) -> np.ndarray:
+    from PIL import Image
+
+    h, w = size
+    if img.shape[-1] == 1:
+        return np.asarray(Image.fromarray(img[..., 0]).resize((w, h), RESIZE_METHODS[method]))[..., None]
+    return np.asarray(Image.fromarray(img).resize((w, h), RESIZE_METHODS[method]))
+
+
+# ---- timing -------------------------------------------------------------------------------------
+
+class Timing(NamedTuple):
+    samples_ms: list      # one per timed call
+    first_ms: float       # the very first call, before warm-up (includes lazy initialisation)
+
+
+def time_calls(fn: Callable[[], object], warmup: int, iters: int | None = None, duration: float | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Call fn once (timed as the first inference), `warmup` more times untimed, then exactly
+    `iters` timed calls, or timed calls until `duration` seconds of them have passed (at least one).
+    Ctrl-C inside fn propagates: nothing is returned, so nothing is written."""
+    if (iters is None) == (duration is None):
+        raise ValueError("give exactly one of iters or duration")
+    if warmup < 0 or (iters is not None and iters < 1) or (duration is not None and duration <= 0):
+        raise ValueError(f"need warmup >= 0 and iters >= 1 or duration > 0, got {warmup}, {iters}, {duration}")
+    t0 = clock()
+    fn()
+    first_ms = (clock() - t0) * 1e3
+    for _ in range(warmup):
+        fn()
+    samples = []
+    start = clock()
+    while True:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        samples.append((t1 - t0) * 1e3)
+        if (len(samples) >= iters) if iters is not None else (t1 - start >= duration):
+            return Timing(samples, first_ms)
+
+
+def latency_stats(samples_ms) -> dict:
+    """min, mean, p50, p90, p99, max, std (population) and count of latency samples in ms.
+    Percentiles interpolate linearly between order statistics (numpy's default method)."""
+    xs = sorted(float(s) for s in samples_ms)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no latency samples")
+
+    def pct(p: float) -> float:
+        rank = p / 100 * (n - 1)
+        lo = math.floor(rank)
+        hi = min(lo + 1, n - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (rank - lo)
+
+    mean = math.fsum(xs) / n
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / n)
+    return {"min": xs[0], "mean": mean, "p50": pct(50), "p90": pct(90), "p99": pct(99),
+            "max": xs[-1], "std": std, "count": n}
+
+
+@dataclass(frozen=True)
+class Settings:
+    warmup: int = 10
+    iters: int | None = 100
+    duration: float | None = None   # seconds per measurement, instead of iters
+    batch_sizes: tuple = (1, 8, 32)
+    eval_batch: int = 64            # batch used to compute accuracy (dynamic-batch artifacts)
+
+    def __post_init__(self):
+        if (self.iters is None) == (self.duration is None):
+            raise BenchError("give --iters N or --duration S, not both")
+        if self.warmup < 0 or (self.iters is not None and self.iters < 1) or \
+                (self.duration is not None and self.duration <= 0):
+            raise BenchError(f"need --warmup >= 0, --iters >= 1, --duration > 0; got warmup {self.warmup}, "
+                             f"iters {self.iters}, duration {self.duration}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise BenchError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
+
+
+def parse_batch_sizes(text: str) -> tuple:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise BenchError(f"--batch-sizes takes comma-separated integers like 1,8,32, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise BenchError(f"--batch-sizes takes positive integers like 1,8,32, got {text!r}")
+    return sizes
+
+
+def _tile(x: np.ndarray, n: int) -> np.ndarray:
+    """n images: the first n, repeated when there are fewer."""
+    return np.ascontiguousarray(x[np.arange(n) % len(x)])
+
+
+def measure_speed(run, x: np.ndarray, settings: Settings, fixed_batch: int | None = None,
+                  clock=time.perf_counter) -> dict:
+    """First inference, latency at batch 1 (or the fixed batch), throughput per batch size."""
+    if len(x) == 0:
+        raise BenchError("no images to benchmark with")
+    lat_batch = fixed_batch or 1
+    one = _tile(x, lat_batch)
+    timing = time_calls(lambda: run(one), settings.warmup, settings.iters, settings.duration, clock)
+    throughput = []
+    for b in ([fixed_batch] if fixed_batch else settings.batch_sizes):
+        xb = _tile(x, b)
+        # About as many images per batch size as the latency loop ran, at least 3 calls.
+        iters = None if settings.iters is None else max(3, -(-settings.iters // b))
+        t = timing if b == lat_batch else time_calls(lambda: run(xb), max(1, -(-settings.warmup // b)),
+                                                     iters, settings.duration, clock)
+        total_s = math.fsum(t.samples_ms) / 1e3
+        throughput.append({"batch": b, "images_per_s": b * len(t.samples_ms) / total_s if total_s > 0 else None,
+                           "iters": len(t.samples_ms), "p50_ms": latency_stats(t.samples_ms)["p50"]})
+    return {"first_inference_ms": timing.first_ms, "latency_batch": lat_batch,
+            "latency_ms": latency_stats(timing.samples_ms), "throughput": throughput,
+            "batch_dynamic": fixed_batch is None}
+
+
+# ---- accuracy -----------------------------------------------------------------------------------
+
+def predict(run, x: np.ndarray, batch: int, fixed_batch: int | None = None) -> np.ndarray:
+    """Logits for all of x; a fixed-batch model gets its batch, the last one padded."""
+    b = fixed_batch or batch
+    out = []
+    for i in range(0, len(x), b):
+        chunk = x[i:i + b]
+        if fixed_batch and len(chunk) < b:
+            out.append(np.asarray(run(_tile(np.concatenate([chunk, x[:b]]), b)))[:len(chunk)])
+        else:
+            out.append(np.asarray(run(chunk)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict:
+    """As mixer_edge.train.evaluate.topk_accuracy: label among the k largest logits (k capped at K)."""
+    order = np.argsort(-logits, axis=1, kind="stable")
+    hits = order == np.asarray(labels)[:, None]
+    return {f"top{k}": float(hits[:, :min(k, logits.shape[1])].any(axis=1).mean()) if len(labels) else 0.0
+            for k in ks}
+
+
+def accuracy(logits: np.ndarray, labels) -> dict | None:
+    return None if labels is None else {**topk_accuracy(logits, labels), "n": int(len(labels))}
+
+
+def agreement(reference: np.ndarray, logits: np.ndarray, name: str) -> dict:
+    """Top-1 agreement and mean per-image logit cosine against reference logits (N, K)."""
+    if reference.shape != logits.shape:
+        raise BenchError(f"reference {name} gives logits {reference.shape}, the artifact {logits.shape}")
+    ref, out = reference.astype(np.float64), logits.astype(np.float64)
+    cos = (ref * out).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)
+    return {"top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()), "cosine": float(cos.mean()),
+            "max_abs_diff": float(np.abs(out - ref).max()) if ref.size else 0.0, "reference": name}
+
+
+# ---- memory, device, versions -------------------------------------------------------------------
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Linux: reset the high-water mark to the current RSS (clear_refs 5), so a peak read later
+    belongs to what ran since. False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_mb() -> float | None:
+    return _proc_status_mb("VmRSS")
+
+
+def peak_rss_mb(since_reset: bool = False) -> float | None:
+    """Peak resident memory of this process in MiB: ru_maxrss (Linux KiB, macOS bytes), or
+    /proc/self/status VmHWM after reset_peak_rss()."""
+    if since_reset:
+        return _proc_status_mb("VmHWM")
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
+
+
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
+             "neon", "asimd", "asimdhp", "asimddp", "fphp", "bf16", "i8mm", "sve", "sve2", "sme")
+
+
+def _cpuinfo() -> dict:
+    """Keys of the first processor block of /proc/cpuinfo plus the flags / Features line."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    info = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def isa_flags(info: dict | None = None) -> list:
+    info = _cpuinfo() if info is None else info
+    have = set((info.get("flags") or info.get("Features") or "").split())
+    if "asimd" in have:
+        have.add("neon")  # Linux on AArch64 calls NEON asimd
+    if sys.platform == "darwin":
+        if platform.machine() == "arm64":
+            have.add("neon")
+        for flag, key in (("bf16", "hw.optional.arm.FEAT_BF16"), ("i8mm", "hw.optional.arm.FEAT_I8MM"),
+                          ("asimddp", "hw.optional.arm.FEAT_DotProd"), ("avx2", "hw.optional.avx2_0"),
+                          ("avx512f", "hw.optional.avx512f")):
+            if _sysctl(key) == "1":
+                have.add(flag)
+    return [f for f in ISA_FLAGS if f in have]
+
+
+def cpu_model(info: dict | None = None) -> str:
+    info = _cpuinfo() if info is None else info
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if info.get(key):
+            return info[key]
+    board = Path("/proc/device-tree/model")
+    if board.is_file():
+        return board.read_text(errors="replace").strip("\x00 \n")
+    if sys.platform == "darwin":
+        return _sysctl("machdep.cpu.brand_string") or platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _gpus() -> list | None:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.strip() for line in out.splitlines() if line.strip()] or None
+
+
+def device_info(name: str | None = None) -> dict:
+    info = _cpuinfo()
+    return {"name": name or platform.node() or "unknown", "hostname": platform.node(), "cpu": cpu_model(info),
+            "cores_logical": os.cpu_count(), "cores_usable": _usable_cpus(), "isa": isa_flags(info),
+            "machine": platform.machine(), "os": platform.platform(), "gpus": _gpus()}
+
+
+def base_versions() -> dict:
+    v = {"python": platform.python_version(), "numpy": np.__version__, "edge_bench": SCRIPT_VERSION}
+    if "PIL" in sys.modules:
+        v["pillow"] = getattr(sys.modules["PIL"], "__version__", "?")
+    return v
+
+
+# ---- results ------------------------------------------------------------------------------------
+
+RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "reason", "runtime", "load_s",
+               "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "size_bytes",
+               "peak_rss_mb", "rss_before_load_mb", "peak_rss_scope", "accuracy", "agreement", "data")
+
+
+def result_entry(**fields) -> dict:
+    """One result with every key of the schema present (None where it did not apply or run)."""
+    unknown = set(fields) - set(RESULT_KEYS)
+    if unknown:
+        raise ValueError(f"not result keys: {sorted(unknown)}")
+    return {k: fields.get(k) for k in RESULT_KEYS}
+
+
+def document(results: list, device: dict, versions: dict, settings: Settings, tool: str, data: str) -> dict:
+    return {"schema": SCHEMA, "kind": KIND, "tool": tool,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data,
+            "settings": {**asdict(settings), "batch_sizes": list(settings.batch_sizes)},
+            "device": device, "versions": versions, "results": results}
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Temp file in the same folder, then os.replace: a reader never sees half a file, and an
+    interrupted write leaves nothing behind. The file gets the umask's usual permissions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _f(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def format_table(doc: dict) -> str:
+    """The results as a fixed-width text table for a terminal."""
+    head = ("artifact", "target", "prec", "size MB", "load s", "first ms", "p50 ms", "p99 ms", "img/s (b)",
+            "top-1", "agree", "cosine", "RSS MB")
+    rows = []
+    for r in doc["results"]:
+        if r["status"] != "ok":
+            rows.append((r["name"], r["target"], r["precision"], f"not run: {r['reason']}"))
+            continue
+        best = max(r["throughput"], key=lambda t: t["images_per_s"] or 0, default=None)
+        acc, agr = r["accuracy"] or {}, r["agreement"] or {}
+        rows.append((r["name"], r["target"], r["precision"], _f(r["size_bytes"] and r["size_bytes"] / 1e6, ".2f"),
+                     _f(r["load_s"], ".2f"), _f(r["first_inference_ms"], ".1f"), _f(r["latency_ms"]["p50"], ".3f"),
+                     _f(r["latency_ms"]["p99"], ".3f"),
+                     "-" if best is None else f"{best['images_per_s']:.0f} ({best['batch']})",
+                     _f(acc.get("top1"), ".4f"), _f(agr.get("top1_agreement"), ".4f"), _f(agr.get("cosine"), ".5f"),
+                     _f(r["peak_rss_mb"], ".0f")))
+    full = [head] + [r for r in rows if len(r) == len(head)]  # a not-run row's reason must not widen columns
+    widths = [max(len(str(row[i])) for row in full) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths))]
+    for row in rows:
+        if len(row) < len(head):  # a not-run row: its reason runs on past the columns
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+        else:
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    d = doc["device"]
+    lines.append(f"device: {d['name']}: {d['cpu']}, {d['cores_usable']} cores, {' '.join(d['isa']) or 'no ISA flags'}; "
+                 f"{d['os']}")
+    return "\n".join(lines)
+
+
+# ---- one artifact, end to end -------------------------------------------------------------------
+
+def bench_artifact(folder, data: Data, settings: Settings, options: Options, split: str = "auto",
+                   limit: int | None = None, reference: str | None = None,
+                   manifest: dict | None = None) -> tuple[dict, dict]:
+    """Benchmark one artifact folder on raw data; returns (result entry, runtime versions).
+    manifest: the folder's manifest, already read and verified by read_manifest."""
+    folder = Path(folder)
+    manifest = read_manifest(folder) if manifest is None else manifest
+    check_classes(manifest, data)
+    data, split = select(data, split, manifest, limit)
+    fixed = batch_axis(manifest)
+    base = dict(artifact=str(folder), name=folder.name, target=manifest["target"], precision=manifest["precision"],
+                sha256=file_hashes(manifest), size_bytes=artifact_size(folder, manifest),
+                data={"spec": data.spec, "split": split, "n": len(data.images)})
+    x = preprocess(data.images, manifest["preprocess"])
+    ref_logits = None
+    if reference is not None:  # logits of the reference artifact first: its memory is not ours
+        ref_manifest = read_manifest(reference)
+        if ref_manifest["preprocess"] != manifest["preprocess"]:
+            raise BenchError(f"reference {reference} preprocesses differently from {folder}")
+        try:
+            ref = load_backend(Path(reference), ref_manifest, Options())
+        except NotRunnable as why:
+            raise BenchError(f"reference {reference} cannot run here: {why}") from None
+        ref_logits = predict(ref.run, x, settings.eval_batch, batch_axis(ref_manifest))
+        del ref
+    scoped = reset_peak_rss()
+    before = current_rss_mb()
+    t0 = time.perf_counter()
+    try:
+        backend = load_backend(folder, manifest, options)
+    except NotRunnable as why:
+        return result_entry(**base, status="not-run", reason=str(why)), {}
+    load_s = time.perf_counter() - t0
+    speed = measure_speed(backend.run, x, settings, fixed)
+    logits = predict(backend.run, x, settings.eval_batch, fixed)
+    entry = result_entry(
+        **base, status="ok", runtime={**backend.config, "what": backend.what}, load_s=load_s, **speed,
+        peak_rss_mb=peak_rss_mb(since_reset=scoped), rss_before_load_mb=before,
+        peak_rss_scope="since load" if scoped else "process",
+        accuracy=accuracy(logits, data.labels),
+        agreement=None if ref_logits is None else agreement(ref_logits, logits, str(reference)))
+    return entry, backend.versions
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge_bench.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("artifact", help="artifact folder (with manifest.json)")
+    p.add_argument("--data", required=True, help=f"evaluation data: {DATA_HELP}")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 (default 100)")
+    how.add_argument("--duration", type=float, default=None, help="time calls for this many seconds instead")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first one (default 10)")
+    p.add_argument("--batch-sizes", default="1,8,32", help="throughput batch sizes, comma-separated (default 1,8,32)")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's own)")
+    p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
+                   help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+    p.add_argument("--provider", default=None,
+                   help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device (default CPU)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N evaluation images")
+    p.add_argument("--split", default="auto", choices=["auto", "all", "eval"],
+                   help="auto: the held-out eval split when --data is the model's training data, else all")
+    p.add_argument("--reference", default=None, help="FP32 artifact folder for top-1 agreement and logit cosine")
+    p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
+    p.add_argument("--json", default=None, help="write the result JSON here (atomically)")
+    return p
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    iters = args.iters if args.iters is not None or args.duration is not None else 100
+    settings = Settings(warmup=args.warmup, iters=iters, duration=args.duration,
+                        batch_sizes=parse_batch_sizes(args.batch_sizes))
+    if args.limit is not None and args.limit < 1:
+        raise BenchError(f"--limit must be at least 1, got {args.limit}")
+    manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
+    data = read_data(args.data)
+    options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
+    entry, versions = bench_artifact(args.artifact, data, settings, options, args.split, args.limit,
+                                     args.reference, manifest)
+    doc = document([entry], device_info(args.device_name), {**base_versions(), **versions}, settings,
+                   "edge_bench.py", args.data)
+    print(format_table(doc))
+    if args.json:
+        atomic_write_json(args.json, doc)
+    if entry["status"] != "ok":
+        print(f"not run: {entry['reason']}", file=sys.stderr)
+        return EXIT_NOT_RUN
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    try:
+        return run(argv)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; no result written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,523 @@
+"""Benchmarks: the timing loop, the on-device script (edge_bench.py) and the in-process harness
+(`mixer-edge bench`), and the report. Small and real: a Ti/4 exported to ONNX in the test."""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mixer_edge.errors import BadInput
+from mixer_edge.runtime import edge_bench as eb
+
+ort = pytest.importorskip("onnxruntime")
+
+CLASSES = [str(i) for i in range(10)]
+FAST = ["--iters", "5", "--warmup", "1", "--batch-sizes", "1,4"]
+EDGE_SCRIPT = Path(eb.__file__)
+
+
+# ---- fixtures: a tiny model, its checkpoint, hand-made artifacts, data ---------------------------
+
+@pytest.fixture(scope="module")
+def model():
+    import torch
+
+    from mixer_edge import create_model
+
+    torch.manual_seed(0)
+    m = create_model("Ti/4", num_classes=10, in_chans=1).eval()
+    torch.nn.init.normal_(m.head.weight, std=0.5)  # the head starts at zero: every logit would be 0
+    torch.nn.init.normal_(m.head.bias, std=0.1)
+    return m
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory) -> Path:
+    from mixer_edge import Preprocess, save_checkpoint
+
+    out = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(out, model, Preprocess.default(28, 1), CLASSES, meta={"data": "digits"})
+    return out
+
+
+def _manifest(target: str, files: list[str], folder: Path) -> dict:
+    from mixer_edge.export.artifact import file_entries
+
+    return {"target": target, "precision": "fp32", "files": file_entries(folder, files),
+            "input": {"name": "input", "shape": ["batch", 1, 28, 28], "dtype": "float32"},
+            "output": {"name": "logits", "shape": ["batch", 10]},
+            "preprocess": {"size": [28, 28], "channels": 1, "mean": [0.5], "std": [0.5], "resize": "bilinear"},
+            "classes": CLASSES, "model": {"variant": "Ti/4", "data": "digits"}, "versions": {}}
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(model, tmp_path_factory) -> Path:
+    import torch
+
+    from mixer_edge.export.artifact import write_manifest
+
+    folder = tmp_path_factory.mktemp("arts") / "onnx-fp32"
+    folder.mkdir()
+    torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(folder / "model.onnx"), dynamo=False,
+                      opset_version=17, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    write_manifest(folder, _manifest("onnx", ["model.onnx"], folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tensorrt_artifact(tmp_path_factory) -> Path:
+    """An artifact whose runtime is not on this machine."""
+    from mixer_edge.export.artifact import write_manifest
+
+    folder = tmp_path_factory.mktemp("arts") / "tensorrt-fp16"
+    folder.mkdir()
+    (folder / "model.plan").write_bytes(b"not a real engine")
+    write_manifest(folder, {**_manifest("tensorrt", ["model.plan"], folder), "precision": "fp16"})
+    return folder
+
+
+def _images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """10 classes x 2 RGB 30x30 PNGs: the model's preprocessing converts to gray and resizes."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imgs")
+    for i, img in enumerate(_images(20, 30, 3, seed=1)):
+        d = root / CLASSES[i % 10]
+        d.mkdir(exist_ok=True)
+        Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def npz_data(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("npz") / "eval.npz"
+    labels = np.random.default_rng(2).integers(0, 10, 24)
+    np.savez(path, images=_images(24, 28, 1, seed=3), labels=labels)
+    return path
+
+
+@pytest.fixture
+def onnx_target():
+    """The registry's ONNX target (mixer_edge/export/onnx.py) must load; no stand-in."""
+    from mixer_edge.export.registry import get_target
+
+    return get_target("onnx")
+
+
+def _edge(capsys, *argv) -> tuple[int, str, str]:
+    code = eb.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _edge_json(capsys, tmp_path, artifact, data, *extra) -> dict:
+    out = tmp_path / "edge.json"
+    code, _, err = _edge(capsys, artifact, "--data", data, *FAST, "--json", out, *extra)
+    assert code == 0, err
+    return json.loads(out.read_text())
+
+
+def _config(data: str, **kw):
+    from mixer_edge.bench.harness import BenchConfig, make_settings
+
+    return BenchConfig(data=data, settings=make_settings(warmup=1, iters=5, batch_sizes=(1, 4)), **kw)
+
+
+# ---- the timing loop ----------------------------------------------------------------------------
+
+def test_latency_stats_matches_numpy():
+    samples = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0, 7.5, 0.5, 2.5, 9.0, 6.0, 3.25]
+    s = eb.latency_stats(samples)
+    a = np.array(samples)
+    assert s["count"] == len(samples)
+    assert s["min"] == a.min() and s["max"] == a.max()
+    for key, p in (("p50", 50), ("p90", 90), ("p99", 99)):
+        assert s[key] == pytest.approx(np.percentile(a, p), rel=1e-12)
+    assert s["mean"] == pytest.approx(a.mean(), rel=1e-12)
+    assert s["std"] == pytest.approx(a.std(), rel=1e-12)
+    assert eb.latency_stats([4.0]) == {"min": 4.0, "mean": 4.0, "p50": 4.0, "p90": 4.0, "p99": 4.0,
+                                       "max": 4.0, "std": 0.0, "count": 1}
+
+
+class FakeClock:
+    """Time moves only when the fake runner runs: each call takes the next planned duration."""
+
+    def __init__(self, durations_ms):
+        self.now, self.plan, self.calls = 100.0, list(durations_ms), 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, *_):
+        self.now += self.plan[self.calls] / 1e3
+        self.calls += 1
+
+
+def test_time_calls_percentiles_from_a_runner_of_known_duration():
+    warmup, timed = 3, [float(v) for v in np.random.default_rng(0).permutation(np.arange(1, 201))]
+    clock = FakeClock([250.0] + [99.0] * warmup + timed)
+    t = eb.time_calls(clock.run, warmup, iters=len(timed), clock=clock)
+    assert clock.calls == 1 + warmup + len(timed)      # first, warm-up, then exactly iters timed
+    assert t.first_ms == pytest.approx(250.0)
+    assert t.samples_ms == pytest.approx(timed)         # warm-up excluded
+    s = eb.latency_stats(t.samples_ms)
+    assert (s["p50"], s["p90"], s["p99"]) == pytest.approx(tuple(np.percentile(timed, [50, 90, 99])))
+    assert s["min"] == pytest.approx(1.0) and s["max"] == pytest.approx(200.0)
+
+
+def test_time_calls_by_duration_stops_after_enough_time():
+    clock = FakeClock([15.625] * 100)  # binary fractions: the fake time adds up exactly
+    t = eb.time_calls(clock.run, 2, duration=0.125, clock=clock)
+    assert len(t.samples_ms) == 8 and clock.calls == 1 + 2 + 8  # 8 x 15.625 ms = 125 ms timed
+    with pytest.raises(ValueError):
+        eb.time_calls(clock.run, 0, iters=3, duration=1.0, clock=clock)
+
+
+def test_exactly_iters_timed_calls_ran(capsys, tmp_path, onnx_artifact, npz_data, monkeypatch):
+    calls: dict[int, int] = {}
+    real = eb.BACKENDS["onnx"]
+
+    def counting(folder, manifest, opt):
+        b = real(folder, manifest, opt)
+
+        def run(x):
+            calls[len(x)] = calls.get(len(x), 0) + 1
+            return b.run(x)
+        return b._replace(run=run)
+
+    monkeypatch.setitem(eb.BACKENDS, "onnx", counting)
+    out = tmp_path / "r.json"
+    code, _, err = _edge(capsys, onnx_artifact, "--data", npz_data, "--warmup", "2", "--iters", "7",
+                         "--batch-sizes", "1,4", "--limit", "8", "--json", out)
+    assert code == 0, err
+    r = json.loads(out.read_text())["results"][0]
+    assert calls[1] == 1 + 2 + 7                # first, warm-up, timed (batch 1 throughput reuses them)
+    assert calls[4] == 1 + 1 + 3                # first, ceil(2/4) warm-up, max(3, ceil(7/4)) timed
+    assert calls[8] == 1                        # accuracy: the 8 images in one batch
+    assert r["latency_ms"]["count"] == 7
+    assert [(t["batch"], t["iters"]) for t in r["throughput"]] == [(1, 7), (4, 3)]
+
+
+# ---- preprocessing and data parity with mixer_edge ----------------------------------------------
+
+@pytest.mark.parametrize("shape,channels,resize", [((5, 28, 28, 1), 1, "bilinear"), ((4, 30, 26, 3), 1, "bilinear"),
+                                                    ((3, 28, 28, 3), 1, "nearest"), ((3, 20, 20, 1), 3, "bicubic"),
+                                                    ((2, 28, 28), 3, "bilinear")])
+def test_edge_preprocess_is_mixer_edge_preprocess(shape, channels, resize):
+    from mixer_edge import Preprocess
+
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    p = Preprocess(size=(28, 28), channels=channels, mean=(0.4,) * channels, std=(0.3,) * channels, resize=resize)
+    expected = p(images)
+    assert np.array_equal(eb.preprocess(images, p.to_dict()), expected)
+    assert np.array_equal(eb.preprocess(list(images), p.to_dict()), p(list(images)))
+
+
+def test_edge_eval_split_is_mixer_edge_split():
+    from mixer_edge.data.dataset import split_indices
+
+    labels = np.random.default_rng(5).integers(0, 7, 503)
+    mine, theirs = eb.split_indices(labels, len(labels)), split_indices(labels, len(labels))
+    for s in ("train", "calib", "eval"):
+        assert np.array_equal(mine[s], theirs[s])
+
+
+# ---- accuracy: harness, device script and plain onnxruntime agree -------------------------------
+
+def _plain_ort_accuracy(artifact: Path, spec: str) -> dict:
+    from mixer_edge import Preprocess
+    from mixer_edge.data.sources import load_data
+
+    data = load_data(spec)
+    x = Preprocess.default(28, 1)(data.images)
+    sess = ort.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {"input": x})[0]
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    return {"top1": float((logits.argmax(1) == data.labels).mean()),
+            "top5": float((top5 == data.labels[:, None]).any(1).mean()), "n": len(data.labels)}
+
+
+def test_harness_and_edge_accuracy_equal_plain_onnxruntime(capsys, tmp_path, onnx_artifact, checkpoint,
+                                                           image_folder, onnx_target):
+    from mixer_edge.bench.harness import benchmark
+
+    spec = f"imagefolder:{image_folder}"
+    expected = _plain_ort_accuracy(onnx_artifact, spec)
+    doc = benchmark([str(onnx_artifact), str(checkpoint)], _config(spec))
+    art, eager = doc["results"]
+    assert art["status"] == eager["status"] == "ok"
+    assert art["accuracy"] == pytest.approx(expected)
+    assert art["data"] == {"spec": spec, "split": "all", "n": 20}
+    # The checkpoint is the default reference: the ONNX export agrees with PyTorch FP32.
+    assert art["agreement"]["top1_agreement"] == 1.0 and art["agreement"]["cosine"] > 0.99999
+    assert eager["target"] == "pytorch-eager" and eager["accuracy"] == pytest.approx(expected)
+    assert art["latency_ms"]["count"] == 5 and art["first_inference_ms"] > 0 and art["load_s"] > 0
+    assert art["peak_rss_mb"] > 0 and art["size_bytes"] == (onnx_artifact / "model.onnx").stat().st_size
+    edge = _edge_json(capsys, tmp_path, onnx_artifact, spec, "--reference", onnx_artifact)
+    assert edge["results"][0]["accuracy"] == pytest.approx(expected)
+    assert edge["results"][0]["agreement"]["top1_agreement"] == 1.0
+    # One schema for both: the same keys at the top and in every result.
+    assert set(doc) == set(edge) and set(art) == set(edge["results"][0]) == set(eb.RESULT_KEYS)
+    assert doc["schema"] == edge["schema"] == eb.SCHEMA
+
+
+def test_openvino_artifact_in_the_device_script(capsys, tmp_path, onnx_artifact, npz_data):
+    ov = pytest.importorskip("openvino")
+    from mixer_edge.export.artifact import write_manifest
+
+    folder = tmp_path / "openvino-fp32"
+    folder.mkdir()
+    ov.save_model(ov.convert_model(str(onnx_artifact / "model.onnx")), str(folder / "model.xml"), compress_to_fp16=False)
+    write_manifest(folder, _manifest("openvino", ["model.xml", "model.bin"], folder))
+    r = _edge_json(capsys, tmp_path, folder, npz_data, "--threads", "1", "--reference", onnx_artifact)["results"][0]
+    onnx = _edge_json(capsys, tmp_path, onnx_artifact, npz_data)["results"][0]
+    assert r["status"] == "ok" and r["runtime"]["precision_hint"] == "f32"
+    assert r["accuracy"] == onnx["accuracy"]
+    assert r["agreement"]["top1_agreement"] == 1.0 and r["agreement"]["max_abs_diff"] < 1e-4
+
+
+# ---- errors -------------------------------------------------------------------------------------
+
+def test_tampered_artifact_is_refused(capsys, tmp_path, onnx_artifact, npz_data, onnx_target):
+    from mixer_edge.bench.harness import benchmark
+
+    bad = tmp_path / "onnx-fp32"
+    shutil.copytree(onnx_artifact, bad)
+    blob = bytearray((bad / "model.onnx").read_bytes())
+    blob[-1] ^= 0xFF
+    (bad / "model.onnx").write_bytes(bytes(blob))
+    code, _, err = _edge(capsys, bad, "--data", npz_data, *FAST, "--json", tmp_path / "r.json")
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: artifact {bad}: model.onnx does not match its sha256 in manifest.json (modified or corrupt)"]
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(BadInput, match="does not match its sha256"):
+        benchmark([str(bad)], _config(str(npz_data)))
+    (bad / "model.onnx").unlink()
+    code, _, err = _edge(capsys, bad, "--data", npz_data)
+    assert code == 2 and "model.onnx is missing" in err
+
+
+def test_class_count_mismatch_is_refused(capsys, tmp_path, onnx_artifact, onnx_target):
+    from PIL import Image
+
+    from mixer_edge.bench.harness import benchmark
+
+    for c in "abc":
+        (tmp_path / c).mkdir()
+        Image.fromarray(_images(1, 28, 1, seed=6)[0, ..., 0]).save(tmp_path / c / "x.png")
+    spec = f"imagefolder:{tmp_path}"
+    code, _, err = _edge(capsys, onnx_artifact, "--data", spec)
+    assert code == 2 and err.strip() == f"error: data {spec!r} has 3 classes but the model has 10 outputs"
+    with pytest.raises(BadInput, match="has 3 classes but onnx-fp32 has 10 outputs"):
+        benchmark([str(onnx_artifact)], _config(spec))
+
+
+def test_result_of_another_schema_is_refused(tmp_path):
+    from mixer_edge.bench.report import build_report
+
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"schema": 2, "kind": eb.KIND, "device": {}, "results": []}))
+    with pytest.raises(BadInput, match=r"old.json has bench result schema 2; this mixer-edge reads schema 1"):
+        build_report([path], tmp_path / "report")
+    path.write_text(json.dumps({"schema": 1, "kind": "something-else"}))
+    with pytest.raises(BadInput, match="is not a mixer-edge bench result"):
+        build_report([path], tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------------
+
+def _interrupting(after: int):
+    state = {"calls": 0}
+
+    def wrap(run):
+        def interrupted(x):
+            state["calls"] += 1
+            if state["calls"] > after:
+                raise KeyboardInterrupt
+            return run(x)
+        return interrupted
+    return wrap
+
+
+def test_ctrl_c_in_the_device_script_writes_no_file(capsys, tmp_path, onnx_artifact, npz_data, monkeypatch):
+    real, wrap = eb.BACKENDS["onnx"], _interrupting(after=4)
+    monkeypatch.setitem(eb.BACKENDS, "onnx", lambda *a: (lambda b: b._replace(run=wrap(b.run)))(real(*a)))
+    out = tmp_path / "out" / "r.json"
+    code, _, err = _edge(capsys, onnx_artifact, "--data", npz_data, *FAST, "--json", out)
+    assert code == 130 and "interrupted" in err
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_ctrl_c_in_mixer_edge_bench_writes_no_file(tmp_path, onnx_artifact, npz_data, onnx_target, monkeypatch):
+    from mixer_edge.bench import cli_commands
+    from mixer_edge.export import registry
+
+    class Interrupting:
+        def __init__(self, target):
+            self.target, self.capabilities = target, target.capabilities
+
+        def status(self):
+            return self.target.status()
+
+        def load_runner(self, artifact, threads=None, provider=None):
+            r = self.target.load_runner(artifact)
+            return type(r)(_interrupting(after=3)(r.run), r.config, r.what)
+
+    monkeypatch.setattr(registry, "get_target", lambda name: Interrupting(onnx_target))
+    p = argparse.ArgumentParser()
+    cli_commands.add_bench_arguments(p)
+    out = tmp_path / "r.json"
+    args = p.parse_args([str(onnx_artifact), "--data", str(npz_data), *FAST, "--json", str(out)])
+    with pytest.raises(KeyboardInterrupt):
+        cli_commands.run_bench(args)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- runtime-only mode -------------------------------------------------------------------------
+
+def test_device_script_imports_only_stdlib_numpy_pil_and_runtimes():
+    allowed = set(sys.stdlib_module_names) | {"numpy", "PIL", "onnxruntime", "openvino", "tensorrt"}
+    tree = ast.parse(EDGE_SCRIPT.read_text())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
+    assert imported <= allowed, imported - allowed
+    lazy = {n.args[0].value for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_import"}
+    assert lazy and lazy <= allowed  # the runtimes, imported by name when an artifact needs one
+
+
+def test_device_script_runs_without_torch_and_mixer_edge(capsys, tmp_path, onnx_artifact, image_folder):
+    blocker = tmp_path / "blocked"
+    for name in ("torch", "mixer_edge"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not on this device')\n")
+    device = tmp_path / "device"
+    device.mkdir()
+    script = shutil.copy(EDGE_SCRIPT, device / "edge_bench.py")
+    env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    probe = subprocess.run([sys.executable, "-c", "import mixer_edge"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0 and "not on this device" in probe.stderr  # the blocker works
+    spec = f"imagefolder:{image_folder}"
+    out = device / "result.json"
+    proc = subprocess.run([sys.executable, str(script), str(onnx_artifact), "--data", spec, *FAST, "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=device)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["results"][0]
+    assert result["accuracy"] == pytest.approx(_plain_ort_accuracy(onnx_artifact, spec))
+    assert "torch" not in json.loads(out.read_text())["versions"]
+    assert "p50 ms" in proc.stdout
+
+
+# ---- not runnable here, torch.compile failure -----------------------------------------------------
+
+def test_runtime_missing_is_recorded_not_fatal(capsys, tmp_path, tensorrt_artifact, npz_data, monkeypatch):
+    out = tmp_path / "trt.json"
+    code, _, err = _edge(capsys, tensorrt_artifact, "--data", npz_data, *FAST, "--json", out)
+    assert code == 3 and "not run: " in err
+    r = json.loads(out.read_text())["results"][0]
+    assert r["status"] == "not-run" and r["reason"] and r["latency_ms"] is None
+
+
+def test_torch_compile_failure_is_recorded(npz_data, checkpoint, tensorrt_artifact, monkeypatch):
+    import torch
+
+    from mixer_edge.bench.harness import benchmark
+
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler here\nlong details")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    eager, compiled, trt = benchmark([str(checkpoint), str(tensorrt_artifact)],
+                                     _config(str(npz_data), compile=True))["results"]
+    assert eager["status"] == "ok" and eager["accuracy"]["n"] == 24
+    assert compiled["target"] == "pytorch-compile" and compiled["status"] == "not-run"
+    assert compiled["reason"] == "torch.compile failed: RuntimeError: no C++ compiler here"
+    assert trt["status"] == "not-run" and trt["reason"]
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+def _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data) -> list[Path]:
+    from mixer_edge.bench.harness import benchmark
+
+    doc = benchmark([str(checkpoint), str(onnx_artifact), str(tensorrt_artifact)],
+                    _config(str(npz_data), device_name="laptop"))
+    paths = [tmp_path / "laptop.json"]
+    paths[0].write_text(json.dumps(doc))
+    board = json.loads(json.dumps(doc))
+    board["device"]["name"] = "board"
+    for r in board["results"]:
+        if r["status"] == "ok":  # the board: 4x slower, still the same accuracy
+            r["latency_ms"] = {k: v * 4 if k != "count" else v for k, v in r["latency_ms"].items()}
+            for t in r["throughput"]:
+                t["images_per_s"] /= 4
+    paths.append(tmp_path / "board.json")
+    paths[1].write_text(json.dumps(board))
+    return paths
+
+
+def test_report_from_two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data, onnx_target):
+    from mixer_edge.bench.report import build_report, load_result, pareto_front, rows_of
+
+    paths = _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data)
+    files = build_report(paths, tmp_path / "report", budget=0.5)
+    md, page = files.markdown.read_text(), files.html.read_text()
+    for png in files.plots:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.count('<img alt="') == 2 and page.count('src="data:image/png;base64,') == 2
+    offline = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    assert "<table>" in page and "http" not in offline  # nothing fetched when opened
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'(?:src|href)="([^"]*)"', page))
+    for text in (md, page):
+        assert "laptop" in text and "board" in text and "tensorrt" in text and "not run here (" in text
+        assert "accuracy_vs_latency.png" in md and "1.00x" in text
+    assert {r.device for r in files.recommendations} == {"laptop", "board"}
+    assert all(r.row is not None and r.row.ok for r in files.recommendations)
+    rows = rows_of([load_result(p) for p in paths])
+    assert len(rows) == 6 and sum(not r.ok for r in rows) == 2
+    eager = next(r for r in rows if r.device == "board" and r.target == "pytorch-eager")
+    assert eager.speedup == pytest.approx(1.0)
+    front = pareto_front([r for r in rows if r.device == "board"])
+    assert front and all(r.ok for r in front)
+
+
+def test_recommendation_is_the_fastest_within_the_budget():
+    from mixer_edge.bench.report import Row, pareto_front, recommend
+
+    def row(name, precision, top1, p50):
+        return Row("dev", name, "onnx", precision, None, "ok", None, 1, top1, None, None, None, p50, p50, (), None)
+
+    rows = [row("fp32", "fp32", 0.950, 10.0), row("fp16", "fp16", 0.948, 6.0), row("int8", "int8", 0.930, 3.0)]
+    assert recommend(rows, 0.5)[0].row.name == "fp16"     # int8 is 2 points below
+    assert recommend(rows, 2.5)[0].row.name == "int8"
+    assert [r.name for r in pareto_front(rows)] == ["int8", "fp16", "fp32"]
+    assert [r.name for r in pareto_front(rows + [row("slow", "fp32", 0.9, 20.0)])] == ["int8", "fp16", "fp32"]
+
+
+def test_every_bench_and_report_option_has_help():
+    from mixer_edge.bench import cli_commands
+
+    for add in (cli_commands.add_bench_arguments, cli_commands.add_report_arguments):
+        p = argparse.ArgumentParser()
+        add(p)
+        for action in p._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, action.option_strings or action.dest
+    p = eb.build_parser()
+    assert all(a.help for a in p._actions)

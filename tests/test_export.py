@@ -1,0 +1,189 @@
+"""export(): the request checks, the atomic artifact directory, validation on every export, and
+artifacts that stand on their own (a script that knows only manifest.json reproduces accuracy)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import block_imports
+from mixer_edge.cli import main
+from mixer_edge.errors import BadInput, CalibrationError, MissingDependency, UnknownName
+from mixer_edge.export import ExportPlan, run_plan
+from mixer_edge.export.base import PRECISIONS
+from mixer_edge.export.registry import TARGETS, get_target
+
+pytest.importorskip("onnxruntime")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_every_registered_target_is_exported_by_a_test():
+    """Each registry entry has its own test module that exports every precision it supports."""
+    for name in TARGETS:
+        assert (ROOT / "tests" / f"test_export_{name}.py").is_file(), f"no tests for target {name!r}"
+        assert get_target(name).capabilities.precisions <= set(PRECISIONS)
+
+
+def test_unknown_target_and_precision(capsys, digits_checkpoint, tmp_path):
+    code, err = _run(capsys, "export", digits_checkpoint, "--target", "tflite", "--out", tmp_path)
+    assert code == 2 and err[0].startswith("error: unknown target 'tflite'; accepted: ") and "onnx" in err[0]
+    code, err = _run(capsys, "export", digits_checkpoint, "--precision", "int4", "--out", tmp_path)
+    assert code == 2 and err == ["error: unknown precision 'int4'; accepted: fp32, fp16, int8"]
+
+
+def test_int8_without_calibration_data(capsys, digits_checkpoint, tmp_path):
+    code, err = _run(capsys, "export", digits_checkpoint, "--target", "onnx", "--int8", "--out", tmp_path)
+    assert code == 2 and len(err) == 1 and "--int8 needs calibration data" in err[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_calibration_shape_mismatch(capsys, digits_checkpoint, tmp_path):
+    np.savez(tmp_path / "other.npz", x=np.zeros((120, 1, 28, 28), np.float32))  # made for a 28x28 model
+    code, err = _run(capsys, "export", digits_checkpoint, "--int8", "--calib-data", tmp_path / "other.npz",
+                     "--out", tmp_path / "out")
+    assert code == 2 and len(err) == 1
+    assert "holds images of shape [1, 28, 28] but the model takes [1, 8, 8]" in err[0]
+
+
+def test_calibration_images_with_unconvertible_channels(digits_checkpoint, tmp_path):
+    from mixer_edge import load_checkpoint
+    from mixer_edge.calibration import make_calibration
+    from mixer_edge.data.dataset import ImageSet
+    import mixer_edge.data.sources as sources
+
+    ck = load_checkpoint(digits_checkpoint)
+    four = ImageSet(np.zeros((150, 8, 8, 4), np.uint8), None, (), "rgba")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sources, "load_data", lambda spec: four)
+        with pytest.raises(BadInput, match="images with 4 channels cannot be converted to the model's 1"):
+            make_calibration("rgba", ck.preprocess, size=120)
+
+
+def test_calibration_folder_without_readable_images(capsys, digits_checkpoint, tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "notes.txt").write_text("no images here")
+    code, err = _run(capsys, "export", digits_checkpoint, "--int8", "--calib-data", f"folder:{tmp_path / 'imgs'}",
+                     "--out", tmp_path / "out")
+    assert code == 2 and len(err) == 1 and "imgs" in err[0]
+
+
+def test_too_few_calibration_images(digits_checkpoint):
+    from mixer_edge import load_checkpoint
+    from mixer_edge.calibration import make_calibration
+
+    ck = load_checkpoint(digits_checkpoint)
+    with pytest.raises(CalibrationError, match="asked for 500 images but digits \\(calib split\\) has only 180"):
+        make_calibration("digits", ck.preprocess, size=500, training_data="digits")
+    small = make_calibration("digits", ck.preprocess, size=50, training_data="digits")
+    assert small.warnings and "small" in small.warnings[0]
+
+
+def test_output_folder_that_is_not_an_artifact(capsys, digits_checkpoint, tmp_path):
+    dest = tmp_path / "out" / "onnx-fp32"
+    dest.mkdir(parents=True)
+    (dest / "precious.txt").write_text("user data")
+    code, err = _run(capsys, "export", digits_checkpoint, "--out", tmp_path / "out")
+    assert code == 2 and "exists and is not a mixer-edge artifact" in err[0] and "--force" in err[0]
+    assert (dest / "precious.txt").read_text() == "user data"
+    assert _run(capsys, "export", digits_checkpoint, "--out", tmp_path / "out", "--force")[0] == 0
+    assert (dest / "manifest.json").is_file() and not (dest / "precious.txt").exists()
+    # an existing artifact is replaced without --force
+    assert _run(capsys, "export", digits_checkpoint, "--out", tmp_path / "out")[0] == 0
+
+
+def test_missing_optional_backend_names_the_extra(capsys, digits_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    code, err = _run(capsys, "export", digits_checkpoint, "--target", "openvino", "--out", tmp_path)
+    assert code == 2 and len(err) == 1 and "pip install 'mixer-edge[openvino]'" in err[0]
+
+
+def test_interrupted_export_leaves_nothing_that_looks_complete(digits_checkpoint, tmp_path, monkeypatch):
+    from mixer_edge.export import onnx as onnx_target
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_target.OnnxTarget, "validation_runner", interrupted)
+    plan = ExportPlan(targets=("onnx",), precisions=("fp32",), out_dir=str(tmp_path), eval_data="digits")
+    with pytest.raises(KeyboardInterrupt):
+        run_plan(str(digits_checkpoint), plan)
+    assert list(tmp_path.iterdir()) == []  # no artifact folder and no staging folder left
+
+
+def test_broken_artifact_fails_validation_and_is_not_kept(capsys, digits_checkpoint, tmp_path, monkeypatch):
+    from mixer_edge.export import onnx as onnx_target
+    from mixer_edge.export.base import LoadedRunner
+
+    real = onnx_target.OnnxTarget.validation_runner
+
+    def broken(self, artifact):  # a deliberately wrong artifact: logits off by noise
+        r = real(self, artifact)
+        rng = np.random.default_rng(0)
+        return LoadedRunner(lambda x: r(x) + rng.normal(0, 0.5, (len(x), 10)).astype(np.float32), r.config, r.what)
+
+    monkeypatch.setattr(onnx_target.OnnxTarget, "validation_runner", broken)
+    code, err = _run(capsys, "export", digits_checkpoint, "--eval-data", "digits", "--out", tmp_path / "a")
+    assert code == 1 and "failed validation" in err[-1]
+    assert not (tmp_path / "a" / "onnx-fp32").exists()
+    code, _ = _run(capsys, "export", digits_checkpoint, "--eval-data", "digits", "--out", tmp_path / "b",
+                   "--keep-invalid")
+    manifest = json.loads((tmp_path / "b" / "onnx-fp32" / "manifest.json").read_text())
+    assert code == 1 and manifest["validation"]["passed"] is False
+    assert manifest["validation"]["max_abs_diff"] > 1e-4
+
+
+def test_manifest_has_the_design_keys(capsys, digits_checkpoint, tmp_path):
+    assert _run(capsys, "export", digits_checkpoint, "--eval-data", "digits", "--out", tmp_path)[0] == 0
+    m = json.loads((tmp_path / "onnx-fp32" / "manifest.json").read_text())
+    for key in ("schema", "target", "precision", "files", "input", "output", "preprocess", "classes", "model",
+                "calibration", "validation", "versions"):
+        assert key in m, key
+    assert m["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
+    assert m["validation"]["samples"] == 179 and m["validation"]["passed"] is True
+    assert {f["path"] for f in m["files"]} == {"model.onnx", "edge_bench.py"}
+    assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
+
+
+def test_calibration_is_reproducible_and_int8_onnx_is_byte_identical(capsys, digits_checkpoint, tmp_path):
+    for name in ("a", "b"):
+        assert _run(capsys, "calib", "make", digits_checkpoint, "--data", "digits", "--size", "120",
+                    "--out", tmp_path / f"{name}.npz")[0] == 0
+    sha = [json.loads((tmp_path / f"{n}.json").read_text())["sha256"] for n in "ab"]
+    assert sha[0] == sha[1]
+    other = main(["calib", "make", str(digits_checkpoint), "--data", "digits", "--size", "120", "--seed", "1",
+                  "--out", str(tmp_path / "c.npz")])
+    assert other == 0 and json.loads((tmp_path / "c.json").read_text())["sha256"] != sha[0]
+    for name in ("a", "b"):
+        assert _run(capsys, "export", digits_checkpoint, "--int8", "--calib-data", tmp_path / f"{name}.npz",
+                    "--eval-data", "digits", "--out", tmp_path / f"out-{name}")[0] == 0
+    blobs = [(tmp_path / f"out-{n}" / "onnx-int8" / "model.onnx").read_bytes() for n in "ab"]
+    assert blobs[0] == blobs[1]
+
+
+def test_artifact_reproduces_recorded_accuracy_without_mixer_edge(mnist_checkpoint, tmp_path):
+    """benchmarks/artifact_accuracy.py, with torch and mixer_edge unimportable, gets the exact
+    top-1 recorded in each manifest from the raw MNIST files."""
+    pytest.importorskip("openvino")
+    folder, spec = mnist_checkpoint
+    mnist = spec.split(":", 1)[1]
+    plan = ExportPlan(targets=("onnx", "openvino"), precisions=("fp32", "int8"), out_dir=str(tmp_path / "a"),
+                      calib_data=spec, calib_size=200, eval_data=spec)
+    outcomes = run_plan(str(folder), plan)
+    assert all(o.passed for o in outcomes), [o.problems for o in outcomes]
+    env = block_imports(tmp_path, "torch", "mixer_edge")
+    for o in outcomes:
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "artifact_accuracy.py"), str(o.dest),
+                               "--mnist", mnist], env=env, capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["images"] == 1000 and result["top1"] == o.validation["top1"] > 0.5

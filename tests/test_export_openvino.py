@@ -1,0 +1,161 @@
+"""OpenVINO target on the tiny digits model: every precision exported once (module scope), then checked
+against FP32 PyTorch with the numbers of validate.TOLERANCES, on the digits eval split."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+from mixer_edge import load_checkpoint, load_data  # noqa: E402
+from mixer_edge.calibration import make_calibration  # noqa: E402
+from mixer_edge.data.dataset import take_split  # noqa: E402
+from mixer_edge.errors import BadInput, CalibrationError, UnknownName  # noqa: E402
+from mixer_edge.export import api  # noqa: E402
+from mixer_edge.export.base import ExportSpec  # noqa: E402
+from mixer_edge.export.openvino import RECIPES, OpenVinoTarget  # noqa: E402
+from mixer_edge.export.registry import get_target  # noqa: E402
+
+SPECS = {
+    "fp32": ExportSpec("fp32"),
+    "fp16": ExportSpec("fp16"),
+    "int8": ExportSpec("int8", calib_method="entropy"),   # an ORT option: must be noted, not dropped
+}
+
+
+@pytest.fixture(scope="module")
+def ck(digits_checkpoint):
+    return load_checkpoint(digits_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def calib(ck):
+    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
+
+
+@pytest.fixture(scope="module")
+def val(ck):
+    ev = take_split(load_data("digits"), "eval")
+    return api.validation_data(ck, ck.preprocess(ev.images), ev.labels, "digits:eval")
+
+
+@pytest.fixture(scope="module")
+def outcomes(ck, calib, val, tmp_path_factory):
+    out = tmp_path_factory.mktemp("openvino")
+    return {p: api.export_one(ck, "openvino", spec, calib, out, validation=val) for p, spec in SPECS.items()}
+
+
+def runner(outcome, **options):
+    return OpenVinoTarget().load_runner(outcome.artifact, **options)
+
+
+def test_registered_and_lazy():
+    assert isinstance(get_target("openvino"), OpenVinoTarget)
+    assert OpenVinoTarget().status().runs_here
+    code = "import sys, mixer_edge.export.openvino; assert 'openvino' not in sys.modules and 'nncf' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("precision", list(SPECS))
+def test_export_validates_in_manifest(outcomes, precision):
+    o = outcomes[precision]
+    assert o.passed, o.problems
+    m = o.artifact.manifest
+    v = m["validation"]
+    assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits:eval"
+    assert v["runtime"]["precision_hint"] == "f32" and v["runtime"]["device"] == "CPU"
+    assert v["runtime"]["threads"] >= 1 and v["runner"].startswith("openvino ")
+    assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin"]
+    assert set(m["versions"]) >= {"openvino", "nncf", "torch"}
+    assert m["export"]["ir"]["compress_to_fp16"] is (precision == "fp16")
+
+
+def test_fp32_matches_pytorch(outcomes, val):
+    run = runner(outcomes["fp32"])
+    assert run.config["precision_hint"] == "f32"
+    assert np.abs(run(val.x) - val.reference).max() <= 1e-4
+    assert outcomes["fp32"].validation["max_abs_diff"] <= 1e-4
+    assert 'element_type="f16"' not in outcomes["fp32"].artifact.file("model.xml").read_text()
+
+
+def test_ir_names_shape_and_rt_info(outcomes, ck):
+    import openvino as ov
+
+    m = ov.Core().read_model(str(outcomes["fp32"].artifact.file("model.xml")))
+    assert m.inputs[0].get_any_name() == "input" and m.outputs[0].get_any_name() == "logits"
+    shape = m.inputs[0].get_partial_shape()
+    assert shape[0].is_dynamic and [d.get_length() for d in list(shape)[1:]] == [1, 8, 8]
+    assert m.get_rt_info(["mixer_edge", "classes"]).astype(str) == '["' + '", "'.join(ck.classes) + '"]'
+    assert m.has_rt_info(["mixer_edge", "preprocess"])
+
+
+def test_fp16_weights_really_compressed(outcomes):
+    size = {p: outcomes[p].artifact.file("model.bin").stat().st_size for p in ("fp32", "fp16")}
+    assert 0.45 < size["fp16"] / size["fp32"] < 0.55, size
+    assert 'element_type="f16"' in outcomes["fp16"].artifact.file("model.xml").read_text()
+    assert outcomes["fp16"].validation["top1_agreement"] >= 0.995
+
+
+def test_int8_quantized_and_candidates_recorded(outcomes):
+    o = outcomes["int8"]
+    assert 'type="FakeQuantize"' in o.artifact.file("model.xml").read_text()
+    ex = o.artifact.manifest["export"]
+    cands = ex["candidates"]
+    assert [c["name"] for c in cands] == [r.name for r in RECIPES]
+    scored = [c for c in cands if "error" not in c]
+    assert scored and all(np.isfinite(c["sqnr_db"]) and 0 <= c["top1_agreement"] <= 1 for c in scored)
+    assert ex["chosen"] == max(scored, key=lambda c: c["sqnr_db"])["name"]
+    assert "NNCF uses its own range estimators" in ex["calib_method_ignored"]
+    assert o.validation["top1_agreement"] >= 0.98 and o.validation["cosine"] >= 0.99
+
+
+@pytest.mark.parametrize("precision", list(SPECS))
+def test_batch_is_dynamic(outcomes, val, precision):
+    run = runner(outcomes[precision])
+    full = run(val.x)
+    assert full.shape == (179, 10) and full.dtype == np.float32
+    np.testing.assert_allclose(run(val.x[:1]), full[:1], atol=1e-5)
+    np.testing.assert_allclose(run(val.x[3:10]), full[3:10], atol=1e-5)
+    np.testing.assert_allclose(run(np.concatenate([val.x, val.x])), np.concatenate([full, full]), atol=1e-5)
+
+
+def test_runner_options_recorded_and_checked(outcomes, val):
+    run = runner(outcomes["fp32"], threads=1, precision_hint="bf16")
+    assert run.config["threads"] == 1 and run.config["precision_hint"] == "bf16"
+    assert run.config["applied_precision"] in ("bf16", "f32")  # a CPU without BF16 runs it in f32
+    assert run.what.endswith("CPU bf16")
+    assert run(val.x[:2]).shape == (2, 10)
+    with pytest.raises(UnknownName, match="accepted: bf16, f16, f32"):
+        runner(outcomes["fp32"], precision_hint="int4")
+    with pytest.raises(BadInput, match=r"\(N, 1, 8, 8\)"):
+        runner(outcomes["fp32"])(np.zeros((2, 3, 8, 8), np.float32))
+
+
+def test_max_drop_uses_accuracy_control(ck, calib, val, tmp_path):
+    o = api.export_one(ck, "openvino", ExportSpec("int8", max_drop=0.02), calib, tmp_path, validation=val)
+    assert o.passed, o.problems
+    ex = o.artifact.manifest["export"]
+    assert ex["quantization"]["api"] == "quantize_with_accuracy_control"
+    ac = ex["accuracy_control"]
+    assert ac["max_drop"] == 0.02 and ac["drop_type"] == "absolute" and ac["samples"] == 100
+    assert ac["drop"] <= 0.02 + 1e-9 and ac["recipe"] == ex["chosen"]
+
+
+def test_max_drop_without_labels_fails_early(ck, calib, val, tmp_path):
+    unlabelled = dataclasses.replace(calib, labels=None)
+    with pytest.raises(CalibrationError, match="--max-drop needs labelled data"):
+        api.export_one(ck, "openvino", ExportSpec("int8", max_drop=0.01), unlabelled, tmp_path, validation=val)
+    assert not any(tmp_path.iterdir())  # the staging folder went away with the error
+
+
+def test_weights_only_int8_keeps_float_activations(ck, val, tmp_path):
+    o = api.export_one(ck, "openvino", ExportSpec("int8", weights_only=True), None, tmp_path, validation=val)
+    assert o.passed, o.problems
+    xml = o.artifact.file("model.xml").read_text()
+    assert 'element_type="u8"' in xml and 'type="FakeQuantize"' not in xml
+    assert o.artifact.manifest["export"]["quantization"]["api"] == "compress_weights"
