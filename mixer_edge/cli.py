@@ -52,6 +52,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=T.label_smoothing, help=f"(default {T.label_smoothing})")
     p.add_argument("--clip-grad", type=float, default=T.clip_grad, help=f"max gradient norm, 0 = off (default {T.clip_grad})")
     p.add_argument("--seed", type=int, default=T.seed, help="seed for initialisation and batch order")
+    p.add_argument("--augment-shift", type=int, default=T.augment_shift,
+                   help="random translation of training images by up to this many pixels (default 0 = off)")
     p.add_argument("--split-seed", type=int, default=T.split_seed,
                    help="seed of the 80/10/10 train/calibration/evaluation split (default 0)")
     p.add_argument("--img-size", type=int, default=None, help="input size (default: the variant's)")
@@ -73,7 +75,7 @@ def train_config(args: argparse.Namespace):
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
         seed=args.seed, img_size=args.img_size, num_classes=args.num_classes, gelu=args.gelu,
-        split_seed=args.split_seed, resume=args.resume, device=args.device)
+        split_seed=args.split_seed, resume=args.resume, device=args.device, augment_shift=args.augment_shift)
 
 
 def run_train(args: argparse.Namespace) -> int:

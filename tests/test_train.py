@@ -107,3 +107,13 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     assert err / ref < 1e-3
     a, b = load_checkpoint(tmp_path / "one").meta["metrics"], load_checkpoint(tmp_path / "two").meta["metrics"]
     assert abs(a["eval_top1"] - b["eval_top1"]) <= 1 / 179  # at most one eval image flips
+
+
+def test_shift_augmentation_moves_pixels_and_keeps_shape():
+    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    same = loop._shift(x, torch.tensor([[0, 0]]), 2)
+    assert torch.equal(same, x)
+    down = loop._shift(x, torch.tensor([[-1, 0]]), 2)  # window starts one row up: content moves down
+    assert torch.equal(down[0, 0, 1:], x[0, 0, :3]) and torch.equal(down[0, 0, 0], x[0, 0, 0])
+    right = loop._shift(x, torch.tensor([[0, 1]]), 2)
+    assert torch.equal(right[0, 0, :, :3], x[0, 0, :, 1:]) and right.shape == x.shape

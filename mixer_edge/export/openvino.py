@@ -38,26 +38,36 @@ class Recipe:
     model_type: str | None = None      # "transformer": LayerNorm / Add stay in float, SmoothQuant on
     preset: str | None = None          # "mixed": asymmetric activations (GELU outputs are one-sided)
     smooth_quant: bool = True          # False: SmoothQuant alphas -1 (NNCF's switch to turn it off)
+    overflow_fix: bool = False         # True: 7-bit weights everywhere, safe on CPUs without VNNI
 
     def kwargs(self, nncf, advanced_key: str = "advanced_parameters") -> dict:
         from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
                                                            AdvancedSmoothQuantParameters)
-        kw = {}
+        from nncf.quantization.advanced_parameters import OverflowFix
+
+        kw, advanced = {}, {}
         if self.model_type is not None:
             kw["model_type"] = nncf.ModelType(self.model_type)
         if self.preset is not None:
             kw["preset"] = nncf.QuantizationPreset(self.preset)
         if not self.smooth_quant:
-            kw[advanced_key] = AdvancedQuantizationParameters(
-                smooth_quant_alphas=AdvancedSmoothQuantParameters(convolution=-1, matmul=-1))
+            advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
+        if self.overflow_fix:
+            advanced["overflow_fix"] = OverflowFix.ENABLE
+        if advanced:
+            kw[advanced_key] = AdvancedQuantizationParameters(**advanced)
         return kw
 
 
+# Without VNNI (AVX2 only, as on this project's build machines), the CPU plugin's u8 x s8 kernels
+# saturate 16-bit intermediate sums; NNCF's overflow fix (7-bit weights) avoids that. Measured on the
+# digits T/2 model here: default 22.9 dB -> 34.6 dB with the fix, transformer-no-smoothquant + fix 37.4 dB.
 RECIPES = (
     Recipe("default"),
+    Recipe("default-overflow-fix", overflow_fix=True),
     Recipe("transformer", model_type="transformer"),
-    Recipe("transformer-no-smoothquant", model_type="transformer", smooth_quant=False),
-    Recipe("mixed", preset="mixed"),
+    Recipe("transformer-no-smoothquant-overflow-fix", model_type="transformer", smooth_quant=False,
+           overflow_fix=True),
 )
 
 

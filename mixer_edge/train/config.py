@@ -25,6 +25,7 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"            # auto | cpu | cuda
     eval_every: int = 1             # epochs between evaluations on the eval split
+    augment_shift: int = 0          # random translation by up to this many pixels (0 = off)
 
     def to_dict(self) -> dict:
         return asdict(self)

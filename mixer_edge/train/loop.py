@@ -131,13 +131,19 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, train_xy, eva
     started = time.perf_counter()
     metrics = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
-        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(x_train), generator=gen)
+        # Drawn for the whole epoch from the same seed, so every process slices the same shifts.
+        shifts = torch.randint(-cfg.augment_shift, cfg.augment_shift + 1, (len(x_train), 2), generator=gen) \
+            if cfg.augment_shift else None
         bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=world.is_main)
         loss_sum, correct, seen = 0.0, 0, 0
         net.train()
         for step in bar:
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][world.rank * local:(world.rank + 1) * local]
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+            if shifts is not None:
+                xb = _shift(xb, shifts[idx], cfg.augment_shift)
             logits = net(xb)                                   # (local, K)
             loss = loss_fn(logits, yb)
             optimizer.zero_grad(set_to_none=True)
@@ -170,6 +176,14 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, train_xy, eva
             "history": history, "train": cfg.to_dict()})
     distributed.barrier(world)
     return TrainResult(checkpoint=path, metrics=final)
+
+
+def _shift(x: torch.Tensor, shifts: torch.Tensor, k: int) -> torch.Tensor:
+    """Translate each image by (dy, dx) pixels, edges replicated: x (B, C, H, W), shifts (B, 2)."""
+    h, w = x.shape[-2:]
+    padded = nn.functional.pad(x, (k, k, k, k), mode="replicate")    # (B, C, H + 2k, W + 2k)
+    return torch.stack([padded[i, :, k + dy:k + dy + h, k + dx:k + dx + w]
+                        for i, (dy, dx) in enumerate(shifts.tolist())])
 
 
 def _save_resume(out: Path, cfg, model, optimizer, scheduler, epoch: int, history: list) -> None:
@@ -214,7 +228,8 @@ def _maybe_resume(cfg, out: Path, model, optimizer, scheduler) -> tuple[int, lis
 
 def _check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     # Everything but the epoch count must match, or the resumed run is a different experiment.
-    keys = ("data", "model", "pretrained", "batch_size", "lr", "weight_decay", "seed", "img_size", "split_seed")
+    keys = ("data", "model", "pretrained", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
+            "clip_grad", "seed", "img_size", "gelu", "split_seed", "augment_shift")
     diff = {k: (saved.get(k), getattr(cfg, k)) for k in keys if saved.get(k) != getattr(cfg, k)}
     if diff:
         raise BadInput(f"cannot resume from {path}: settings differ from the saved run "
