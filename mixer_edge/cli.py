@@ -231,6 +231,14 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime / TensorRT activation range method (default minmax)")
     p.add_argument("--max-drop", type=float, default=None,
                    help="OpenVINO: accuracy-controlled INT8 (NNCF) allowing this absolute top-1 drop, e.g. 0.005")
+    p.add_argument("--coreml-input", choices=["tensor", "image"], default="tensor",
+                   help="Core ML: a float tensor input, or an image input with the preprocessing baked in "
+                        "(needs one std for all channels); default tensor")
+    p.add_argument("--coreml-target", default="iOS17",
+                   help="Core ML minimum deployment target: iOS16, iOS17, iOS18, macOS13, macOS14, macOS15 "
+                        "(default iOS17; W8A8 needs iOS17 / macOS14 or newer)")
+    p.add_argument("--weights-only", action="store_true",
+                   help="with --int8: quantize weights only, activations stay float (Core ML, OpenVINO)")
     p.add_argument("--eval-data", default=None,
                    help="images to validate on (its eval split when it is the training data); default: the "
                         "calibration set, else the checkpoint's own eval split")
@@ -253,7 +261,8 @@ def export_plan(args: argparse.Namespace):
 
     precisions = list(_listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ())
     precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
-    spec = ExportSpec(calib_method=args.calib_method, max_drop=args.max_drop)
+    spec = ExportSpec(calib_method=args.calib_method, max_drop=args.max_drop, coreml_input=args.coreml_input,
+                      coreml_target=args.coreml_target, weights_only=args.weights_only)
     return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
                       out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
                       calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
@@ -298,6 +307,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     summary_path = run(Path(args.out), epochs=args.epochs, say=print)
     print(f"summary: {summary_path}")
+    failed = [a["artifact"] for a in json.loads(summary_path.read_text())["artifacts"] if a["passed"] is False]
+    if failed:
+        print(f"error: {len(failed)} artifact(s) failed validation: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -321,6 +334,8 @@ COMMANDS = [
             _lazy("bench.cli_commands", "add_bench_arguments"), _lazy("bench.cli_commands", "run_bench")),
     Command("report", "merge bench results from one or many devices into report.md / report.html",
             _lazy("bench.cli_commands", "add_report_arguments"), _lazy("bench.cli_commands", "run_report")),
+    Command("trt", "TensorRT on the device: build the engine of a TensorRT artifact and benchmark it",
+            _lazy("export.trt_cli", "add_trt_arguments"), _lazy("export.trt_cli", "run_trt")),
     Command("demo", "the whole flow on the built-in digits data, in about a minute", add_demo_arguments, run_demo),
 ]
 

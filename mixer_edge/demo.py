@@ -1,7 +1,8 @@
 """`mixer-edge demo`: the whole flow on the built-in digits set, end to end, in about a minute.
 
 Each stage is a plain function call on the previous stage's value: train -> calibration set ->
-export every installed target at FP32 / FP16 / INT8, each validated against PyTorch.
+export every installed target at FP32 / FP16 / INT8, each validated against PyTorch -> benchmark
+every artifact beside the PyTorch baseline -> report (Markdown + HTML with plots).
 """
 from __future__ import annotations
 
@@ -19,9 +20,13 @@ def run(out: Path, *, epochs: int = 30, say: Callable[[str], None] = print) -> P
     out = Path(out)
     m, checkpoint = _train(out, epochs, say)
     outcomes = _export(checkpoint, out / "artifacts", say)
+    kept = [o.dest for o in outcomes if o.artifact is not None]
+    bench_json = _bench(checkpoint, kept, out / "bench.json", say)
+    report = _report(bench_json, out / "report", say)
     summary = {"data": DEMO_DATA, "model": DEMO_MODEL, "checkpoint": str(checkpoint), "train": m,
-               "artifacts": [{"artifact": str(o.dest), "passed": o.passed, "validation": o.validation}
-                             for o in outcomes]}
+               "artifacts": [{"artifact": str(o.dest), "passed": o.validation.get("passed"), "validation": o.validation}
+                             for o in outcomes],
+               "bench": str(bench_json), "report": {"html": str(report.html), "markdown": str(report.markdown)}}
     atomic_write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(_markdown(summary))
     return out / "summary.json"
@@ -30,7 +35,7 @@ def run(out: Path, *, epochs: int = 30, say: Callable[[str], None] = print) -> P
 def _train(out: Path, epochs: int, say):
     from .train import TrainConfig, train
 
-    say(f"[1/2] training {DEMO_MODEL} on {DEMO_DATA} (scikit-learn's 8x8 digits) for {epochs} epochs")
+    say(f"[1/4] training {DEMO_MODEL} on {DEMO_DATA} (scikit-learn's 8x8 digits) for {epochs} epochs")
     result = train(TrainConfig(data=DEMO_DATA, out=str(out / "model"), model=DEMO_MODEL, epochs=epochs,
                                batch_size=64, lr=3e-3, warmup_epochs=2))
     m = result.metrics
@@ -45,11 +50,35 @@ def _export(checkpoint: Path, out: Path, say) -> list:
     from .export.registry import get_target, target_names
 
     targets = [t for t in target_names() if get_target(t).status().installed]
-    say(f"[2/2] exporting to {', '.join(targets)} at fp32, fp16, int8 "
+    say(f"[2/4] exporting to {', '.join(targets)} at fp32, fp16, int8 "
         f"(calibration: {DEMO_CALIB_SIZE} images of the calib split; validation: the eval split)")
     plan = ExportPlan(targets=tuple(targets), precisions=("fp32", "fp16", "int8"), out_dir=str(out),
                       calib_data=DEMO_DATA, calib_size=DEMO_CALIB_SIZE, eval_data=DEMO_DATA, keep_invalid=True)
     return run_plan(checkpoint, plan, on_done=lambda o: say("      " + validation_line(o)))
+
+
+def _bench(checkpoint: Path, artifacts: list, path: Path, say) -> Path:
+    from .bench.harness import BenchConfig, benchmark, make_settings, write_results
+    from .runtime.edge_bench import format_table
+
+    say(f"[3/4] benchmarking PyTorch eager and {len(artifacts)} artifacts (latency at batch 1, throughput at "
+        f"1 and 32, accuracy on the eval split)")
+    config = BenchConfig(data=DEMO_DATA, settings=make_settings(warmup=5, iters=50, batch_sizes=(1, 32)))
+    doc = benchmark([str(checkpoint), *map(str, artifacts)], config)
+    say(format_table(doc))
+    write_results(path, doc)
+    return path
+
+
+def _report(bench_json: Path, out: Path, say):
+    from .bench.report import build_report, recommendation_text
+
+    say("[4/4] writing the report")
+    files = build_report([bench_json], out)
+    for rec in files.recommendations:
+        say(f"      recommended on {rec.device}: {recommendation_text(rec)}")
+    say(f"      HTML report: {files.html}")
+    return files
 
 
 def _markdown(s: dict) -> str:
@@ -65,4 +94,5 @@ def _markdown(s: dict) -> str:
             continue
         lines.append(f"| {Path(a['artifact']).name} | {a['passed']} | {v.get('top1', float('nan')):.4f} | "
                      f"{v['top1_agreement']:.4f} | {v['cosine']:.5f} | {v['sqnr_db']:.1f} | {v['max_abs_diff']:.2e} |")
+    lines.append(f"\nBenchmark: `{s['bench']}`; report: `{s['report']['html']}`")
     return "\n".join(lines) + "\n"

@@ -8,6 +8,8 @@ from ..errors import unknown
 TARGETS: dict[str, str] = {
     "onnx": "mixer_edge.export.onnx:OnnxTarget",
     "openvino": "mixer_edge.export.openvino:OpenVinoTarget",
+    "tensorrt": "mixer_edge.export.tensorrt:TensorRTTarget",
+    "coreml": "mixer_edge.export.coreml:CoreMLTarget",
 }
 
 

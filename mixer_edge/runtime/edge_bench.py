@@ -218,15 +218,58 @@ def _usable_cpus() -> int:
 
 
 def load_tensorrt(folder: Path, manifest: dict, opt: Options) -> Backend:
-    # Hook for the TensorRT runner: deserialize the engine listed in the manifest with
-    # tensorrt.Runtime, bind input/output buffers, return Backend(run, config, what, versions).
-    raise NotRunnable("the tensorrt runner is not in this edge_bench.py yet")
+    """The engine runner lives in trt_build.py, which every TensorRT artifact carries beside this
+    script (it owns the engine build, buffers and version checks)."""
+    script = Path(folder) / "trt_build.py"
+    if not script.is_file():
+        raise NotRunnable(f"{folder} has no trt_build.py; re-export it with mixer-edge export --target tensorrt")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mixer_edge_trt_build", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.load_tensorrt(folder, manifest, opt)
+    except module.BadInput as e:
+        raise BenchError(str(e)) from None
+    except module.NotRunnable as e:
+        raise NotRunnable(str(e)) from None
+
+
+def load_coreml(folder: Path, manifest: dict, opt: Options) -> Backend:
+    """Core ML on macOS: MLModel.predict on the .mlpackage; --provider picks the compute units
+    (ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE)."""
+    if platform.system() != "Darwin":
+        raise NotRunnable("Core ML prediction needs macOS (this is "
+                          f"{platform.system()}); copy the artifact to a Mac and run edge_bench.py there")
+    ct = _import("coremltools", "coreml")
+    units = (opt.provider or "ALL").upper()
+    if units not in ct.ComputeUnit.__members__:
+        raise BenchError(f"unknown Core ML compute units {units!r}; accepted: {', '.join(ct.ComputeUnit.__members__)}")
+    model = ct.models.MLModel(str(folder / "model.mlpackage"), compute_units=ct.ComputeUnit[units])
+    image_input = (manifest.get("export") or {}).get("spec", {}).get("coreml_input") == "image"
+    pre = manifest["preprocess"]
+    mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
+
+    def as_image(img: np.ndarray):  # (C, H, W) preprocessed -> the 8-bit image the program expects
+        from PIL import Image
+        raw = np.clip(np.rint((img.transpose(1, 2, 0) * std + mean) * 255), 0, 255).astype(np.uint8)
+        return Image.fromarray(raw[..., 0] if raw.shape[-1] == 1 else raw)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if image_input:
+            return np.stack([np.asarray(model.predict({"input": as_image(img)})["logits"]).reshape(-1) for img in x])
+        return np.asarray(model.predict({"input": x})["logits"], dtype=np.float32)
+
+    return Backend(run, {"compute_units": units, "input": "image" if image_input else "tensor"},
+                   f"coremltools {ct.__version__} MLModel {units}", {"coremltools": ct.__version__})
 
 
 BACKENDS: dict[str, Callable[[Path, dict, Options], Backend]] = {
     "onnx": load_onnx,
     "openvino": load_openvino,
     "tensorrt": load_tensorrt,
+    "coreml": load_coreml,
 }
 
 

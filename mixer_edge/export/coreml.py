@@ -1,0 +1,624 @@
+"""Core ML target: one ML Program (model.mlpackage) per precision, converted by coremltools.
+
+    fp32  ct.convert(compute_precision=FLOAT32)
+    fp16  ct.convert(compute_precision=FLOAT16), the ML Program default
+    int8  W8A8 (the default): coremltools.optimize.torch's LinearQuantizer on the PyTorch model,
+          calibrated on the shared calibration set (observers only, no training), finalized, then
+          converted (iOS17 / macOS14 or newer: `quantize` / `dequantize` ops exist from there on);
+          --weights-only: the FP16 program with int8 weights (optimize.coreml.linear_quantize_weights)
+
+Input "input": a tensor (batch 1..64, C, H, W) float32, or with --coreml-input image an image whose
+preprocessing ((x / 255 - mean) / std) is baked in as ImageType scale / bias. Output "logits"
+(batch, K). Class names go into the model's user_defined_metadata, not ct.ClassifierConfig: a
+classifier replaces the logits with a classLabel + probabilities dict, which every runner, the
+manifest and the validation tolerances (on logits) would have to special-case.
+
+Core ML predicts only on macOS. On Linux every program is checked structurally (check_program:
+op types, quantized weights, activation quantize ops, compute dtypes, input and output), and the
+W8A8 export is validated by running its quantized PyTorch model; the others record why validation
+was skipped. coremltools is imported inside functions only.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import importlib.util
+import json
+import operator
+import platform
+import warnings
+from collections import Counter, OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BadInput, CalibrationError, ValidationError, require, unknown
+from .base import Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status
+from .validate import compare
+
+MODEL = "model.mlpackage"
+INPUT, OUTPUT = "input", "logits"
+MAX_BATCH = 64                      # the tensor input's batch range is 1..MAX_BATCH
+INPUT_KINDS = ("tensor", "image")
+NOT_HERE = "Core ML prediction needs macOS; program checked structurally instead"
+W8A8_STAND_IN = "quantized PyTorch model (coremltools.optimize.torch), not the Core ML program: needs macOS"
+
+
+@dataclass(frozen=True)
+class DeploymentTarget:
+    spec_version: int          # the Core ML specification version ct.target.<name> stands for
+    int8_activations: bool     # `quantize` / `dequantize` (W8A8) exist from iOS17 / macOS14 on
+
+
+DEPLOYMENT_TARGETS = {         # --coreml-target NAME -> ct.target.NAME
+    "iOS16": DeploymentTarget(7, False),
+    "iOS17": DeploymentTarget(8, True),
+    "iOS18": DeploymentTarget(9, True),
+    "macOS13": DeploymentTarget(7, False),
+    "macOS14": DeploymentTarget(8, True),
+    "macOS15": DeploymentTarget(9, True),
+}
+
+COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16", "int8": "FLOAT16"}  # -> ct.precision.*
+COMPUTE_UNITS = {"all": "ALL", "cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU",
+                 "cpu_and_ne": "CPU_AND_NE"}                                   # -> ct.ComputeUnit.*
+
+# Ops whose output is an int8 weight expanded at load time (iOS16/17 and iOS18 spellings).
+QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+WEIGHT_OPS = ("linear", "conv")     # the ops that carry the MACs, and whose weights are quantized
+FLOAT16, FLOAT32 = "FLOAT16", "FLOAT32"
+
+
+@dataclass(frozen=True)
+class W8A8Recipe:
+    """How LinearQuantizer is set up. Measured on the digits T/2 model (100 calibration images,
+    logit SQNR against FP32 on the 179 eval images): residual adds kept float 36.1 dB, quantized
+    35.0 dB (top-1 agreement 1.0 both); min_max and moving-average observers within 0.2 dB.
+    min_max is the plain PTQ choice: the range of the whole calibration set, independent of order."""
+    weight_dtype: str = "qint8"               # symmetric, per output channel
+    activation_dtype: str = "quint8"          # LinearQuantizer's only 8-bit activation type; with the
+    quantization_scheme: str = "symmetric"    # symmetric scheme the zero point is 0 or 128 (signed data)
+    activation_observer: str = "min_max"
+    weight_observer: str = "min_max"
+    modules: tuple[str, ...] = ("Linear", "Conv2d")   # LayerNorm, GELU and the mean stay float
+    float_ops: tuple[str, ...] = ("add",)             # residual adds: they feed LayerNorm
+    calib_batch: int = 32
+
+
+W8A8 = W8A8Recipe()
+
+
+class CoreMLTarget:
+    name = "coreml"
+    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("coremltools",), "coreml",
+                                "Core ML on iOS / macOS (Apple Neural Engine, GPU, CPU); runs only on macOS")
+
+    def status(self) -> Status:
+        if not installed(*self.capabilities.requires):
+            return missing_status(self.capabilities)
+        if not _predicts_here():
+            return Status(True, False, f"this is {platform.system()}: conversion and structural checks only")
+        return Status(True, True)
+
+    def export(self, checkpoint, spec, calib, out_dir: Path) -> Exported:
+        target = _check_request(checkpoint, spec, calib)
+        ct = _ct()
+        out_dir = Path(out_dir)
+        w8a8 = spec.precision == "int8" and not spec.weights_only
+        details: dict = {"versions": {"coremltools": ct.__version__}, **_ignored_options(spec)}
+        model = copy.deepcopy(checkpoint.model).to("cpu").float().eval()  # the caller's stays as it is
+        quantized = None
+        if w8a8:
+            quantized, details["quantization"] = _quantize_w8a8(model, calib)
+        mlmodel = _convert(ct, quantized if w8a8 else model, checkpoint, spec)
+        if spec.precision == "int8" and spec.weights_only:
+            mlmodel, details["quantization"] = _quantize_weights(ct, mlmodel)
+        _describe(mlmodel, checkpoint, spec)
+        mlmodel.save(str(out_dir / MODEL))
+        cfg = checkpoint.config
+        details["program"] = check_program(
+            out_dir / MODEL, spec.precision, spec.weights_only, chw=(cfg.in_chans, *cfg.img_size),
+            num_classes=cfg.num_classes, input_kind=spec.coreml_input, deployment_target=spec.coreml_target,
+            activation_quantizers=details["quantization"]["activation_quantizers"] if w8a8 else None)
+        details["coreml"] = {"deployment_target": spec.coreml_target, "specification_version": target.spec_version,
+                             "compute_precision": COMPUTE_PRECISION[spec.precision].lower(),
+                             "input": _input_record(checkpoint, spec.coreml_input), "output": OUTPUT,
+                             "classes": "user_defined_metadata['classes'] (JSON); output stays logits"}
+        if quantized is not None:
+            _QUANTIZED.put(_program_key(_entries(out_dir)), quantized)
+        return Exported(files=(MODEL,), details=details)
+
+    def load_runner(self, artifact, compute_units: str = "all") -> LoadedRunner:
+        """The .mlpackage through Core ML: macOS only."""
+        if compute_units not in COMPUTE_UNITS:
+            raise unknown("Core ML compute units", compute_units, COMPUTE_UNITS)
+        if not _predicts_here():
+            raise NotRunnableHere(f"Core ML prediction needs macOS (this is {platform.system()})")
+        ct = _ct()
+        mlmodel = ct.models.MLModel(str(artifact.file(MODEL)), compute_units=getattr(ct.ComputeUnit,
+                                                                                      COMPUTE_UNITS[compute_units]))
+        image = artifact.manifest.get("export", {}).get("coreml", {}).get("input", {}).get("kind") == "image"
+        run = _coreml_runner(mlmodel, artifact.manifest, image)
+        config = {"compute_units": compute_units, "input": "image" if image else "tensor",
+                  "max_batch": 1 if image else MAX_BATCH}
+        return LoadedRunner(run, config=config, what=f"coremltools {ct.__version__} Core ML {compute_units}")
+
+    def validation_runner(self, artifact) -> LoadedRunner:
+        """macOS: the program itself on the CPU. Elsewhere: the W8A8 export's quantized PyTorch model,
+        which is what was converted; FP32 / FP16 / weight-only cannot be run and say so."""
+        if _predicts_here():
+            return self.load_runner(artifact, compute_units="cpu_only")
+        if artifact.manifest.get("export", {}).get("quantization", {}).get("mode") != "w8a8":
+            raise NotRunnableHere(NOT_HERE)
+        model = _QUANTIZED.get(_program_key(artifact.manifest["files"]))
+        if model is None:
+            raise NotRunnableHere(f"{NOT_HERE}; the quantized PyTorch model of this W8A8 export lives only "
+                                  f"in the process that exported it")
+        import torch
+
+        return LoadedRunner(_torch_runner(model, artifact.manifest), what=W8A8_STAND_IN,
+                            config={"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
+
+
+# ---- the request --------------------------------------------------------------------------------
+
+def _ct():
+    return require("coremltools", CoreMLTarget.capabilities.extra)
+
+
+def _predicts_here() -> bool:
+    """Core ML's runtime ships with macOS; coremltools' native predict module exists only there."""
+    return platform.system() == "Darwin" and importlib.util.find_spec("coremltools.libcoremlpython") is not None
+
+
+def _check_request(checkpoint, spec, calib) -> DeploymentTarget:
+    """Fail before converting anything."""
+    if spec.coreml_input not in INPUT_KINDS:
+        raise unknown("--coreml-input", spec.coreml_input, INPUT_KINDS)
+    if spec.coreml_target not in DEPLOYMENT_TARGETS:
+        raise unknown("Core ML deployment target (--coreml-target)", spec.coreml_target, DEPLOYMENT_TARGETS)
+    target = DEPLOYMENT_TARGETS[spec.coreml_target]
+    if spec.precision == "int8" and not spec.weights_only:
+        if not target.int8_activations:
+            newer = ", ".join(n for n, t in DEPLOYMENT_TARGETS.items() if t.int8_activations)
+            raise BadInput(f"coreml int8 (W8A8: int8 activations) needs deployment target iOS17 / macOS14 or "
+                           f"newer, got --coreml-target {spec.coreml_target}; use one of {newer}, or "
+                           f"--weights-only for int8 weights with float activations")
+        if calib is None or len(calib) == 0:
+            raise CalibrationError("coreml int8 (W8A8) needs calibration images (--calib-data); "
+                                   "activation ranges are observed on them")
+    if spec.coreml_input == "image":
+        _image_preprocessing(checkpoint.preprocess)  # raises when it cannot be baked in
+    return target
+
+
+def _ignored_options(spec) -> dict:
+    """Options of other targets are noted in the manifest (and printed by the CLI), never dropped silently."""
+    out = {}
+    if spec.calib_method is not None:
+        out["calib_method_ignored"] = (f"--calib-method {spec.calib_method} is an ONNX Runtime / TensorRT option; "
+                                       f"coreml W8A8 observes min/max ranges")
+    if spec.max_drop is not None:
+        out["max_drop_ignored"] = "--max-drop is an OpenVINO option"
+    if spec.weights_only and spec.precision != "int8":
+        out["weights_only_ignored"] = f"--weights-only applies to int8 only, not {spec.precision}"
+    return out
+
+
+# ---- conversion ---------------------------------------------------------------------------------
+
+def _image_preprocessing(pre) -> dict:
+    """ImageType computes scale * pixel + bias with ONE scale for all channels, so our
+    (pixel / 255 - mean) / std fits only when every channel has the same std."""
+    std = list(pre.std) * (pre.channels if len(pre.std) == 1 else 1)
+    mean = list(pre.mean) * (pre.channels if len(pre.mean) == 1 else 1)
+    if len(set(std)) != 1:
+        raise BadInput(f"--coreml-input image cannot bake preprocessing with per-channel std {list(pre.std)} "
+                       f"(Core ML's ImageType has one scale for all channels); use --coreml-input tensor")
+    if pre.channels not in (1, 3):
+        raise BadInput(f"--coreml-input image needs 1 (grayscale) or 3 (RGB) channels, got {pre.channels}; "
+                       f"use --coreml-input tensor")
+    return {"scale": 1.0 / (255.0 * std[0]), "bias": [-m / std[0] for m in mean],
+            "color_layout": "GRAYSCALE" if pre.channels == 1 else "RGB"}
+
+
+def _input_record(checkpoint, kind: str) -> dict:
+    cfg = checkpoint.config
+    if kind == "tensor":
+        return {"kind": "tensor", "name": INPUT, "shape": [[1, MAX_BATCH], cfg.in_chans, *cfg.img_size],
+                "dtype": "float32", "preprocess": "applied by the caller"}
+    h, w = cfg.img_size
+    return {"kind": "image", "name": INPUT, "size": [h, w], "batch": 1, **_image_preprocessing(checkpoint.preprocess),
+            "preprocess": "baked in: scale * pixel + bias; the caller resizes to the model's size"}
+
+
+def _input_type(ct, checkpoint, kind: str):
+    cfg = checkpoint.config
+    chw = (cfg.in_chans, *cfg.img_size)
+    if kind == "tensor":
+        # Only the batch may vary: the number of tokens is baked into the token-mixing weights.
+        return ct.TensorType(name=INPUT, shape=(ct.RangeDim(1, MAX_BATCH, default=1), *chw), dtype=np.float32)
+    p = _image_preprocessing(checkpoint.preprocess)
+    gray = p["color_layout"] == "GRAYSCALE"
+    return ct.ImageType(name=INPUT, shape=(1, *chw), scale=p["scale"], bias=p["bias"][0] if gray else p["bias"],
+                        color_layout=getattr(ct.colorlayout, p["color_layout"]))
+
+
+def _convert(ct, model, checkpoint, spec):
+    """torch.jit.trace on a (1, C, H, W) example, then ct.convert to an ML Program."""
+    import torch
+
+    cfg = checkpoint.config
+    example = torch.zeros(1, cfg.in_chans, *cfg.img_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)    # torch.jit.trace's deprecation notice
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor")  # torch deprecates what W8A8 uses
+        traced = torch.jit.trace(model, example)
+        return ct.convert(traced, inputs=[_input_type(ct, checkpoint, spec.coreml_input)],
+                          outputs=[ct.TensorType(name=OUTPUT, dtype=np.float32)], convert_to="mlprogram",
+                          minimum_deployment_target=getattr(ct.target, spec.coreml_target),
+                          compute_precision=getattr(ct.precision, COMPUTE_PRECISION[spec.precision]))
+
+
+def _describe(mlmodel, checkpoint, spec) -> None:
+    """Metadata a device app reads: what the model is, its class names and preprocessing (JSON)."""
+    from .. import __version__
+
+    cfg = checkpoint.config
+    mlmodel.author = f"mixer-edge {__version__}"
+    mlmodel.short_description = (f"MLP-Mixer {cfg.variant} image classifier, {cfg.num_classes} classes, "
+                                 f"{spec.precision}{' weights-only' if spec.weights_only else ''}")
+    mlmodel.input_description[INPUT] = ("image; preprocessing baked in" if spec.coreml_input == "image" else
+                                        f"(batch, {cfg.in_chans}, {cfg.img_size[0]}, {cfg.img_size[1]}) float32, "
+                                        f"preprocessed as user_defined_metadata['preprocess'] says")
+    mlmodel.output_description[OUTPUT] = "logits (batch, classes); names in user_defined_metadata['classes']"
+    meta = mlmodel.user_defined_metadata
+    for key, value in {"classes": json.dumps(list(checkpoint.classes)),
+                       "preprocess": json.dumps(checkpoint.preprocess.to_dict()),
+                       "variant": cfg.variant, "precision": spec.precision,
+                       "weights_only": json.dumps(bool(spec.weights_only)), "input": spec.coreml_input,
+                       "checkpoint_sha256": checkpoint.sha256 or ""}.items():
+        meta[key] = value
+
+
+# ---- INT8 ---------------------------------------------------------------------------------------
+
+def _quantize_w8a8(model, calib):
+    """LinearQuantizer as post-training quantization: prepare; observers on, fake quantization off
+    for the calibration passes (milestones [0, n, n, -1]: every observer sees float activations);
+    then fake quantization on, observers off; finalize into a reference-quantized model."""
+    import torch
+    from coremltools.optimize.torch.quantization import (LinearQuantizer, LinearQuantizerConfig,
+                                                         ModuleLinearQuantizerConfig)
+
+    batches = [torch.from_numpy(np.ascontiguousarray(b, np.float32)) for b in calib.batches(W8A8.calib_batch)]
+    module_cfg = ModuleLinearQuantizerConfig(
+        quantization_scheme=W8A8.quantization_scheme, weight_dtype=W8A8.weight_dtype,
+        activation_dtype=W8A8.activation_dtype, weight_per_channel=True,
+        activation_observer=W8A8.activation_observer, weight_observer=W8A8.weight_observer,
+        milestones=[0, len(batches), len(batches), -1])
+    types = {getattr(torch.nn, m): module_cfg for m in W8A8.modules}
+    types.update({getattr(operator, op): None for op in W8A8.float_ops})
+    quantizer = LinearQuantizer(model, LinearQuantizerConfig(module_type_configs=types))
+    with _quiet():
+        prepared = quantizer.prepare(example_inputs=(batches[0][:1],))
+        with torch.no_grad():
+            for b in batches:
+                quantizer.step()
+                prepared(b)
+            quantizer.step()          # step n: fake quantization on, observers off
+        final = quantizer.finalize().eval()
+    x = torch.from_numpy(calib.x)
+    with torch.no_grad(), _quiet():
+        closeness = compare(model(x).numpy(), final(x).numpy())
+    quantized = [n for n, m in final.named_modules() if hasattr(m, "weight_scale")]
+    acts = sum(1 for node in final.graph.nodes if node.target is torch.quantize_per_tensor)
+    return final, {
+        "mode": "w8a8", "tool": "coremltools.optimize.torch", "api": "LinearQuantizer",
+        "procedure": "prepare; observer-only calibration passes (no training); finalize; ct.convert",
+        "recipe": asdict(W8A8), "weights": "int8 symmetric, per output channel",
+        "activations": "8-bit per tensor (quint8, zero point 0 or 128; int8 in the program)",
+        "quantized_modules": quantized,
+        "float_modules": [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)],
+        "activation_quantizers": acts, "calibration_images": len(calib), "calibration_batches": len(batches),
+        "on_calibration_images": {k: round(closeness[k], 4) for k in ("sqnr_db", "top1_agreement", "cosine")},
+    }
+
+
+def _quantize_weights(ct, mlmodel):
+    """--weights-only: every linear / conv weight to int8 (symmetric, per output channel), whatever
+    its size (coremltools' default skips weights under 2048 elements, i.e. most of a small model);
+    biases and LayerNorm parameters stay float16, as do all activations."""
+    import coremltools.optimize.coreml as cto
+
+    op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel",
+                                         weight_threshold=1)
+    names = _weight_const_names(mlmodel.get_spec())
+    with _quiet():
+        out = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(
+            op_name_configs={n: op_cfg for n in names}))
+    return out, {"mode": "weights_only", "tool": "coremltools.optimize.coreml", "api": "linear_quantize_weights",
+                 "config": {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel"},
+                 "weights": len(names), "activations": "float16"}
+
+
+def _weight_const_names(spec) -> list[str]:
+    """Names of the const ops that hold the weight of a linear / conv op."""
+    ops = list(_operations(spec))
+    by_output = {o.name: op for op in ops for o in op.outputs}
+    names = []
+    for op in ops:
+        if op.type in WEIGHT_OPS:
+            src = by_output.get(op.inputs["weight"].arguments[0].name)
+            if src is not None and src.type == "const":
+                names.append(_op_name(src))
+    return names
+
+
+@contextlib.contextmanager
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ---- the structural check -----------------------------------------------------------------------
+
+def check_program(mlpackage_path, precision: str, weights_only: bool, *, chw=None, num_classes: int | None = None,
+                  input_kind: str = "tensor", deployment_target: str | None = None,
+                  activation_quantizers: int | None = None) -> dict:
+    """Read the saved program (its protobuf spec, no runtime) and check that it is what was asked
+    for: quantized weights and activations, compute dtype, deployment target, input and output as
+    the manifest describes them. Every violation is collected, then one ValidationError lists them."""
+    spec = _ct().utils.load_spec(str(mlpackage_path))
+    if spec.WhichOneof("Type") != "mlProgram":
+        raise ValidationError(f"{mlpackage_path} holds a {spec.WhichOneof('Type')}, not an ML Program")
+    facts = _program_facts(spec)
+    problems = _precision_problems(facts, precision, weights_only, activation_quantizers)
+    if deployment_target is not None:
+        version = DEPLOYMENT_TARGETS[deployment_target].spec_version
+        if spec.specificationVersion != version:
+            problems.append(f"specification version {spec.specificationVersion}, expected {version} "
+                            f"for {deployment_target}")
+    problems += _io_problems(facts, chw, num_classes, input_kind)
+    if problems:
+        raise ValidationError(f"Core ML program {mlpackage_path} is not what was asked for: " + "; ".join(problems))
+    return {**facts, "compute_dtype": (FLOAT32 if precision == "fp32" else FLOAT16).lower(),
+            "specification_version": spec.specificationVersion, "passed": True}
+
+
+def _program_facts(spec) -> dict:
+    """Op counts, compute dtypes, where each linear / conv weight comes from, inputs and outputs."""
+    from coremltools.proto import MIL_pb2
+
+    dtype = MIL_pb2.DataType.Name
+    ops = list(_operations(spec))
+    by_output = {o.name: op for op in ops for o in op.outputs}
+    tensors = [(op, dtype(o.type.tensorType.dataType)) for op in ops for o in op.outputs
+               if o.type.WhichOneof("type") == "tensorType"]
+    return {
+        "ops": dict(sorted(Counter(op.type for op in ops).items())),
+        "compute": dict(Counter(t for op, t in tensors if op.type in (*WEIGHT_OPS, "layer_norm"))),
+        "float_tensors": dict(Counter(t for _, t in tensors if t in (FLOAT16, FLOAT32))),
+        "weights": {"sources": dict(Counter(_weight_source(op, by_output) for op in ops if op.type in WEIGHT_OPS)),
+                    "stored": dict(Counter(_stored_dtype(op, by_output, dtype) for op in ops
+                                           if op.type in QUANTIZED_WEIGHT_OPS))},
+        "activation_quantize_dtypes": sorted({t for op, t in tensors if op.type == "quantize"}),
+        **_io_record(spec, by_output),
+    }
+
+
+def _precision_problems(facts: dict, precision: str, weights_only: bool, activation_quantizers) -> list[str]:
+    counts, sources = Counter(facts["ops"]), facts["weights"]["sources"]
+    w8a8, int8 = precision == "int8" and not weights_only, precision == "int8"
+    float_weights = sum(n for k, n in sources.items() if k not in QUANTIZED_WEIGHT_OPS)
+    problems = []
+    if not sources:
+        problems.append("no linear or conv op")
+    if int8 and float_weights:
+        problems.append(f"int8 asked but the weights of {float_weights} linear/conv ops are not quantized "
+                        f"(weight sources: {sources})")
+    if int8 and set(facts["weights"]["stored"]) - {"INT8", "UINT8"}:
+        problems.append(f"quantized weights stored as {facts['weights']['stored']}, not 8-bit")
+    if not int8 and any(counts[t] for t in QUANTIZED_WEIGHT_OPS):
+        problems.append(f"{precision} program has quantized weight ops")
+    if w8a8 and not (counts["quantize"] and counts["dequantize"]):
+        problems.append(f"W8A8 asked but the program has {counts['quantize']} quantize and "
+                        f"{counts['dequantize']} dequantize ops")
+    if w8a8 and set(facts["activation_quantize_dtypes"]) - {"INT8", "UINT8"}:
+        problems.append(f"activation quantize ops produce {facts['activation_quantize_dtypes']}, not 8-bit")
+    if w8a8 and activation_quantizers is not None and counts["quantize"] != activation_quantizers:
+        problems.append(f"{counts['quantize']} quantize ops in the program but {activation_quantizers} "
+                        f"activation quantizers in the quantized PyTorch model")
+    if not w8a8 and (counts["quantize"] or counts["dequantize"]):
+        problems.append(f"{'weight-only int8' if int8 else precision} program quantizes activations")
+    want = FLOAT32 if precision == "fp32" else FLOAT16
+    if set(facts["compute"]) != {want}:
+        problems.append(f"{precision} asks for {want.lower()} compute; linear/conv/layer_norm outputs are "
+                        f"{facts['compute']}")
+    if precision == "fp32" and facts["float_tensors"].get(FLOAT16):
+        problems.append(f"fp32 program has {facts['float_tensors'][FLOAT16]} float16 tensors")
+    return problems
+
+
+def _operations(spec):
+    """Every op of the main function, nested blocks included."""
+    fn = spec.mlProgram.functions["main"]
+    stack = [fn.block_specializations[fn.opset]]
+    while stack:
+        block = stack.pop()
+        for op in block.operations:
+            yield op
+            stack.extend(op.blocks)
+
+
+def _op_name(op) -> str:
+    return op.attributes["name"].immediateValue.tensor.strings.values[0]
+
+
+def _weight_source(op, by_output) -> str:
+    """The type of the op that produces a linear / conv weight, looking through casts."""
+    arg = op.inputs["weight"].arguments[0]
+    if arg.HasField("value"):
+        return "inline const"
+    src = by_output.get(arg.name)
+    while src is not None and src.type == "cast":
+        src = by_output.get(src.inputs["x"].arguments[0].name)
+    return "input" if src is None else src.type
+
+
+def _stored_dtype(op, by_output, dtype) -> str:
+    """The integer type a quantized-weight op stores its data in (an attribute or a const input)."""
+    for key in ("quantized_data", "data"):
+        if key in op.attributes:
+            return dtype(op.attributes[key].type.tensorType.dataType)
+        if key in op.inputs:
+            arg = op.inputs[key].arguments[0]
+            if arg.HasField("value"):                  # iOS18 programs hold it inline
+                return dtype(arg.value.type.tensorType.dataType)
+            src = by_output.get(arg.name)
+            if src is not None and "val" in src.attributes:
+                return dtype(src.attributes["val"].type.tensorType.dataType)
+    return "unknown"
+
+
+def _io_record(spec, by_output) -> dict:
+    """The model's declared input(s) and output(s); an output's shape from the op that makes it."""
+    from coremltools.proto import FeatureTypes_pb2
+
+    array_dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name
+    inputs = []
+    for f in spec.description.input:
+        kind = f.type.WhichOneof("Type")
+        if kind == "imageType":
+            t = f.type.imageType
+            inputs.append({"name": f.name, "kind": "image", "height": t.height, "width": t.width,
+                           "color": FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(t.colorSpace)})
+        else:
+            t = f.type.multiArrayType
+            ranges = [[r.lowerBound, r.upperBound] for r in t.shapeRange.sizeRanges]
+            inputs.append({"name": f.name, "kind": "tensor", "shape": list(t.shape), "ranges": ranges,
+                           "dtype": array_dtype(t.dataType)})
+    outputs = []
+    for f in spec.description.output:
+        op = by_output.get(f.name)
+        dims = [] if op is None else [d.constant.size if d.WhichOneof("dimension") == "constant" else None
+                                      for o in op.outputs if o.name == f.name for d in o.type.tensorType.dimensions]
+        outputs.append({"name": f.name, "kind": f.type.WhichOneof("Type"), "shape": dims,
+                        "dtype": array_dtype(f.type.multiArrayType.dataType)})
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def _io_problems(io: dict, chw, num_classes, input_kind: str) -> list[str]:
+    """Input and output as the manifest describes them: "input" (batch, C, H, W), "logits" (batch, K)."""
+    problems = []
+    if [i["name"] for i in io["inputs"]] != [INPUT]:
+        problems.append(f"inputs are {[i['name'] for i in io['inputs']]}, expected [{INPUT!r}]")
+    elif io["inputs"][0]["kind"] != input_kind:
+        problems.append(f"input is an {io['inputs'][0]['kind']}, --coreml-input asked for {input_kind}")
+    elif chw is not None:
+        i, (c, h, w) = io["inputs"][0], chw
+        if input_kind == "tensor":
+            if i["shape"][1:] != [c, h, w] or i["dtype"] != "FLOAT32":
+                problems.append(f"input {i['shape']} {i['dtype']}, expected (batch, {c}, {h}, {w}) FLOAT32")
+            if i["ranges"] and (i["ranges"][0] != [1, MAX_BATCH] or i["ranges"][1:] != [[c, c], [h, h], [w, w]]):
+                problems.append(f"input shape ranges {i['ranges']}, expected batch 1..{MAX_BATCH} only")
+        elif (i["height"], i["width"], i["color"]) != (h, w, "GRAYSCALE" if c == 1 else "RGB"):
+            problems.append(f"image input {i['height']}x{i['width']} {i['color']}, expected {h}x{w} "
+                            f"{'GRAYSCALE' if c == 1 else 'RGB'}")
+    if [o["name"] for o in io["outputs"]] != [OUTPUT]:
+        problems.append(f"outputs are {[o['name'] for o in io['outputs']]}, expected [{OUTPUT!r}]")
+    else:
+        o = io["outputs"][0]
+        if o["dtype"] != "FLOAT32":
+            problems.append(f"output {OUTPUT} is {o['dtype']}, expected FLOAT32")
+        if num_classes is not None and (len(o["shape"]) != 2 or o["shape"][1] != num_classes):
+            problems.append(f"output {OUTPUT} has shape {o['shape']}, expected (batch, {num_classes})")
+    return problems
+
+
+# ---- runners ------------------------------------------------------------------------------------
+
+class _Cache:
+    """Quantized PyTorch models of this process's W8A8 exports, keyed by the program's file hashes,
+    so the key survives the staging folder's rename into place. Small: models can be large."""
+
+    def __init__(self, size: int = 4):
+        self.size, self.items = size, OrderedDict()
+
+    def put(self, key: str, model) -> None:
+        self.items[key] = model
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+    def get(self, key: str):
+        return self.items.get(key)
+
+
+_QUANTIZED = _Cache()
+
+
+def _entries(folder: Path) -> list[dict]:
+    from .artifact import file_entries
+
+    return file_entries(folder, [MODEL])
+
+
+def _program_key(entries) -> str:
+    lines = sorted(f"{e['path']}:{e['sha256']}" for e in entries if e["path"].startswith(MODEL + "/"))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _check_batch(x, manifest) -> np.ndarray:
+    chw = tuple(manifest["input"]["shape"][1:])
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != chw:
+        raise BadInput(f"the model takes (N, {', '.join(map(str, chw))}) float32, got shape {list(x.shape)}")
+    return x
+
+
+def _torch_runner(model, manifest):
+    import torch
+
+    k = manifest["output"]["shape"][-1]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = _check_batch(x, manifest)
+        if len(x) == 0:
+            return np.zeros((0, k), np.float32)
+        with torch.no_grad(), _quiet():  # torch deprecates quantize_per_tensor; the reference model uses it
+            return np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
+    return run
+
+
+def _coreml_runner(mlmodel, manifest, image: bool):
+    """MLModel.predict on chunks of at most MAX_BATCH; an image model gets each preprocessed tensor
+    mapped back to the 8-bit image it came from (exact for images that were uint8)."""
+    from ..data.preprocess import Preprocess
+
+    k = manifest["output"]["shape"][-1]
+    pre = Preprocess.from_dict(manifest["preprocess"])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = _check_batch(x, manifest)
+        if len(x) == 0:
+            return np.zeros((0, k), np.float32)
+        if image:
+            return np.concatenate([np.asarray(mlmodel.predict({INPUT: img})[OUTPUT], np.float32).reshape(1, k)
+                                   for img in _to_images(x, pre)])
+        return np.concatenate([np.asarray(mlmodel.predict({INPUT: x[i:i + MAX_BATCH]})[OUTPUT], np.float32)
+                               for i in range(0, len(x), MAX_BATCH)])
+    return run
+
+
+def _to_images(x: np.ndarray, pre):
+    from PIL import Image
+
+    mean = np.asarray(pre.mean, np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(pre.std, np.float32).reshape(1, -1, 1, 1)
+    pixels = np.clip(np.rint((x * std + mean) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    for p in pixels:  # (H, W, C)
+        yield Image.fromarray(p[..., 0], "L") if p.shape[-1] == 1 else Image.fromarray(p, "RGB")
