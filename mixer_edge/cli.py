@@ -299,7 +299,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="mixer-edge-demo", help="output folder (default ./mixer-edge-demo)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs on digits (default 30)")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs on digits (default 20)")
 
 
 def run_demo(args: argparse.Namespace) -> int:

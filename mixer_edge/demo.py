@@ -16,7 +16,7 @@ DEMO_MODEL = "T/2"
 DEMO_CALIB_SIZE = 150  # digits' calibration split holds 180 images
 
 
-def run(out: Path, *, epochs: int = 30, say: Callable[[str], None] = print) -> Path:
+def run(out: Path, *, epochs: int = 20, say: Callable[[str], None] = print) -> Path:
     out = Path(out)
     m, checkpoint = _train(out, epochs, say)
     outcomes = _export(checkpoint, out / "artifacts", say)

@@ -10,7 +10,8 @@ import argparse
 
 
 def add_trt_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="trt_action", metavar="ACTION", required=True)
+    sub = p.add_subparsers(dest="trt_action", metavar="ACTION", required=True,
+                           help="build: build the engine from the artifact's ONNX on this device and stamp versions")
     b = sub.add_parser("build", help="build model.engine from a TensorRT artifact's ONNX and stamp its manifest",
                        description="Build the engine on the device that will run it: engines are tied to the "
                                    "TensorRT version and GPU. Needs tensorrt (pip extra 'tensorrt') and a GPU.")
