@@ -49,3 +49,28 @@ def block_imports(tmp_path: Path, *names: str) -> dict:
         (shadow / name).mkdir(parents=True, exist_ok=True)
         (shadow / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked for this test')\n")
     return {**os.environ, "PYTHONPATH": str(shadow)}
+
+
+# The trained digits model as export tests use it: checkpoint, calibration set, validation data.
+@pytest.fixture(scope="session")
+def ck(digits_checkpoint):
+    from mixer_edge import load_checkpoint
+
+    return load_checkpoint(digits_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def calib(ck):
+    from mixer_edge.calibration import make_calibration
+
+    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
+
+
+@pytest.fixture(scope="session")
+def val(ck):
+    from mixer_edge import load_data
+    from mixer_edge.data.dataset import take_split
+    from mixer_edge.export import api
+
+    part = take_split(load_data("digits"), "eval")
+    return api.validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)")

@@ -36,21 +36,6 @@ ON_MAC = platform.system() == "Darwin"
 WEIGHT_OPS = {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"}
 
 
-@pytest.fixture(scope="module")
-def ck(digits_checkpoint):
-    return load_checkpoint(digits_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def calib(ck):
-    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
-
-
-@pytest.fixture(scope="module")
-def val(ck):
-    ev = take_split(load_data("digits"), "eval")
-    return api.validation_data(ck, ck.preprocess(ev.images), ev.labels, "digits:eval")
-
 
 @pytest.fixture(scope="module")
 def outcomes(ck, calib, val, tmp_path_factory):

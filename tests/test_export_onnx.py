@@ -26,26 +26,6 @@ MANIFEST_KEYS = {"schema", "target", "precision", "files", "input", "output", "p
 METADATA_KEYS = {"classes", "preprocess", "mixer_edge_version", "variant"}
 
 
-@pytest.fixture(scope="module")
-def ck(digits_checkpoint):
-    return load_checkpoint(digits_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def calib(ck):
-    from mixer_edge.calibration import make_calibration
-
-    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
-
-
-@pytest.fixture(scope="module")
-def val(ck):
-    from mixer_edge.data.dataset import take_split
-    from mixer_edge.data.sources import load_data
-
-    part = take_split(load_data("digits"), "eval")
-    return api.validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)")
-
 
 @pytest.fixture(scope="module")
 def export(ck, calib, val, tmp_path_factory):

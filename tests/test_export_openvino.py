@@ -28,21 +28,6 @@ SPECS = {
 }
 
 
-@pytest.fixture(scope="module")
-def ck(digits_checkpoint):
-    return load_checkpoint(digits_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def calib(ck):
-    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
-
-
-@pytest.fixture(scope="module")
-def val(ck):
-    ev = take_split(load_data("digits"), "eval")
-    return api.validation_data(ck, ck.preprocess(ev.images), ev.labels, "digits:eval")
-
 
 @pytest.fixture(scope="module")
 def outcomes(ck, calib, val, tmp_path_factory):
@@ -67,7 +52,7 @@ def test_export_validates_in_manifest(outcomes, precision):
     assert o.passed, o.problems
     m = o.artifact.manifest
     v = m["validation"]
-    assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits:eval"
+    assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits (eval split)"
     assert v["runtime"]["precision_hint"] == "f32" and v["runtime"]["device"] == "CPU"
     assert v["runtime"]["threads"] >= 1 and v["runner"].startswith("openvino ")
     assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin", "edge_bench.py"]

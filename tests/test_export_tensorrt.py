@@ -48,21 +48,6 @@ TRT_HERE, TRT_WHY = trt_target.runs_here()
 gpu = pytest.mark.gpu
 
 
-@pytest.fixture(scope="module")
-def ck(digits_checkpoint):
-    return load_checkpoint(digits_checkpoint)
-
-
-@pytest.fixture(scope="module")
-def calib(ck):
-    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
-
-
-@pytest.fixture(scope="module")
-def val(ck):
-    ev = take_split(load_data("digits"), "eval")
-    return api.validation_data(ck, ck.preprocess(ev.images), ev.labels, "digits:eval")
-
 
 @pytest.fixture(scope="module")
 def outcomes(ck, calib, val, tmp_path_factory):
@@ -118,7 +103,7 @@ def test_export_validates_in_manifest(outcomes, name):
     assert o.passed, o.problems
     m = o.artifact.manifest
     v = m["validation"]
-    assert v["passed"] is True and v["samples"] == EVAL_N and v["data"] == "digits:eval"
+    assert v["passed"] is True and v["samples"] == EVAL_N and v["data"] == "digits (eval split)"
     assert {f["path"] for f in m["files"]} >= {"model.onnx", "trt_build.py", "edge_bench.py"}
     assert m["export"]["onnx_kind"] == {"fp32": "fp32", "fp16": "fp16-typed"}.get(m["precision"], "explicit-qdq")
     eng = m["export"]["engine"]

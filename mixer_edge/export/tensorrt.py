@@ -443,7 +443,7 @@ def to_fp16_typed(fp32_model, x: np.ndarray | None, threshold: float = FP16_SAFE
     require("onnxruntime", "onnx")
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from .onnx import FP16_BLOCK_OPS
+    from .onnx import FP16_BLOCK_OPS, _toposort
 
     large, scanned, peak = {}, 0, None
     if x is not None:
@@ -522,24 +522,6 @@ def _fp32_ops(model) -> dict:
     ops = Counter(n.op_type for n in g.node if n.op_type != "Cast"
                   and any(types.get(i) == onnx.TensorProto.FLOAT for i in n.input))
     return dict(sorted(ops.items()))
-
-
-def _toposort(graph) -> None:
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise BadInput(f"ONNX graph has a cycle or a dangling input at {[n.name for n in rest[:3]]}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 # ---- the three ONNX kinds ------------------------------------------------------------------------
