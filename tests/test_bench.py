@@ -521,3 +521,32 @@ def test_every_bench_and_report_option_has_help():
                 assert action.help, action.option_strings or action.dest
     p = eb.build_parser()
     assert all(a.help for a in p._actions)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (apt-get install chromium)")
+def test_report_html_renders_offline_in_headless_chromium(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact,
+                                                          npz_data):
+    """Chromium, with its network off, loads report.html: both embedded plots decode (natural
+    width > 0) and the results table has a row per result."""
+    from mixer_edge.bench.report import build_report
+
+    files = build_report(_two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data),
+                         tmp_path / "report")
+    probe = tmp_path / "report" / "probe.html"
+    probe.write_text(files.html.read_text().replace("</body>", (
+        "<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', "
+        "[...document.images].map(i => i.naturalWidth).join(',') + ';' + "
+        "document.querySelectorAll('table tr').length));</script></body>")))
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--proxy-server=127.0.0.1:9", "--virtual-time-budget=5000", "--dump-dom",
+                           probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'data-probe="([^"]*)"', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    widths, rows = found.group(1).split(";")
+    assert [int(w) > 100 for w in widths.split(",")] == [True, True]
+    assert int(rows) >= 6  # header rows + 6 results across the two devices

@@ -99,7 +99,7 @@ class CoreMLTarget:
         if not installed(*self.capabilities.requires):
             return missing_status(self.capabilities)
         if not _predicts_here():
-            return Status(True, False, f"this is {platform.system()}: conversion and structural checks only")
+            return Status(True, False, f"needs macOS (this is {platform.system()}): conversion and structural checks only")
         return Status(True, True)
 
     def export(self, checkpoint, spec, calib, out_dir: Path) -> Exported:

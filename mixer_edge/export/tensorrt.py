@@ -565,10 +565,11 @@ def runs_here() -> tuple[bool, str]:
     """(can an engine be built and run here, why not). No heavy import unless a GPU is present."""
     have_gpu, why_gpu = tb.gpu_present()
     if not installed("tensorrt"):
-        reason = "tensorrt not installed here: the engine is built on the device (pip install 'mixer-edge[tensorrt]')"
+        reason = ("needs tensorrt and an NVIDIA GPU: tensorrt is not installed here, the engine is built on the "
+                  "device (pip install 'mixer-edge[tensorrt]')")
         return False, reason + ("" if have_gpu else f"; {why_gpu}")
     if not have_gpu:
-        return False, f"{why_gpu}: the engine is built on the device"
+        return False, f"needs an NVIDIA GPU: {why_gpu}; the engine is built on the device"
     try:
         tb.import_tensorrt()
     except tb.NotRunnable as e:
