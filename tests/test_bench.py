@@ -550,3 +550,13 @@ def test_report_html_renders_offline_in_headless_chromium(tmp_path, onnx_artifac
     widths, rows = found.group(1).split(";")
     assert [int(w) > 100 for w in widths.split(",")] == [True, True]
     assert int(rows) >= 6  # header rows + 6 results across the two devices
+
+
+def test_mixer_edge_bench_with_a_runtime_not_installed_exits_non_zero(capsys, tmp_path, tensorrt_artifact, npz_data):
+    from mixer_edge.cli import main
+
+    out = tmp_path / "r.json"
+    code = main(["bench", str(tensorrt_artifact), "--data", str(npz_data), *map(str, FAST), "--json", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 3 and len(err) == 1 and "1 of 1 not run here" in err[0] and "tensorrt" in err[0]
+    assert json.loads(out.read_text())["results"][0]["status"] == "not-run"  # recorded for the report

@@ -63,6 +63,9 @@ def bench_config(args: argparse.Namespace):
                        compile=args.compile, device_name=args.device_name)
 
 
+EXIT_NOT_RUN = 3  # as edge_bench.py: the result is written, but some runtime could not run here
+
+
 def run_bench(args: argparse.Namespace) -> int:
     import sys
 
@@ -82,6 +85,11 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:  # only now: an interrupted benchmark leaves no file
         write_results(args.json, doc)
         print(f"results: {args.json}")
+    not_run = [r for r in doc["results"] if r["status"] != "ok"]
+    if not_run:  # recorded (reports show them), but the exit code says not everything ran
+        print(f"error: {len(not_run)} of {len(doc['results'])} not run here: "
+              + "; ".join(f"{r['name']} ({r['target']}): {r['reason']}" for r in not_run), file=sys.stderr)
+        return EXIT_NOT_RUN
     return 0
 
 
