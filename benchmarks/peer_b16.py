@@ -10,6 +10,7 @@ ceiling (how far from the machine's limit it runs). Weights are random (latency 
 their values); calibration and validation images are real (MNIST, resized to 224 RGB).
 
     python benchmarks/peer_b16.py --mnist ../shared/data/mnist [--iters 20] [--out benchmarks/results]
+    python benchmarks/peer_b16.py --plot benchmarks/results/peer_b16.json   # redraw the plot only
 """
 from __future__ import annotations
 
@@ -95,9 +96,41 @@ def hand_nncf(ck, calib: np.ndarray, threads: int):
     return lambda x: compiled(x)[0]
 
 
+def plot(result_path: Path) -> Path:
+    """peer_b16.png beside the JSON: p50 latency per subject at batch 1 and 32 (per image), with
+    the FP32 and INT8 floors that the measured matrix-multiply ceilings allow."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(Path(result_path).read_text())
+    subjects = list(dict.fromkeys(r["subject"] for r in doc["rows"]))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    for ax, batch in zip(axes, (1, 32)):
+        rows = {r["subject"]: r for r in doc["rows"] if r["batch"] == batch}
+        per_image = [rows[s]["latency_ms"]["p50"] / batch for s in subjects]
+        colors = ["tab:red" if "int8" in s else "tab:blue" for s in subjects]
+        ax.barh(subjects, per_image, color=colors)
+        for kind, style in (("fp32", "--"), ("int8", ":")):
+            floor = 2 * doc["model"]["macs_per_image"] / (doc["ceilings"][kind]["gops"] * 1e9) * 1e3
+            ax.axvline(floor, color="k", linestyle=style, label=f"{kind.upper()} floor at the measured ceiling ({floor:.0f} ms)")
+        ax.set_title(f"Mixer-B/16 224x224, batch {batch}: p50 ms per image")
+        ax.set_xlabel("ms per image (lower is better)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    axes[0].invert_yaxis()
+    fig.suptitle(f"{doc['device'].get('cpu', '')}, {doc['device'].get('cores_usable', '')} cores; "
+                 f"red = INT8, blue = FP32 / BF16 hint", fontsize=10)
+    fig.tight_layout()
+    out = Path(result_path).with_name("peer_b16.png")
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mnist", required=True, help="folder with the MNIST IDX files (real calibration images)")
+    p.add_argument("--mnist", help="folder with the MNIST IDX files (real calibration images); required to run")
+    p.add_argument("--plot", metavar="JSON", help="only redraw peer_b16.png from a recorded peer_b16.json")
     p.add_argument("--iters", type=int, default=20, help="timed calls at batch 1 (default 20)")
     p.add_argument("--iters-32", type=int, default=4, help="timed calls at batch 32 (default 4)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
@@ -105,6 +138,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every runtime")
     p.add_argument("--out", default="benchmarks/results", help="where peer_b16.json goes")
     args = p.parse_args(argv)
+    if args.plot:
+        print(f"wrote {plot(Path(args.plot))}")
+        return 0
+    if not args.mnist:
+        p.error("--mnist DIR is required to run the benchmark")
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="peer-b16-"))
     ck = load_checkpoint(random_b16(work / "ckpt"))
@@ -159,6 +197,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "peer_b16.json", result)
+    plot(out / "peer_b16.json")
     print(f"\nceilings: FP32 {ceil['fp32']['gops']:.0f} GFLOP/s, INT8 {ceil['int8']['gops']:.0f} GOP/s; "
           f"B/16 = {2 * macs / 1e9:.2f} GFLOP per image")
     print(markdown(rows))
