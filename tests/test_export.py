@@ -40,8 +40,11 @@ def test_unknown_target_and_precision(capsys, digits_checkpoint, tmp_path):
     assert code == 2 and err == ["error: unknown precision 'int4'; accepted: fp32, fp16, int8"]
 
 
-def test_int8_without_calibration_data(capsys, digits_checkpoint, tmp_path):
-    code, err = _run(capsys, "export", digits_checkpoint, "--target", "onnx", "--int8", "--out", tmp_path)
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_int8_without_calibration_data(capsys, digits_checkpoint, tmp_path, target):
+    if not get_target(target).status().installed:
+        pytest.skip(f"{target}: {get_target(target).status().reason}")
+    code, err = _run(capsys, "export", digits_checkpoint, "--target", target, "--int8", "--out", tmp_path)
     assert code == 2 and len(err) == 1 and "--int8 needs calibration data" in err[0]
     assert not any(tmp_path.iterdir())
 
