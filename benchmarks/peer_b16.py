@@ -59,7 +59,6 @@ def real_images(mnist: str, preprocess: Preprocess, n: int, offset: int) -> tupl
 
 def ceilings(threads: int, iters: int) -> dict:
     """Matrix-multiply throughput through ONNX Runtime: FP32 MatMul and INT8 MatMulInteger, 2048^3."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

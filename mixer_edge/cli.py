@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import BadInput, MixerEdgeError
+from .errors import MixerEdgeError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -28,8 +28,10 @@ class Command:
 
 
 def _data_help() -> str:
-    return ("data spec: digits (built in, 8x8), mnist:DIR (IDX files), cifar10:DIR (binary or python "
-            "batches), imagefolder:DIR (one sub-folder per class), folder:DIR (unlabeled images)")
+    from .data.sources import describe_sources  # the source registry is the one list of specs
+
+    specs = [text.split("  ", 1) for _, text in describe_sources()]  # "mnist:DIR  MNIST-style ..."
+    return "data spec: " + "; ".join(f"{spec} ({what.strip().rstrip('.')})" for spec, what in specs)
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .data.dataset import SplitSpec, take_split
+    from .data.dataset import take_split
     from .data.sources import load_data
     from .models.checkpoint import atomic_write_json, load_checkpoint
     from .train.evaluate import evaluate
@@ -134,9 +136,8 @@ def run_eval(args: argparse.Namespace) -> int:
     split = args.split
     if split == "auto":
         split = "eval" if ck.meta.get("data") == args.data else "all"
-    spec = SplitSpec(**ck.meta["split"]) if "split" in ck.meta else SplitSpec()
     result = {"checkpoint": str(ck.path), "checkpoint_sha256": ck.sha256, "data": args.data, "split": split,
-              **evaluate(ck, take_split(data, split, spec))}
+              **evaluate(ck, take_split(data, split, ck.split))}
     print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  on {result['n']} images "
           f"({args.data}, split {split})")
     if args.json:
@@ -191,11 +192,11 @@ def add_calib_arguments(p: argparse.ArgumentParser) -> None:
 def run_calib(args: argparse.Namespace) -> int:
     from .calibration import make_calibration
     from .calibration.sets import save_calibration
-    from .export import _split, load_model
+    from .export import load_model
 
     ck = load_model(args.checkpoint)
     calib = make_calibration(args.data, ck.preprocess, size=args.size, seed=args.seed,
-                             training_data=ck.meta.get("data"), split=_split(ck))
+                             training_data=ck.meta.get("data"), split=ck.split)
     _warn(calib.warnings)
     path = save_calibration(calib, args.out)
     print(f"calibration set: {len(calib)} images from {calib.source}, sha256 {calib.sha256[:16]}..., saved to {path}")

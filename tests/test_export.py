@@ -12,7 +12,7 @@ import pytest
 
 from conftest import block_imports
 from mixer_edge.cli import main
-from mixer_edge.errors import BadInput, CalibrationError, MissingDependency, UnknownName
+from mixer_edge.errors import BadInput, CalibrationError
 from mixer_edge.export import ExportPlan, run_plan
 from mixer_edge.export.base import PRECISIONS
 from mixer_edge.export.registry import TARGETS, get_target

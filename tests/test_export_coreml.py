@@ -15,9 +15,7 @@ import pytest
 
 ct = pytest.importorskip("coremltools")
 
-from mixer_edge import Checkpoint, Preprocess, create_model, load_checkpoint, load_data  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
-from mixer_edge.data.dataset import take_split  # noqa: E402
+from mixer_edge import Checkpoint, Preprocess, create_model  # noqa: E402
 from mixer_edge.errors import BadInput, UnknownName, ValidationError  # noqa: E402
 from mixer_edge.export import api  # noqa: E402
 from mixer_edge.export.base import ExportSpec, NotRunnableHere  # noqa: E402

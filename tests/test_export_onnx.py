@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from mixer_edge import load_checkpoint  # noqa: E402
 from mixer_edge.errors import BadInput, CalibrationError, UnknownName  # noqa: E402
 from mixer_edge.export import api  # noqa: E402
 from mixer_edge.export.base import CALIB_METHODS, PRECISIONS, ExportSpec  # noqa: E402

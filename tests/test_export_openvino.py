@@ -12,9 +12,6 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from mixer_edge import load_checkpoint, load_data  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
-from mixer_edge.data.dataset import take_split  # noqa: E402
 from mixer_edge.errors import BadInput, CalibrationError, UnknownName  # noqa: E402
 from mixer_edge.export import api  # noqa: E402
 from mixer_edge.export.base import ExportSpec  # noqa: E402

@@ -22,8 +22,7 @@ pytest.importorskip("onnxruntime")
 
 from onnx import helper, numpy_helper  # noqa: E402
 
-from mixer_edge import load_checkpoint, load_data  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
+from mixer_edge import load_data  # noqa: E402
 from mixer_edge.data.dataset import take_split  # noqa: E402
 from mixer_edge.errors import BadInput, MissingDependency, UnknownName  # noqa: E402
 from mixer_edge.export import api  # noqa: E402

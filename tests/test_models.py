@@ -19,7 +19,7 @@ from mixer_edge import Preprocess, create_model, list_models, load_checkpoint, l
 from mixer_edge.errors import BadInput, UnknownName
 from mixer_edge.models.checkpoint import sha256_file
 from mixer_edge.models.mixer import MixerConfig, MlpMixer, count_params
-from mixer_edge.models.variants import VARIANTS, variant_config
+from mixer_edge.models.variants import VARIANTS
 from mixer_edge.models.weights import FORMATS
 
 TOL = 1e-5  # FP32 logits, same weights, same operations

@@ -133,7 +133,7 @@ def _checkpoint_subject(ck, target: str, loader) -> Subject:
                    target=target, precision="fp32", sha256={ck.path.name: ck.sha256},
                    size_bytes=ck.path.stat().st_size, preprocess=ck.preprocess, num_classes=ck.config.num_classes,
                    model_data=ck.meta.get("data"),
-                   split=SplitSpec(**ck.meta["split"]) if "split" in ck.meta else SplitSpec(),
+                   split=ck.split,
                    fixed_batch=None, load=loader)
 
 

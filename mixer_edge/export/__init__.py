@@ -40,7 +40,7 @@ def prepare_calibration(ck, plan: ExportPlan):
     if plan.calib_data is None or not isinstance(plan.calib_data, str):
         return plan.calib_data  # None, or a CalibrationSet made by the caller
     return make_calibration(plan.calib_data, ck.preprocess, size=plan.calib_size, seed=plan.calib_seed,
-                            training_data=ck.meta.get("data"), split=_split(ck))
+                            training_data=ck.meta.get("data"), split=ck.split)
 
 
 def prepare_validation(ck, plan: ExportPlan, calib):
@@ -62,14 +62,8 @@ def prepare_validation(ck, plan: ExportPlan, calib):
     if data.labels is not None:
         check_class_count(ck.config.num_classes, data.num_classes, spec)
     split = "eval" if spec == ck.meta.get("data") else "all"
-    part = take_split(data, split, _split(ck))
+    part = take_split(data, split, ck.split)
     return validation_data(ck, ck.preprocess(part.images), part.labels, f"{spec} ({split} split)")
-
-
-def _split(ck):
-    from ..data.dataset import SplitSpec
-
-    return SplitSpec(**ck.meta["split"]) if "split" in ck.meta else SplitSpec()
 
 
 def check_plan(plan: ExportPlan) -> None:

@@ -119,7 +119,7 @@ def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder:
         "preprocess": ck.preprocess.to_dict(),
         "classes": list(ck.classes),
         "model": {"variant": cfg.variant, "params": count_params(ck.model), "config": cfg.to_dict(),
-                  "checkpoint_sha256": ck.sha256, "data": ck.meta.get("data"), "split": ck.meta.get("split")},
+                  "checkpoint_sha256": ck.sha256, "data": ck.meta.get("data"), "split": ck.split.to_dict()},
         "calibration": None if calib is None else calib.manifest(),
         "export": {"spec": dict(vars(spec)), **{k: v for k, v in exported.details.items() if k != "versions"}},
         "versions": {**versions(), **exported.details.get("versions", {})},

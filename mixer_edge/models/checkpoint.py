@@ -39,6 +39,13 @@ class Checkpoint:
     def config(self) -> MixerConfig:
         return self.model.config
 
+    @property
+    def split(self):
+        """The train / calib / eval split the model was trained with (the default for foreign weights)."""
+        from ..data.dataset import SplitSpec
+
+        return SplitSpec(**self.meta["split"]) if self.meta.get("split") else SplitSpec()
+
 
 def sha256_file(path) -> str:
     h = hashlib.sha256()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-import torch
 from torch import nn
 
 GELU_APPROXIMATIONS = {"exact": "none", "tanh": "tanh"}  # ours -> torch.nn.GELU(approximate=...)
