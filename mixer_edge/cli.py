@@ -229,9 +229,21 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
     p.add_argument("--calib-seed", type=int, default=0, help="calibration selection seed (default 0)")
     p.add_argument("--calib-method", choices=CALIB_METHODS, default=None,
-                   help="ONNX Runtime / TensorRT activation range method (default minmax)")
-    p.add_argument("--max-drop", type=float, default=None,
-                   help="OpenVINO: accuracy-controlled INT8 (NNCF) allowing this absolute top-1 drop, e.g. 0.005")
+                   help="INT8 activation range estimator, the same for every target: minmax, percentile "
+                        "(99.99th), entropy (TensorRT's KL search) or mse (least squared int8 error); "
+                        "default mse, the most accurate on every target (docs/quantization.md)")
+    p.add_argument("--smooth", type=float, default=0.5, metavar="ALPHA",
+                   help="INT8: SmoothQuant strength for the exact LayerNorm -> channel-MLP and -> head folds, "
+                        "0..1 (default 0.5)")
+    p.add_argument("--no-smooth", dest="smooth", action="store_const", const=None,
+                   help="INT8: quantize the model as it is, without smoothing")
+    p.add_argument("--keep-float", default="", metavar="LAYERS",
+                   help="INT8: comma-separated layers (module paths such as blocks.0.mlp_tokens.fc2, see "
+                        "`mixer-edge quant inspect`) kept in float")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="INT8, every target: keep the most sensitive layers in float, one at a time, until top-1 "
+                        "on the validation images is at most POINTS percentage points below FP32 (e.g. 0.1); "
+                        "says so when it cannot be met")
     p.add_argument("--coreml-input", choices=["tensor", "image"], default="tensor",
                    help="Core ML: a float tensor input, or an image input with the preprocessing baked in "
                         "(needs one std for all channels); default tensor")
@@ -262,8 +274,9 @@ def export_plan(args: argparse.Namespace):
 
     precisions = list(_listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ())
     precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
-    spec = ExportSpec(calib_method=args.calib_method, max_drop=args.max_drop, coreml_input=args.coreml_input,
-                      coreml_target=args.coreml_target, weights_only=args.weights_only)
+    spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, float_layers=_listed([args.keep_float], ""),
+                      max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
+                      weights_only=args.weights_only)
     return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
                       out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
                       calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,

@@ -6,7 +6,7 @@ The flow of one export: check the request -> build files in a staging folder -> 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from ..errors import BadInput, CalibrationError, ValidationError, require
 from ..models.checkpoint import Checkpoint, versions
 from ..models.mixer import count_params
 from . import artifact as art
+from . import int8
 from .base import PRECISIONS, Exported, ExportSpec, NotRunnableHere
 from .registry import get_target
 from .validate import compare, failures, tolerance_dict
@@ -56,6 +57,10 @@ def check_request(target, spec: ExportSpec, calib) -> None:
                        f"{', '.join(p for p in PRECISIONS if p in caps.precisions)}")
     for module in caps.requires:
         require(module, caps.extra)
+    if spec.smooth is not None and not 0.0 <= spec.smooth <= 1.0:
+        raise BadInput(f"--smooth must be between 0 and 1 (SmoothQuant's alpha), got {spec.smooth}")
+    if spec.max_drop is not None and spec.max_drop < 0:
+        raise BadInput(f"--max-drop must be >= 0 (top-1 percentage points, e.g. 0.1), got {spec.max_drop}")
     if spec.precision == "int8" and calib is None and not spec.weights_only:
         raise CalibrationError(f"--int8 needs calibration data (--calib-data SPEC or a saved .npz); "
                                f"target {target.name!r} quantizes activations from it")
@@ -67,15 +72,13 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
     check_request(target, spec, calib)
     dest = Path(out_dir) / f"{target_name}-{spec.precision}"
     art.check_destination(dest, force)
-    staging = art.staging_dir(dest)
+    int8.check_request(checkpoint, spec, calib)
+    prepared, smoothing = int8.smoothed(checkpoint, spec, calib)
+    staging, figures, problems = _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smoothing)
     try:
-        exported = _with_runtime_script(target.export(checkpoint, spec, calib, staging), staging)
-        manifest = _manifest(checkpoint, target, spec, calib, exported, staging)
-        art.write_manifest(staging, manifest)
-        figures, problems = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
-                                      spec.precision, validation)
-        manifest["validation"] = figures
-        art.write_manifest(staging, manifest)
+        if spec.max_drop is not None and int8.applies(spec):
+            staging, figures, problems = _within_budget(checkpoint, prepared, target, spec, calib, validation,
+                                                        dest, smoothing, (staging, figures, problems))
         if problems and not keep_invalid:
             shutil.rmtree(staging, ignore_errors=True)
             return Outcome(None, dest, figures, tuple(problems))
@@ -84,6 +87,102 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Outcome(art.load_artifact(dest), dest, figures, tuple(problems))
+
+
+def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smoothing, extra=None):
+    """Build one artifact in a fresh staging folder and validate it: (staging, figures, problems).
+    `prepared` is what the target exports (smoothed for INT8); validation compares with the
+    original checkpoint's FP32 logits."""
+    staging = art.staging_dir(dest)
+    try:
+        exported = _with_runtime_script(target.export(prepared, spec, calib, staging), staging)
+        manifest = _manifest(checkpoint, target, spec, calib, exported, staging)
+        if smoothing is not None:
+            manifest["export"]["smoothing"] = smoothing
+        manifest["export"].update(extra or {})
+        art.write_manifest(staging, manifest)
+        figures, problems = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
+                                      spec.precision, validation)
+        manifest["validation"] = figures
+        art.write_manifest(staging, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging, figures, problems
+
+
+def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, smoothing, first):
+    """--max-drop: keep the most sensitive layers in float, one more at a time in order of measured
+    sensitivity, until top-1 on the validation images is within the budget of FP32 PyTorch. Every
+    step is recorded; when even all-float-but-nothing cannot meet it, the artifact says so and fails."""
+    if val.labels is None:
+        raise BadInput(f"--max-drop {spec.max_drop} needs labelled validation images to measure top-1; "
+                       f"{val.source} has no labels")
+    budget = spec.max_drop / 100
+    staging, figures, problems = first
+    steps = [_step(spec.float_layers, figures)]
+    ranking = int8.sensitivity(prepared.model, calib.x, target.name, spec.calib_method)
+    order = [r["layer"] for r in ranking if r["layer"] not in spec.float_layers]
+    kept = list(spec.float_layers)
+    all_int8 = staging
+    while _drop(figures) > budget and order:
+        kept.append(order.pop(0))
+        if staging is not all_int8:
+            shutil.rmtree(staging, ignore_errors=True)
+        staging, figures, problems = _attempt(checkpoint, prepared, target, replace(spec, float_layers=tuple(kept)),
+                                              calib, val, dest, smoothing)
+        steps.append(_step(kept, figures))
+    met = _drop(figures) <= budget
+    record = {"max_drop_points": spec.max_drop, "measured_on": f"{val.source}, {len(val.x)} images",
+              "met": met, "float_layers": kept, "steps": steps,
+              "sensitivity": {"what": "logit SQNR with only this layer quantized (calibration images)",
+                              "layers": ranking},
+              "latency": _latency_cost(target, all_int8, staging, kept, ranking)}
+    if staging is not all_int8:
+        shutil.rmtree(all_int8, ignore_errors=True)
+    if not met:
+        problems = [*problems, f"--max-drop {spec.max_drop} not met: top-1 drop {100 * _drop(figures):.2f} points "
+                               f"with {len(kept)} of {len(ranking)} layers in float"]
+    _amend(staging, {"mixed_precision": record}, figures, problems)
+    return staging, {**figures, "passed": not problems}, problems
+
+
+def _drop(figures) -> float:
+    return figures["reference_top1"] - figures["top1"]
+
+
+def _step(kept, figures) -> dict:
+    return {"float_layers": len(kept), "top1": round(figures["top1"], 4),
+            "drop_points": round(100 * _drop(figures), 2), "sqnr_db": round(figures["sqnr_db"], 2)}
+
+
+def _latency_cost(target, all_int8: Path, mixed: Path, kept, ranking) -> dict:
+    """Batch-1 latency of the all-INT8 and the mixed artifact, measured here when the runtime runs
+    here; the difference is shared among the kept layers by their MACs (an attribution, stated)."""
+    if all_int8 == mixed:
+        return {"skipped": "no layer kept in float"}
+    try:
+        runners = [target.load_runner(art.load_artifact(p)) for p in (all_int8, mixed)]
+    except NotRunnableHere as why:
+        return {"skipped": f"not measured here: {why}"}
+    from ..bench.timing import paired_median_ms
+
+    shape = art.load_artifact(mixed, verify=False).manifest["input"]["shape"][1:]
+    base, now = paired_median_ms(runners, np.zeros((1, *shape), np.float32))
+    macs = {r["layer"]: r["macs"] or 0 for r in ranking}
+    total = sum(macs[k] for k in kept) or 1
+    return {"batch": 1, "all_int8_ms": round(base, 4), "mixed_ms": round(now, 4),
+            "cost_ms": round(now - base, 4), "cost_ratio": round(now / base, 3),
+            "per_layer_ms": {k: round((now - base) * macs[k] / total, 4) for k in kept},
+            "per_layer_note": "the measured difference shared by MACs, not timed layer by layer"}
+
+
+def _amend(staging: Path, export_extra: dict, figures: dict, problems) -> None:
+    manifest = art.load_artifact(staging, verify=False).manifest
+    manifest["export"].update(export_extra)
+    manifest["validation"] = {**figures, "passed": not problems}
+    manifest.pop("schema", None)
+    art.write_manifest(staging, manifest)
 
 
 RUNTIME_SCRIPT = Path(__file__).resolve().parents[1] / "runtime" / "edge_bench.py"

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")   # calibration/ranges.py, shared by every target
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,10 @@ class Status:
 @dataclass(frozen=True)
 class ExportSpec:
     precision: str = "fp32"
-    calib_method: str | None = None  # ONNX Runtime / TensorRT INT8: minmax | entropy | percentile
-    max_drop: float | None = None    # OpenVINO: accuracy-controlled INT8 with this top-1 budget
+    calib_method: str | None = None  # INT8 activation ranges: CALIB_METHODS; None = ranges.DEFAULT_METHOD
+    smooth: float | None = 0.5       # INT8: SmoothQuant fold strength alpha (calibration/smoothing.py); None = off
+    float_layers: tuple[str, ...] = ()  # INT8: layers (module paths) kept in float
+    max_drop: float | None = None    # INT8: keep the most sensitive layers in float until top-1 drops <= this
     opset: int = 17
     coreml_input: str = "tensor"     # Core ML: "tensor" or "image" (preprocessing baked in)
     coreml_target: str = "iOS17"     # Core ML minimum deployment target

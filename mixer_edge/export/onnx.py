@@ -4,27 +4,24 @@
           LayerNormalization node; only the batch axis is dynamic (token mixing fixes N)
     fp16  the fp32 graph converted to float16, float32 at the inputs and outputs, overflow-prone
           nodes (LayerNormalization, ReduceMean, ...) kept in float32
-    int8  static QDQ: quant_pre_process, our own calibrator over the calibration set, then
-          quantize_static with per-channel int8 weights on Conv / MatMul / Gemm
+    int8  static QDQ from export/qdq.py (ONNX Runtime flavor: asymmetric int8 activations, 7-bit
+          per-channel int8 weights, which MLAS runs exactly on CPUs with and without VNNI)
 
 The functions above OnnxTarget are plain functions: the TensorRT target calls them as such
 (no target calls another target). onnx and onnxruntime are imported inside functions only.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import tempfile
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, CalibrationError, MissingDependency, require, unknown
+from ..errors import BadInput, CalibrationError, require
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status
 
 MODEL = "model.onnx"
@@ -37,63 +34,6 @@ PROVIDER = "CPUExecutionProvider"
 # overflow or lose precision in half; Pow/Sqrt belong to a LayerNorm written out by hand (its
 # Div is kept node by node, see to_fp16).
 FP16_BLOCK_OPS = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt")
-
-# INT8: only the ops that carry the MACs are quantized (inputs per-tensor, weights per-channel).
-# LayerNorm, GELU and the residual Adds stay float: quantizing every op cost 1.4 dB logit SQNR on
-# the digits model, and quantized LayerNorm outputs are what sink naive ViT PTQ (DESIGN section 6).
-INT8_OP_TYPES = ("Conv", "MatMul", "Gemm")
-CALIB_BATCH = 16               # images per calibration inference and per collect_data call
-
-
-@dataclass(frozen=True)
-class Calibrator:
-    """One activation-range method: the onnxruntime CalibrationMethod name and its settings."""
-    method: str
-    options: dict = field(default_factory=dict)
-
-
-CALIBRATORS = {
-    "minmax": Calibrator("MinMax"),
-    # onnxruntime's default 128 bins / 128 quantized bins leaves the KL search one candidate, the
-    # full range: "entropy" would be MinMax (measured: byte-identical models). 512 bins let it clip.
-    "entropy": Calibrator("Entropy", {"num_bins": 512, "num_quantized_bins": 128}),
-    "percentile": Calibrator("Percentile", {"num_bins": 2048, "percentile": 99.999}),
-}
-
-
-@dataclass(frozen=True)
-class QdqRecipe:
-    """How quantize_static is called. Each choice was measured on the digits T/2 model (logit SQNR
-    against PyTorch FP32, as ONNX Runtime CPU runs the result, MinMax, 100 calibration images):
-
-    reduce_range (7-bit weights): on x86 without AVX-512 VNNI (this AVX2 machine) MLAS's 8-bit
-      kernels saturate their 16-bit pair sums: with 8-bit weights the QDQ math is worth 37.8 dB
-      but the fused kernels deliver 25 dB (int8 activations) or 17 dB (uint8). 7-bit weights cost
-      0.9 dB and run the same on every CPU, so what is validated here is what an edge CPU gets.
-    activations int8, asymmetric: with reduce_range int8 and uint8 measure the same; without it
-      int8 degrades far less (above). int8 is also ORT's default QDQ type and what GPU EPs expect.
-    no output Q/DQ on Conv / MatMul / Gemm: re-quantizing their outputs before the bias Add only
-      adds error (36.9 -> 39.5 dB without it); ONNX Runtime runs DQ -> MatMul as one integer
-      kernel with a float output (MatMulIntegerToFloat)."""
-    activation_type: str = "QInt8"
-    weight_type: str = "QInt8"
-    per_channel: bool = True
-    reduce_range: bool = True
-    op_types: tuple[str, ...] = INT8_OP_TYPES
-    extra_options: tuple[tuple[str, object], ...] = (
-        ("ActivationSymmetric", False),   # GELU outputs are one-sided: asymmetric ranges fit them
-        ("WeightSymmetric", True),        # zero point 0 for weights: integer kernels need no offset
-        ("MatMulConstBOnly", True),       # Mixer's MatMuls all have constant weights
-        ("OpTypesToExcludeOutputQuantization", INT8_OP_TYPES),
-    )
-
-    def options(self) -> dict:
-        """extra_options as quantize_static takes them (lists, not tuples)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.extra_options}
-
-
-DEFAULT_RECIPE = QdqRecipe()
-
 
 # ---- fp32 export ---------------------------------------------------------------------------------
 
@@ -242,91 +182,6 @@ def _input_float_types(model) -> dict:
 
 # ---- int8 ----------------------------------------------------------------------------------------
 
-def quantize_qdq(fp32_path, out_path, x: np.ndarray, method: str | None = None,
-                 recipe: QdqRecipe = DEFAULT_RECIPE) -> dict:
-    """Static QDQ quantization of an fp32 ONNX file, calibrated on x (N, C, H, W) float32.
-    Intermediate files live in a temp folder; the result at out_path is a function of
-    (model, x, method, recipe) only: same inputs, same bytes. Returns the details for the manifest."""
-    ort = require("onnxruntime", "onnx")
-    from onnxruntime import quantization as q
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    cal = _calibrator(method)
-    if "calibration_cache_path" not in _parameters(q.quantize_static):
-        raise MissingDependency(f"int8 export hands its own calibration ranges to quantize_static "
-                                f"(calibration_cache_path=), which onnxruntime {ort.__version__} lacks; "
-                                f"install a newer one: pip install -U 'mixer-edge[onnx]'")
-    with tempfile.TemporaryDirectory(prefix="mixer-edge-int8-") as tmp:
-        pre, cache = Path(tmp) / "pre.onnx", Path(tmp) / "ranges.json"
-        quant_pre_process(str(fp32_path), str(pre))
-        q.save_tensors_data(_calibrate(pre, x, cal, recipe.op_types, Path(tmp)), cache)
-        q.quantize_static(str(pre), str(out_path), None, quant_format=q.QuantFormat.QDQ,
-                          per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                          activation_type=getattr(q.QuantType, recipe.activation_type),
-                          weight_type=getattr(q.QuantType, recipe.weight_type),
-                          op_types_to_quantize=list(recipe.op_types),
-                          calibrate_method=getattr(q.CalibrationMethod, cal.method),
-                          extra_options=recipe.options(), calibration_cache_path=str(cache))
-    return {"quant_format": "QDQ", "calibration": {"method": method or "minmax", "ort_method": cal.method,
-                                                    "options": cal.options, "batch_size": CALIB_BATCH,
-                                                    "images": int(len(x))},
-            "activation_type": recipe.activation_type, "weight_type": recipe.weight_type,
-            "per_channel": recipe.per_channel, "reduce_range": recipe.reduce_range,
-            "op_types_to_quantize": list(recipe.op_types), "extra_options": recipe.options()}
-
-
-def _calibrator(method: str | None) -> Calibrator:
-    name = method or "minmax"
-    if name not in CALIBRATORS:
-        raise unknown("calibration method", name, CALIBRATORS)
-    return CALIBRATORS[name]
-
-
-def _parameters(fn) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(fn).parameters)
-
-
-def _calibrate(model_path: Path, x: np.ndarray, cal: Calibrator, op_types, tmp: Path):
-    """Activation ranges over x in fixed batches of CALIB_BATCH (histograms depend on batching).
-    One collect_data call per batch: each call reduces what it saw, so memory stays one batch's
-    activations, and the histogram calibrators never stack batches of unequal size (they fail)."""
-    from onnxruntime import quantization as q
-
-    # Not CalibMaxIntermediateOutputs for memory: in onnxruntime 1.32 MinMax drops every batch
-    # that fills it (clear_collected_data without reducing first).
-    calibrator = q.create_calibrator(model_path, list(op_types), augmented_model_path=str(tmp / "augmented.onnx"),
-                                     calibrate_method=getattr(q.CalibrationMethod, cal.method),
-                                     extra_options=dict(cal.options))
-    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
-        for start in range(0, len(x), CALIB_BATCH):
-            calibrator.collect_data(_reader(q.CalibrationDataReader, x[start:start + CALIB_BATCH]))
-        return calibrator.compute_data()
-
-
-def _reader(base, batch: np.ndarray):
-    """A CalibrationDataReader yielding one batch (the class is made here: onnxruntime is lazy)."""
-
-    class OneBatch(base):
-        def __init__(self):
-            self.done = False
-
-        def get_next(self):
-            if self.done:
-                return None
-            self.done = True
-            return {INPUT: np.ascontiguousarray(batch, np.float32)}
-
-        def rewind(self):
-            self.done = False
-
-        def __len__(self):
-            return 1
-
-    return OneBatch()
-
-
 def quantized_op_types(onnx_model) -> dict:
     """Op types whose first two inputs (data and weight) both come from DequantizeLinear, with
     counts: what a runtime can run in integer arithmetic. Bias Adds and Reshapes that merely read a
@@ -417,7 +272,9 @@ def _check_calibration(ck, spec, calib) -> None:
     if tuple(calib.x.shape[1:]) != want:
         raise CalibrationError(f"calibration images have shape {list(calib.x.shape[1:])} but the model "
                                f"takes {list(want)} (channels, height, width)")
-    _calibrator(spec.calib_method)  # unknown method: fail before exporting anything
+    from ..calibration import ranges
+
+    ranges.method(spec.calib_method)  # unknown method: fail before exporting anything
 
 
 def _write_fp32(model, fp32_path, out, ck, calib, spec) -> dict:
@@ -439,9 +296,10 @@ def _write_fp16(model, fp32_path, out, ck, calib, spec) -> dict:
 
 
 def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
-    onnx = require("onnx", "onnx")
-    details = quantize_qdq(fp32_path, out, calib.x, spec.calib_method)
-    q = onnx.load(str(out))
+    from . import qdq
+
+    q, details = qdq.calibrate(model, calib.x, qdq.FLAVORS["onnxruntime"], spec.calib_method,
+                               frozenset(spec.float_layers))
     save_onnx(add_metadata(q, ck), out)
     details["quantized_op_types"] = quantized_op_types(q)
     details["calibration"]["sha256"] = calib.sha256

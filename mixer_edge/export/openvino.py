@@ -2,9 +2,11 @@
 
     fp32  ov.convert_model -> ov.save_model(compress_to_fp16=False)
     fp16  the same IR with FP16 weights (a save option; execution precision is a runtime hint)
-    int8  nncf.quantize with each recipe of RECIPES, keeping the one whose logits are closest to the
-          FP32 IR on the calibration images (SQNR), or nncf.quantize_with_accuracy_control with
-          --max-drop; --weights-only gives INT8 weights with float activations (nncf.compress_weights)
+    int8  the shared Q/DQ graph of export/qdq.py (OpenVINO flavor: asymmetric int8 activations,
+          per-channel int8 weights), converted to IR: OpenVINO turns each Q/DQ pair into a
+          FakeQuantize and runs the MatMuls in int8, like an NNCF-quantized model, but with the
+          ranges, smoothing and float layers every other target gets (docs/quantization.md);
+          --weights-only gives INT8 weights with float activations (nncf.compress_weights)
 
 The runner compiles with an explicit precision hint and thread count and records both: the CPU
 plugin's default precision is bf16 where the CPU has it, which would make FP32 checks meaningless.
@@ -14,61 +16,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadInput, CalibrationError, require, unknown
 from .base import Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status
-from .validate import compare
 
 XML, BIN = "model.xml", "model.bin"
 CHUNK = 256                                  # images per inference call
 PRECISION_HINTS = ("f32", "bf16", "f16")     # INFERENCE_PRECISION_HINT values the CPU plugin takes
 VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One NNCF post-training setting tried for INT8. Which is best is measured, not assumed: on a
-    small Mixer, model_type=TRANSFORMER (SmoothQuant on) gave 15 dB logit SQNR where defaults gave 33."""
-    name: str
-    model_type: str | None = None      # "transformer": LayerNorm / Add stay in float, SmoothQuant on
-    preset: str | None = None          # "mixed": asymmetric activations (GELU outputs are one-sided)
-    smooth_quant: bool = True          # False: SmoothQuant alphas -1 (NNCF's switch to turn it off)
-    overflow_fix: bool = False         # True: 7-bit weights everywhere, safe on CPUs without VNNI
-
-    def kwargs(self, nncf, advanced_key: str = "advanced_parameters") -> dict:
-        from nncf.quantization.advanced_parameters import (AdvancedQuantizationParameters,
-                                                           AdvancedSmoothQuantParameters)
-        from nncf.quantization.advanced_parameters import OverflowFix
-
-        kw, advanced = {}, {}
-        if self.model_type is not None:
-            kw["model_type"] = nncf.ModelType(self.model_type)
-        if self.preset is not None:
-            kw["preset"] = nncf.QuantizationPreset(self.preset)
-        if not self.smooth_quant:
-            advanced["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(convolution=-1, matmul=-1)
-        if self.overflow_fix:
-            advanced["overflow_fix"] = OverflowFix.ENABLE
-        if advanced:
-            kw[advanced_key] = AdvancedQuantizationParameters(**advanced)
-        return kw
-
-
-# Without VNNI (AVX2 only, as on this project's build machines), the CPU plugin's u8 x s8 kernels
-# saturate 16-bit intermediate sums; NNCF's overflow fix (7-bit weights) avoids that. Measured on the
-# digits T/2 model here: default 22.9 dB -> 34.6 dB with the fix, transformer-no-smoothquant + fix 37.4 dB.
-RECIPES = (
-    Recipe("default"),
-    Recipe("default-overflow-fix", overflow_fix=True),
-    Recipe("transformer", model_type="transformer"),
-    Recipe("transformer-no-smoothquant-overflow-fix", model_type="transformer", smooth_quant=False,
-           overflow_fix=True),
-)
 
 
 class OpenVinoTarget:
@@ -93,12 +51,12 @@ class OpenVinoTarget:
         _check_int8_request(spec, calib)
         details: dict = {"versions": {"openvino": ov.__version__, "nncf": nncf.__version__},
                          **_ignored_options(spec)}
-        model = _convert(ov, checkpoint)
+        if spec.precision == "int8" and not spec.weights_only:
+            model, details["qdq"] = _quantize(ov, checkpoint, calib, spec)
+        else:
+            model = _convert(ov, checkpoint)
         if spec.precision == "int8" and spec.weights_only:
             model, details["quantization"] = _compress_weights(nncf, model)
-        elif spec.precision == "int8":
-            model, found = _quantize(ov, nncf, model, calib, spec)
-            details.update(found)
         compress = spec.precision == "fp16"   # FP32 and INT8 are saved uncompressed, explicitly
         _tag(model, checkpoint, spec.precision)
         ov.save_model(model, str(out_dir / XML), compress_to_fp16=compress)
@@ -168,15 +126,11 @@ def _tag(model, checkpoint, precision: str) -> None:
 
 
 def _ignored_options(spec) -> dict:
-    """Options of other targets are noted in the manifest (and printed by the CLI), never dropped silently."""
-    out = {}
-    if spec.calib_method is not None:
-        why = "NNCF uses its own range estimators" if spec.precision == "int8" \
-            else f"{spec.precision} export does not calibrate"
-        out["calib_method_ignored"] = f"--calib-method {spec.calib_method} is an ONNX Runtime / TensorRT option; {why}"
-    if spec.max_drop is not None and spec.precision != "int8":
-        out["max_drop_ignored"] = f"--max-drop applies to int8 only, not {spec.precision}"
-    return out
+    """Options that do not apply are noted in the manifest (and printed by the CLI), never dropped silently."""
+    if spec.calib_method is not None and spec.precision != "int8":
+        return {"calib_method_ignored": f"--calib-method {spec.calib_method}: {spec.precision} export does "
+                                        f"not calibrate"}
+    return {}
 
 
 # ---- INT8 ---------------------------------------------------------------------------------------
@@ -186,75 +140,26 @@ def _check_int8_request(spec, calib) -> None:
     if spec.precision != "int8" or spec.weights_only:
         return
     if calib is None or len(calib) == 0:
-        raise CalibrationError("openvino int8 needs calibration images (--calib-data); NNCF quantizes "
-                               "activations from them")
-    if spec.max_drop is not None:
-        if spec.max_drop < 0:
-            raise BadInput(f"--max-drop must be >= 0 (an absolute top-1 drop, e.g. 0.01), got {spec.max_drop}")
-        if calib.labels is None:
-            raise CalibrationError(f"--max-drop needs labelled data: accuracy-controlled INT8 measures top-1 on "
-                                   f"the calibration set, and {calib.source} has no labels")
+        raise CalibrationError("openvino int8 needs calibration images (--calib-data) for its activation ranges")
 
 
-def _quantize(ov, nncf, model, calib, spec):
-    """Quantize with every recipe, keep the one closest to the FP32 IR; details record them all."""
-    reference = _infer(_compile(ov, model), calib.x)
-    dataset = nncf.Dataset(list(calib.batches(1)))
-    candidates, models = [], {}
-    for recipe in RECIPES:
-        start = time.perf_counter()
-        try:
-            q = nncf.quantize(model, dataset, subset_size=len(calib), **recipe.kwargs(nncf))
-        except Exception as e:  # one recipe NNCF cannot apply to this graph does not end the export
-            candidates.append({"name": recipe.name, "settings": asdict(recipe), "error": f"{type(e).__name__}: {e}"})
-            continue
-        models[recipe.name] = q
-        candidates.append({"name": recipe.name, "settings": asdict(recipe),
-                           **_closeness(reference, _infer(_compile(ov, q), calib.x)),
-                           "seconds": round(time.perf_counter() - start, 2)})
-    scored = [c for c in candidates if "error" not in c]
-    if not scored:
-        raise CalibrationError("NNCF could not quantize the model with any recipe: " +
-                               "; ".join(f"{c['name']}: {c['error']}" for c in candidates))
-    best = max(scored, key=lambda c: c["sqnr_db"])  # ties keep the earlier (simpler) recipe
-    details = {"quantization": {"tool": "nncf", "api": "quantize", "subset_size": len(calib),
-                                "selection": "highest logit SQNR against the FP32 IR (f32 hint) "
-                                             "on the calibration images"},
-               "candidates": candidates, "chosen": best["name"]}
-    chosen = models[best["name"]]
-    if spec.max_drop is not None:
-        recipe = next(r for r in RECIPES if r.name == best["name"])
-        chosen, details["accuracy_control"] = _accuracy_control(ov, nncf, model, calib, spec, recipe, reference)
-        details["quantization"]["api"] = "quantize_with_accuracy_control"
-    return chosen, details
+def _quantize(ov, checkpoint, calib, spec):
+    """The shared Q/DQ graph, OpenVINO flavor, read by OpenVINO's ONNX frontend."""
+    import tempfile
 
+    from . import qdq
+    from .onnx import export_fp32_onnx, save_onnx
 
-def _closeness(reference: np.ndarray, logits: np.ndarray) -> dict:
-    f = compare(reference, logits)
-    return {k: round(f[k], 4) for k in ("sqnr_db", "top1_agreement", "cosine")}
-
-
-def _accuracy_control(ov, nncf, model, calib, spec, recipe: Recipe, reference: np.ndarray):
-    """nncf.quantize_with_accuracy_control with the chosen recipe: NNCF reverts layers to float until
-    the top-1 on the labelled calibration images drops by at most max_drop (absolute)."""
-    items = [(calib.x[i:i + 1], int(calib.labels[i])) for i in range(len(calib))]
-
-    def top1(compiled, data):  # per-image hits let NNCF rank which layers cost accuracy
-        hits = [float(np.argmax(compiled(x)[0], axis=1)[0] == y) for x, y in data]
-        return float(np.mean(hits)) if hits else 0.0, hits
-
-    start = time.perf_counter()
-    q = nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset(list(calib.batches(1))), nncf.Dataset(items, lambda item: item[0]), top1,
-        max_drop=spec.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
-        **recipe.kwargs(nncf, advanced_key="advanced_quantization_parameters"))
-    logits = _infer(_compile(ov, q), calib.x)
-    fp32_top1 = float((reference.argmax(1) == calib.labels).mean())
-    int8_top1 = float((logits.argmax(1) == calib.labels).mean())
-    return q, {"max_drop": spec.max_drop, "drop_type": "absolute", "metric": "top1", "recipe": recipe.name,
-               "data": calib.source, "samples": len(calib), "fp32_top1": round(fp32_top1, 4),
-               "int8_top1": round(int8_top1, 4), "drop": round(fp32_top1 - int8_top1, 4),
-               **_closeness(reference, logits), "seconds": round(time.perf_counter() - start, 2)}
+    with tempfile.TemporaryDirectory(prefix="mixer-edge-ov-int8-") as tmp:
+        fp32 = export_fp32_onnx(checkpoint.model, Path(tmp) / "fp32.onnx")
+        q, details = qdq.calibrate(fp32, calib.x, qdq.FLAVORS["openvino"], spec.calib_method,
+                                   frozenset(spec.float_layers))
+        save_onnx(q, Path(tmp) / "int8.onnx")
+        model = ov.convert_model(str(Path(tmp) / "int8.onnx"))
+    details["calibration"]["sha256"] = calib.sha256
+    model.inputs[0].get_tensor().set_names({"input"})
+    model.outputs[0].get_tensor().set_names({"logits"})
+    return model, details
 
 
 def _compress_weights(nncf, model):

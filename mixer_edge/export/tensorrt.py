@@ -1,71 +1,8 @@
-"""TensorRT target: a TensorRT-ready ONNX per precision, validated here with ONNX Runtime, and its
-engine built on the device that runs it (an engine is tied to its TensorRT version and GPU).
-
-    fp32  the fp32 ONNX of onnx.export_fp32_onnx; only the batch axis is dynamic
-    fp16  an FP16-typed ONNX: float16 weights and tensors, with fp32 islands stated in the graph by
-          explicit Cast nodes at their boundaries, as TensorRT's strongly typed networks (the only
-          kind in 11.x) take precision: from the graph's types, not from builder flags
-    int8  an explicitly quantized ONNX: QuantizeLinear / DequantizeLinear (Q/DQ) pairs, int8 with
-          zero point 0, on the inputs of every Conv / MatMul / Gemm
-
-The artifact is model.onnx + trt_build.py (+ edge_bench.py), which builds model.engine on the
-device (`python trt_build.py DIR`, or `mixer-edge trt build DIR` where mixer-edge is installed) and
-benchmarks it. When tensorrt and a GPU are present at export, the engine is built right away and it,
-not ONNX Runtime, is what validation runs.
-
-FP16: which nodes stay FP32
----------------------------
-LayerNormalization (its mean and variance are reductions whose sums lose precision and overflow in
-half), ReduceMean (the token mean before the head) and the ops of a hand-written LayerNorm (Pow,
-Sqrt): onnx.FP16_BLOCK_OPS. Plus every node producing or consuming a tensor whose max |value| over
-the calibration set exceeds FP16_SAFE_MAX = 1e4, measured with ONNX Runtime with every intermediate
-tensor exposed as an output (float16 overflows at 65504; 1e4 leaves head room for images the
-calibration set did not show). The converter (onnxruntime.transformers.float16) writes the Casts;
-a pass then removes the fp32 -> fp16 -> fp32 round trips it leaves between two fp32 islands, which
-would overflow exactly the tensors kept in fp32 for being large.
-
-INT8: where Q/DQ sits, and why
-------------------------------
-* On both inputs of every Conv (the patch stem), MatMul (token- and channel-mixing MLPs) and Gemm
-  (the head): the activation input per-tensor, the weight per-channel. TensorRT fuses a DQ on each
-  input of a GEMM/convolution into the layer and runs it as an INT8 kernel with INT32
-  accumulation (its Q/DQ placement advice: quantize all inputs of weighted operations).
-* Nowhere else: no Q/DQ feeds LayerNormalization, the residual Adds, GELU, the bias Adds or the
-  token mean. Their inputs stay in floating point: LayerNorm outputs vary strongly across channels
-  and the residual stream carries the largest values, so one int8 scale per tensor cannot hold
-  them; FQ-ViT shows naive full quantization with quantized LayerNorm collapses ViT-B from ~84% to
-  23.6% top-1 (DESIGN section 6). The Q/DQ on a LayerNorm output is the *MatMul's* input
-  quantization: the LayerNorm itself computes in floating point.
-* No Q/DQ on GEMM outputs: TensorRT would re-quantize before the bias Add, adding error for no speed.
-* Activations: symmetric, zero point 0, scale = amax / 127, amax from the shared calibration set by
-  --calib-method: minmax = max |x|; percentile = the 99.99th percentile of |x|; entropy = the
-  TensorRT-style KL-divergence threshold search of IInt8EntropyCalibrator2 (2048-bin histogram of
-  |x|, 128 quantized bins). Pure numpy, over the shared calibration set.
-* Weights: symmetric per output channel, scale = max |w| / 127 (TensorRT's [-127, 127] weight
-  range), axis 0 for Conv (M, C, kh, kw) and Gemm with transB=1 (N, K), the last axis for MatMul
-  (K, N) and Gemm with transB=0.
-* Weights are stored as float32 initializers followed by a Q -> DQ pair: the form QAT exports
-  (pytorch-quantization, ModelOpt) produce, which TensorRT has folded into int8 weights at build
-  time since 8.x, so TensorRT 10.3 on JetPack 6 and 11.x both take it. Current TensorRT documents
-  pre-quantized int8 initializers + DQ as well, but we could not check that on 10.3, so the float
-  form it is; it costs ONNX file size (4x the weights), not engine size.
-
-check_explicit_quantization (and check_fp16_model) state these rules as code; export refuses
-(ValidationError) a model that breaks them. The rule is simple on purpose: every QuantizeLinear
-feeds only DequantizeLinear, and every DequantizeLinear feeds only the data or weight input of a
-MatMul / Gemm / Conv; never a LayerNormalization, an Add or anything else.
-
-Validation here runs the very model.onnx with ONNX Runtime's CPU provider. INT8 runs with basic
-graph optimizations only, so Q/DQ execute as written (quantize, round, dequantize, float GEMM), the
-arithmetic TensorRT's INT32-accumulating kernels perform, rather than ONNX Runtime's fused integer
-kernels, which can saturate on CPUs without VNNI (onnx.QdqRecipe): on the digits model here,
-39.2 dB logit SQNR as written against 22.8 dB through the fused kernels.
-
-Engine build (runtime/trt_build.py, build_plan as data): a strongly typed network for every
-precision (NetworkDefinitionCreationFlag.STRONGLY_TYPED on 10.x; 11.x networks are always strongly
-typed), no FP16 / INT8 builder flags and no calibrator (the same file builds on 10.x and 11.x),
-TF32 cleared for fp32, one optimization profile over the batch axis, a timing cache kept beside
-the engine, versions (TensorRT, CUDA, GPU, compute capability) stamped into export.engine.
+"""TensorRT target: a TensorRT-ready ONNX per precision (fp32; FP16-typed with fp32 islands;
+explicit Q/DQ int8 from export/qdq.py), validated here with ONNX Runtime, its engine built on the
+device by runtime/trt_build.py (an engine is tied to its TensorRT version and GPU). The rules the
+files follow, and why, are in docs/quantization.md (Q/DQ placement) and docs/tensorrt.md (FP16
+islands, engine build); check_explicit_quantization and check_fp16_model state them as code.
 """
 from __future__ import annotations
 
@@ -78,29 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, CalibrationError, MixerEdgeError, ValidationError, require, unknown
+from ..errors import BadInput, CalibrationError, MixerEdgeError, ValidationError, require
+from ..calibration import ranges
 from ..runtime import trt_build as tb
+from . import qdq
+from .qdq import QUANT_OPS, WEIGHT_AXIS, _attr
 from .base import Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status
 
 MODEL, SCRIPT, EDGE_BENCH, ENGINE = "model.onnx", "trt_build.py", "edge_bench.py", tb.ENGINE
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
-QUANT_OPS = ("Conv", "MatMul", "Gemm")   # the ops that carry the MACs; their inputs 0 and 1 get Q/DQ
 FP16_SAFE_MAX = 1e4                      # tensors above this max |value| on calibration data keep fp32
-STATS_BATCH = 8                          # images per ONNX Runtime call while measuring activations
-HIST_BINS = 2048                         # TensorRT's calibration histogram size
-ENTROPY_QUANT_BINS = 128
-PERCENTILE = 99.99
-INT8_MAX = 127                           # symmetric: [-127, 127] for weights; activations clamp at -128
 ONNX_KINDS = {"fp32": "fp32", "fp16": "fp16-typed", "int8": "explicit-qdq"}
 
 
-# ---- activation statistics (ONNX Runtime, intermediate tensors exposed) --------------------------
-
-@dataclass(frozen=True)
-class AbsStats:
-    amax: float                       # max |x| over the data
-    hist: np.ndarray | None = None    # HIST_BINS counts of |x| over [0, amax], when asked
-
+# ---- activation maxima, for the FP16 scan ----------------------------------------------------------
 
 def float_tensors(onnx_model) -> list[str]:
     """Names of the float32 tensors produced by nodes (not initializers, not Constants)."""
@@ -111,214 +39,13 @@ def float_tensors(onnx_model) -> list[str]:
             if types.get(o) == onnx.TensorProto.FLOAT]
 
 
-def activation_stats(onnx_model, x: np.ndarray, names, *, histogram: bool = False,
-                     batch: int = STATS_BATCH) -> dict[str, AbsStats]:
-    """max |x| (and, with histogram, a histogram of |x|) of each named tensor over images x, with
-    ONNX Runtime running the model with those tensors exposed as extra outputs. Two passes when a
-    histogram is asked: its range is the max of the first."""
-    onnx = require("onnx", "onnx")
-    ort = require("onnxruntime", "onnx")
-    names = list(dict.fromkeys(names))
-    model = onnx.ModelProto()
-    model.CopyFrom(onnx_model)
-    present = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in present:
-            model.graph.output.add(name=name).type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # tensors exactly as in the graph
-    so.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
-
-    def batches():
-        for i in range(0, len(x), batch):
-            yield dict(zip(names, session.run(names, {feed: np.ascontiguousarray(x[i:i + batch], np.float32)})))
-
+def tensor_amax(onnx_model, x: np.ndarray, names) -> dict[str, float]:
+    """max |value| of each named tensor over images x (ONNX Runtime, tensors exposed)."""
     amax = dict.fromkeys(names, 0.0)
-    for outs in batches():
+    for outs in qdq.run_tensors(onnx_model, x, names)():
         for n, v in outs.items():
             amax[n] = max(amax[n], float(np.abs(v).max()) if v.size else 0.0)
-    if not histogram:
-        return {n: AbsStats(a) for n, a in amax.items()}
-    hist = {n: np.zeros(HIST_BINS, np.int64) for n in names}
-    for outs in batches():
-        for n, v in outs.items():
-            hist[n] += np.histogram(np.abs(v), bins=HIST_BINS, range=(0.0, max(amax[n], 1e-30)))[0]
-    return {n: AbsStats(amax[n], hist[n]) for n in names}
-
-
-# ---- range estimators: |x| statistics -> amax (pure numpy) ---------------------------------------
-
-def amax_minmax(st: AbsStats) -> float:
-    return st.amax
-
-
-def amax_percentile(st: AbsStats, percentile: float = PERCENTILE) -> float:
-    """Upper edge of the histogram bin holding the percentile of |x|."""
-    total = st.hist.sum()
-    if total == 0 or st.amax == 0:
-        return st.amax
-    cdf = np.cumsum(st.hist) / total
-    i = int(np.searchsorted(cdf, percentile / 100.0))
-    return min(i + 1, len(st.hist)) * st.amax / len(st.hist)
-
-
-def amax_entropy(st: AbsStats, quant_bins: int = ENTROPY_QUANT_BINS) -> float:
-    """TensorRT's entropy calibration: the threshold whose clipped distribution P (outliers folded
-    into the last bin) loses least information, KL(P || Q), when requantized into quant_bins levels
-    (Q spreads each level's mass evenly over the bins that were non-empty)."""
-    hist = st.hist.astype(np.float64)
-    n = len(hist)
-    if hist.sum() == 0 or st.amax == 0:
-        return st.amax
-    best_i, best_kl = n, np.inf
-    nonzero_all = (hist > 0).astype(np.float64)
-    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])   # tail[i] = hist[i:].sum()
-    for i in range(quant_bins, n + 1):
-        p = hist[:i].copy()
-        p[-1] += tail[i]
-        starts = np.arange(quant_bins) * i // quant_bins           # quant_bins groups of bins [0, i)
-        mass = np.add.reduceat(hist[:i], starts)
-        count = np.add.reduceat(nonzero_all[:i], starts)
-        q = np.repeat(mass / np.maximum(count, 1), np.diff(np.append(starts, i))) * nonzero_all[:i]
-        kl = _kl(p, q)
-        if kl < best_kl:
-            best_i, best_kl = i, kl
-    return best_i * st.amax / n
-
-
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
-    p, q = p / p.sum(), q / max(q.sum(), 1e-30)
-    m = p > 0
-    return float(np.sum(p[m] * np.log(p[m] / np.maximum(q[m], 1e-12))))
-
-
-RANGE_METHODS = {"minmax": amax_minmax, "percentile": amax_percentile, "entropy": amax_entropy}
-
-
-def range_method(name: str | None):
-    name = name or "minmax"
-    if name not in RANGE_METHODS:
-        raise unknown("calibration method", name, RANGE_METHODS)
-    return name, RANGE_METHODS[name]
-
-
-# ---- explicit quantization: insert Q/DQ ----------------------------------------------------------
-
-def _attr(node, name: str, default=None):
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-# The weight's output-channel axis per op: Conv (M, C, kh, kw); Gemm B (N, K) with transB, else
-# (K, N); MatMul B (..., K, N).
-WEIGHT_AXIS = {
-    "Conv": lambda node, w: 0,
-    "Gemm": lambda node, w: 0 if _attr(node, "transB", 0) else 1,
-    "MatMul": lambda node, w: w.ndim - 1,
-}
-
-
-def _is_weight(node, index: int, inits: dict) -> bool:
-    return node.op_type in WEIGHT_AXIS and index == 1 and node.input[1] in inits
-
-
-def quant_inputs(onnx_model) -> tuple[list[str], list[tuple[str, object]]]:
-    """(activation tensors, (weight initializer, consumer node)) that get Q/DQ: inputs 0 and 1 of
-    every Conv / MatMul / Gemm."""
-    inits = {i.name for i in onnx_model.graph.initializer}
-    acts, weights = [], []
-    for node in onnx_model.graph.node:
-        if node.op_type not in QUANT_OPS:
-            continue
-        for k, name in enumerate(node.input[:2]):
-            if _is_weight(node, k, inits):
-                weights.append((name, node))
-            elif name in inits:
-                raise BadInput(f"{node.op_type} {node.name!r} has a constant input {k} ({name}) that is not its "
-                               f"weight; explicit quantization expects activations there")
-            else:
-                acts.append(name)
-    return list(dict.fromkeys(acts)), weights
-
-
-def insert_qdq(onnx_model, act_amax: dict[str, float]):
-    """A copy of an fp32 model with Q/DQ pairs on the inputs of every Conv / MatMul / Gemm:
-    activations per-tensor (scale act_amax[t] / 127), weights per output channel. Returns
-    (model, summary). Each pair is placed right before its first consumer (topological order)."""
-    onnx = require("onnx", "onnx")
-    from onnx import helper, numpy_helper
-
-    model = onnx.ModelProto()
-    model.CopyFrom(onnx_model)
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    acts, weights = quant_inputs(model)
-    missing = [t for t in acts if t not in act_amax]
-    if missing:
-        raise CalibrationError(f"no activation range for {missing[:3]}")
-    pairs: dict[str, list] = {}   # tensor -> [Q node, DQ node]
-    new_inits = []
-    for t in acts:
-        scale = np.float32(max(act_amax[t], 1e-8) / INT8_MAX)
-        new_inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{t}_qdq_scale"),
-                      numpy_helper.from_array(np.array(0, np.int8), f"{t}_qdq_zero_point")]
-        pairs[t] = _pair(helper, t, None)
-    for w_name, node in weights:
-        if w_name in pairs:
-            continue
-        w = numpy_helper.to_array(inits[w_name])
-        axis = WEIGHT_AXIS[node.op_type](node, w)
-        amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
-        scale = (np.maximum(amax, 1e-8) / INT8_MAX).astype(np.float32)
-        new_inits += [numpy_helper.from_array(scale, f"{w_name}_qdq_scale"),
-                      numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{w_name}_qdq_zero_point")]
-        pairs[w_name] = _pair(helper, w_name, axis)
-    g.initializer.extend(new_inits)
-    nodes, placed = [], set()
-    for node in g.node:
-        if node.op_type in QUANT_OPS:
-            for k, name in enumerate(list(node.input[:2])):
-                if name not in placed:
-                    nodes += pairs[name]
-                    placed.add(name)
-                node.input[k] = f"{name}_dq"
-        nodes.append(node)
-    del g.node[:]
-    g.node.extend(nodes)
-    return model, qdq_summary(model)
-
-
-def _pair(helper, t: str, axis: int | None) -> list:
-    kw = {} if axis is None else {"axis": axis}
-    return [helper.make_node("QuantizeLinear", [t, f"{t}_qdq_scale", f"{t}_qdq_zero_point"], [f"{t}_q"],
-                             name=f"{t}_QuantizeLinear", **kw),
-            helper.make_node("DequantizeLinear", [f"{t}_q", f"{t}_qdq_scale", f"{t}_qdq_zero_point"], [f"{t}_dq"],
-                             name=f"{t}_DequantizeLinear", **kw)]
-
-
-def qdq_summary(model) -> dict:
-    """Placement in numbers: quantized ops, Q/DQ pairs per kind, the ops left in floating point."""
-    inits = {i.name for i in model.graph.initializer}
-    dq_out = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    quantized = Counter(n.op_type for n in model.graph.node
-                        if n.op_type in QUANT_OPS and all(i in dq_out for i in n.input[:2]))
-    qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    float_ops = Counter(n.op_type for n in model.graph.node
-                        if n.op_type not in (*QUANT_OPS, "QuantizeLinear", "DequantizeLinear", "Constant"))
-    return {"quantized_ops": dict(sorted(quantized.items())),
-            "activation_qdq": sum(q.input[0] not in inits for q in qs),
-            "weight_qdq": sum(q.input[0] in inits for q in qs),
-            "float_ops": dict(sorted(float_ops.items())),
-            "placement": "Q/DQ on inputs 0 and 1 of every Conv / MatMul / Gemm; LayerNormalization, residual "
-                         "and bias Adds, GELU and the token mean stay in float",
-            "weights": "float32 initializers + per-channel Q/DQ (TensorRT folds them into int8 weights)",
-            "activations": "per-tensor symmetric int8, zero point 0, scale = amax / 127"}
+    return amax
 
 
 # ---- the rules, as checks -------------------------------------------------------------------------
@@ -447,10 +174,9 @@ def to_fp16_typed(fp32_model, x: np.ndarray | None, threshold: float = FP16_SAFE
 
     large, scanned, peak = {}, 0, None
     if x is not None:
-        names = float_tensors(fp32_model)
-        stats = activation_stats(fp32_model, x, names)
-        scanned, peak = len(stats), max((s.amax for s in stats.values()), default=0.0)
-        large = {t: s.amax for t, s in stats.items() if s.amax > threshold}
+        amax = tensor_amax(fp32_model, x, float_tensors(fp32_model))
+        scanned, peak = len(amax), max(amax.values(), default=0.0)
+        large = {t: a for t, a in amax.items() if a > threshold}
     blocked = sorted({n.name for n in fp32_model.graph.node
                       if any(t in large for t in [*n.input, *n.output])} - {""})
     model = onnx.ModelProto()
@@ -541,19 +267,13 @@ def _write_fp16(model, ck, calib, spec) -> tuple:
 
 
 def _write_int8(model, ck, calib, spec) -> tuple:
-    method, estimate = range_method(spec.calib_method)
-    acts, _ = quant_inputs(model)
-    stats = activation_stats(model, calib.x, acts, histogram=method != "minmax")
-    amax = {t: float(estimate(s)) for t, s in stats.items()}
-    q, summary = insert_qdq(model, amax)
+    q, details = qdq.calibrate(model, calib.x, qdq.FLAVORS["tensorrt"], spec.calib_method,
+                               frozenset(spec.float_layers))
     problems = check_explicit_quantization(q)
     if problems:
         raise ValidationError("the int8 TensorRT ONNX breaks the explicit-quantization rules: " + "; ".join(problems))
-    calibration = {"method": method, "images": int(len(calib.x)), "sha256": calib.sha256,
-                   "estimator": {"minmax": "max |x|", "percentile": f"{PERCENTILE}th percentile of |x|",
-                                 "entropy": f"TensorRT KL search, {HIST_BINS} bins -> {ENTROPY_QUANT_BINS}"}[method],
-                   "amax": amax, "clipped": {t: amax[t] / stats[t].amax for t in amax if stats[t].amax > 0}}
-    return q, {"qdq": {**summary, "calibration": calibration}}
+    details["calibration"]["sha256"] = calib.sha256
+    return q, {"qdq": details}
 
 
 _PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8}
@@ -733,7 +453,7 @@ def _check_spec(ck, spec, calib) -> list[str]:
             raise BadInput("TensorRT int8 is W8A8 explicit quantization; weights-only int8 is a Core ML option")
         if calib is None or len(calib) == 0:
             raise CalibrationError("tensorrt int8 needs a calibration set for its activation scales; got none")
-        range_method(spec.calib_method)
+        ranges.method(spec.calib_method)
     elif spec.calib_method is not None:
         notes.append(f"--calib-method {spec.calib_method} applies to int8 only; {spec.precision} does not use it")
     if calib is not None:
@@ -741,7 +461,4 @@ def _check_spec(ck, spec, calib) -> list[str]:
         if tuple(calib.x.shape[1:]) != want:
             raise CalibrationError(f"calibration images have shape {list(calib.x.shape[1:])} but the model takes "
                                    f"{list(want)} (channels, height, width)")
-    if spec.max_drop is not None:
-        notes.append(f"--max-drop {spec.max_drop} is an OpenVINO option; TensorRT int8 here is plain "
-                     f"post-training quantization (not applied)")
     return notes

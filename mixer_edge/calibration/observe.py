@@ -1,0 +1,41 @@
+"""Statistics of PyTorch module inputs over calibration images, for targets that quantize on the
+PyTorch side (Core ML's W8A8): the same TensorStats, hence the same range estimators, as the ONNX
+graph's activation statistics give the Q/DQ targets."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import ranges
+
+
+def input_stats(model, x: np.ndarray, names, batch: int = 64) -> dict[str, ranges.TensorStats]:
+    """TensorStats of the first input of each named module over images x (N, C, H, W): two passes,
+    the range then the histogram, so memory stays one batch of activations."""
+    modules = dict(model.named_modules())
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    hist = {n: np.zeros(ranges.HIST_BINS, np.int64) for n in names}
+
+    def extremes(name):
+        def hook(_module, args):
+            v = args[0].detach()
+            lo[name], hi[name] = min(lo[name], float(v.min())), max(hi[name], float(v.max()))
+        return hook
+
+    def histogram(name):
+        def hook(_module, args):
+            a = max(abs(lo[name]), abs(hi[name]), 1e-30)
+            hist[name] += np.histogram(args[0].detach().numpy(), bins=ranges.HIST_BINS, range=(-a, a))[0]
+        return hook
+
+    for make in (extremes, histogram):
+        handles = [modules[n].register_forward_pre_hook(make(n)) for n in names]
+        try:
+            with torch.no_grad():
+                for i in range(0, len(x), batch):
+                    model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))
+        finally:
+            for h in handles:
+                h.remove()
+    return {n: ranges.TensorStats(lo[n], hi[n], hist[n]) for n in names}

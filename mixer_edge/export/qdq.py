@@ -1,0 +1,336 @@
+"""Q/DQ placement shared by the ONNX Runtime, TensorRT and OpenVINO INT8 exports: one fp32 ONNX
+graph + calibration images + a Flavor -> the same graph with QuantizeLinear / DequantizeLinear on
+the inputs of the ops that carry the MACs (Conv, MatMul, Gemm). The rules and the reasons are in
+docs/quantization.md; in one line: weights per output channel, activations per tensor, LayerNorm,
+GELU, residual and bias Adds and the token mean stay in float.
+
+Layers are named by their PyTorch module path (stem.proj, blocks.3.mlp_tokens.fc1, head), taken
+from the exporter's node names, so a layer kept in float by mixed precision, the manifest and
+`mixer-edge quant inspect` all speak of the same thing.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..calibration import ranges
+from ..errors import BadInput, CalibrationError, require
+
+QUANT_OPS = ("Conv", "MatMul", "Gemm")   # their inputs 0 (activation) and 1 (weight) get Q/DQ
+STATS_BATCH = 16                         # images per ONNX Runtime call while measuring activations
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """How one runtime wants its Q/DQ. TensorRT: symmetric activations (zero point 0), weights as
+    float initializers + Q/DQ (it folds them). ONNX Runtime / OpenVINO: asymmetric activations
+    (GELU outputs are one-sided), int8 weight initializers + DQ, the form their integer kernels
+    fuse. weight_bits 7 is ONNX Runtime's reduce_range (its u8 x s8 kernels saturate without VNNI)."""
+    name: str
+    symmetric_activations: bool
+    int8_weights: bool
+    weight_bits: int = 8
+    recentre: bool = False           # symmetric only: shift one-sided inputs to zero mean (see recentre)
+
+    @property
+    def weight_qmax(self) -> int:
+        return 2 ** (self.weight_bits - 1) - 1
+
+
+FLAVORS = {
+    "tensorrt": Flavor("tensorrt", symmetric_activations=True, int8_weights=False, recentre=True),
+    "onnxruntime": Flavor("onnxruntime", symmetric_activations=False, int8_weights=True, weight_bits=7),
+    "openvino": Flavor("openvino", symmetric_activations=False, int8_weights=True),
+}
+
+
+def layer_name(node_name: str) -> str:
+    """'/blocks/blocks.0/mlp_tokens/fc1/MatMul' -> 'blocks.0.mlp_tokens.fc1'; '/head/Gemm' -> 'head'."""
+    parts = node_name.strip("/").split("/")[:-1]              # the op's own name is last
+    if len(parts) > 1 and parts[0] == "blocks" and parts[1].startswith("blocks."):
+        parts = parts[1:]                                     # nn.Sequential repeats its name
+    return ".".join(parts) or node_name
+
+
+def quant_nodes(onnx_model) -> list:
+    return [n for n in onnx_model.graph.node if n.op_type in QUANT_OPS]
+
+
+def layers(onnx_model) -> list[str]:
+    """The quantizable layers of a graph in execution order."""
+    return [layer_name(n.name) for n in quant_nodes(onnx_model)]
+
+
+# ---- activation statistics (ONNX Runtime with intermediate tensors exposed) ------------------------
+
+def expose(onnx_model, names):
+    """A copy of the model with the named float tensors as extra outputs."""
+    onnx = require("onnx", "onnx")
+    model = onnx.ModelProto()
+    model.CopyFrom(onnx_model)
+    present = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in present:
+            model.graph.output.add(name=name).type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    return model
+
+
+def session(onnx_model, optimized: bool = False):
+    ort = require("onnxruntime", "onnx")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_BASIC if optimized
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)  # tensors as in the graph
+    so.log_severity_level = 3
+    return ort.InferenceSession(onnx_model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def run_tensors(onnx_model, x: np.ndarray, names, batch: int = STATS_BATCH):
+    """A re-callable generator of {name: array} per batch of x, the named tensors exposed."""
+    names = list(dict.fromkeys(names))
+    sess = session(expose(onnx_model, names))
+    feed = sess.get_inputs()[0].name
+
+    def batches():
+        for i in range(0, len(x), batch):
+            yield dict(zip(names, sess.run(names, {feed: np.ascontiguousarray(x[i:i + batch], np.float32)})))
+    return batches
+
+
+def activation_stats(onnx_model, x: np.ndarray, names) -> dict[str, ranges.TensorStats]:
+    """TensorStats of each named tensor over images x: two passes (range, then histogram)."""
+    batches = run_tensors(onnx_model, x, names)
+    lo = {n: np.inf for n in names}
+    hi = {n: -np.inf for n in names}
+    for outs in batches():
+        for n, v in outs.items():
+            lo[n], hi[n] = min(lo[n], float(v.min())), max(hi[n], float(v.max()))
+    hist = {n: np.zeros(ranges.HIST_BINS, np.int64) for n in names}
+    for outs in batches():
+        for n, v in outs.items():
+            a = max(abs(lo[n]), abs(hi[n]), 1e-30)
+            hist[n] += np.histogram(v, bins=ranges.HIST_BINS, range=(-a, a))[0]
+    return {n: ranges.TensorStats(lo[n], hi[n], hist[n]) for n in names}
+
+
+# ---- placement -------------------------------------------------------------------------------------
+
+def _attr(node, name: str, default=None):
+    from onnx import helper
+
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+# The weight's output-channel axis per op: Conv (M, C, kh, kw); Gemm B (N, K) with transB, else
+# (K, N); MatMul B (..., K, N).
+WEIGHT_AXIS = {
+    "Conv": lambda node, w: 0,
+    "Gemm": lambda node, w: 0 if _attr(node, "transB", 0) else 1,
+    "MatMul": lambda node, w: w.ndim - 1,
+}
+
+
+def quant_inputs(onnx_model, float_layers=frozenset()) -> tuple[list[str], list[tuple[str, object]]]:
+    """(activation tensors, (weight initializer, consumer node)) that get Q/DQ: inputs 0 and 1 of
+    every Conv / MatMul / Gemm whose layer is not kept in float."""
+    inits = {i.name for i in onnx_model.graph.initializer}
+    acts, weights = [], []
+    for node in quant_nodes(onnx_model):
+        if layer_name(node.name) in float_layers:
+            continue
+        for k, name in enumerate(node.input[:2]):
+            if k == 1 and name in inits:
+                weights.append((name, node))
+            elif name in inits:
+                raise BadInput(f"{node.op_type} {node.name!r} has a constant input {k} ({name}) that is not its "
+                               f"weight; explicit quantization expects activations there")
+            else:
+                acts.append(name)
+    return list(dict.fromkeys(acts)), weights
+
+
+def activation_qparams(lo: float, hi: float, symmetric: bool) -> tuple[np.float32, np.int8]:
+    """(scale, int8 zero point) for a range: symmetric -> amax / 127, zero point 0; asymmetric ->
+    256 levels over [lo, hi] widened to hold 0 (zero must be exact: padding, ReLU-like zeros)."""
+    if symmetric:
+        return np.float32(max(abs(lo), abs(hi), 1e-8) / 127), np.int8(0)
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-8) / 255
+    zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    return np.float32(scale), np.int8(zp)
+
+
+def weight_qparams(w: np.ndarray, axis: int, qmax: int) -> np.ndarray:
+    """Per-output-channel symmetric scales of a weight: max |w| / qmax along every other axis."""
+    amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
+    return (np.maximum(amax, 1e-8) / qmax).astype(np.float32)
+
+
+def insert_qdq(onnx_model, act_ranges: dict[str, tuple[float, float]], flavor: Flavor,
+               float_layers=frozenset()):
+    """A copy of an fp32 model with Q/DQ on inputs 0 and 1 of every Conv / MatMul / Gemm not in
+    float_layers. Each pair sits right before its first consumer (topological order kept)."""
+    onnx = require("onnx", "onnx")
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(onnx_model)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    acts, weights = quant_inputs(model, float_layers)
+    missing = [t for t in acts if t not in act_ranges]
+    if missing:
+        raise CalibrationError(f"no activation range for {missing[:3]}")
+    pairs: dict[str, list] = {}   # tensor -> the nodes that give its dequantized copy
+    new_inits = []
+    for t in acts:
+        scale, zp = activation_qparams(*act_ranges[t], flavor.symmetric_activations)
+        new_inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{t}_qdq_scale"),
+                      numpy_helper.from_array(np.array(zp, np.int8), f"{t}_qdq_zero_point")]
+        pairs[t] = _qdq(helper, t, None)
+    for w_name, node in weights:
+        if w_name in pairs:
+            continue
+        w = numpy_helper.to_array(inits[w_name])
+        axis = WEIGHT_AXIS[node.op_type](node, w)
+        scale = weight_qparams(w, axis, flavor.weight_qmax)
+        new_inits += [numpy_helper.from_array(scale, f"{w_name}_qdq_scale"),
+                      numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{w_name}_qdq_zero_point")]
+        if flavor.int8_weights:
+            shape = [1] * w.ndim
+            shape[axis] = -1
+            q = np.clip(np.round(w / scale.reshape(shape)), -flavor.weight_qmax, flavor.weight_qmax).astype(np.int8)
+            new_inits.append(numpy_helper.from_array(q, f"{w_name}_q"))
+            pairs[w_name] = _qdq(helper, w_name, axis)[1:]       # int8 initializer -> DQ only
+        else:
+            pairs[w_name] = _qdq(helper, w_name, axis)
+    g.initializer.extend(new_inits)
+    dq_inputs = set(pairs)
+    nodes, placed = [], set()
+    for node in g.node:
+        if node.op_type in QUANT_OPS and layer_name(node.name) not in float_layers:
+            for k, name in enumerate(list(node.input[:2])):
+                if name in dq_inputs and name not in placed:
+                    nodes += pairs[name]
+                    placed.add(name)
+                node.input[k] = f"{name}_dq"
+        nodes.append(node)
+    del g.node[:]
+    g.node.extend(nodes)
+    if flavor.int8_weights:   # the float weights of quantized layers are no longer read
+        used = {i for n in g.node for i in n.input}
+        kept = [i for i in g.initializer if i.name in used]
+        del g.initializer[:]
+        g.initializer.extend(kept)
+    return model
+
+
+def _qdq(helper, t: str, axis: int | None) -> list:
+    kw = {} if axis is None else {"axis": axis}
+    return [helper.make_node("QuantizeLinear", [t, f"{t}_qdq_scale", f"{t}_qdq_zero_point"], [f"{t}_q"],
+                             name=f"{t}_QuantizeLinear", **kw),
+            helper.make_node("DequantizeLinear", [f"{t}_q", f"{t}_qdq_scale", f"{t}_qdq_zero_point"], [f"{t}_dq"],
+                             name=f"{t}_DequantizeLinear", **kw)]
+
+
+def qdq_summary(model) -> dict:
+    """Placement in numbers: quantized ops and layers, Q/DQ per kind, the ops left in floating point."""
+    inits = {i.name for i in model.graph.initializer}
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    quantized = [n for n in model.graph.node if n.op_type in QUANT_OPS and all(i in dq_out for i in n.input[:2])]
+    kept = [layer_name(n.name) for n in model.graph.node if n.op_type in QUANT_OPS and n not in quantized]
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    produced_by_q = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    float_ops = Counter(n.op_type for n in model.graph.node
+                        if n.op_type not in (*QUANT_OPS, "QuantizeLinear", "DequantizeLinear", "Constant"))
+    weight_dq = sum(1 for d in dqs if d.input[0] in inits or
+                    (d.input[0] in produced_by_q and d.input[0][:-2] in inits))
+    return {"quantized_ops": dict(sorted(Counter(n.op_type for n in quantized).items())),
+            "quantized_layers": len(quantized), "quantizable_layers": len(quantized) + len(kept),
+            "float_layers": kept,
+            "activation_qdq": len(dqs) - weight_dq, "weight_qdq": weight_dq,
+            "float_ops": dict(sorted(float_ops.items()))}
+
+
+# ---- the whole step -----------------------------------------------------------------------------------
+
+def calibrate(onnx_model, x: np.ndarray, flavor: Flavor, method: str | None = None,
+              float_layers=frozenset(), stats=None):
+    """Measure activations on x, estimate ranges with `method`, insert Q/DQ. Returns (model,
+    details); pass `stats` (from activation_stats) to reuse one measurement across recipes."""
+    name, estimate = ranges.method(method)
+    acts, _ = quant_inputs(onnx_model, float_layers)
+    stats = stats if stats is not None else activation_stats(onnx_model, x, acts)
+    act_ranges = {t: tuple(float(v) for v in estimate(stats[t], flavor.symmetric_activations)) for t in acts}
+    shifted = {}
+    if flavor.recentre:
+        onnx_model, act_ranges, shifted = recentre(onnx_model, stats, act_ranges, estimate)
+    q = insert_qdq(onnx_model, act_ranges, flavor, float_layers)
+    by_layer = {layer_name(n.name): n.input[0] for n in quant_nodes(onnx_model)}
+    details = {"flavor": flavor.name, "symmetric_activations": flavor.symmetric_activations,
+               "weight_bits": flavor.weight_bits, "weights": "int8 initializers + DequantizeLinear"
+               if flavor.int8_weights else "float initializers + per-channel Q/DQ (folded at build time)",
+               "calibration": {"method": name, "estimator": ranges.describe(name), "images": int(len(x)),
+                               "ranges": {layer: [round(v, 6) for v in act_ranges[t]]
+                                          for layer, t in by_layer.items() if t in act_ranges}},
+               "recentred": {layer_name(n): round(c, 6) for n, c in shifted.items()},
+               **qdq_summary(q)}
+    return q, details
+
+
+# ---- recentring one-sided inputs (symmetric flavors) -----------------------------------------------
+
+RECENTRE_GAIN = 1.33   # recentre when it shrinks the symmetric range by at least this factor
+
+
+def recentre(onnx_model, stats, act_ranges, estimate):
+    """Symmetric int8 (TensorRT: zero point 0) spends half its grid on values a one-sided tensor
+    never takes: GELU outputs lie in [-0.17, max]. For a MatMul input x with a constant bias Add
+    after it, x @ W + b == (x - c) @ W + (b + c * colsum(W)) exactly; with c the middle of x's
+    asymmetric range, x - c is centred and its symmetric grid is up to twice as fine. Applied to a
+    tensor only when its range says so (RECENTRE_GAIN). Returns (model, ranges, {node: c})."""
+    onnx = require("onnx", "onnx")
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto()
+    model.CopyFrom(onnx_model)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    act_ranges, shifted = dict(act_ranges), {}
+    for node in [n for n in g.node if n.op_type == "MatMul"]:
+        x, w = node.input[0], node.input[1]
+        bias_add = _bias_add(consumers.get(node.output[0], []), node.output[0], inits)
+        if x not in act_ranges or w not in inits or bias_add is None or len(consumers.get(x, [])) != 1:
+            continue
+        lo, hi = (float(v) for v in estimate(stats[x], False))
+        c, half = (lo + hi) / 2, (hi - lo) / 2
+        if max(abs(lo), abs(hi)) < RECENTRE_GAIN * half:
+            continue
+        add, b_name = bias_add
+        W = numpy_helper.to_array(inits[w]).astype(np.float64)                 # (K, N)
+        b = numpy_helper.to_array(inits[b_name]).astype(np.float64)            # (N,)
+        inits[b_name].CopyFrom(numpy_helper.from_array((b + c * W.sum(axis=0)).astype(np.float32), b_name))
+        shift, out = f"{x}_recentre_c", f"{x}_recentred"
+        g.initializer.append(numpy_helper.from_array(np.array(c, np.float32), shift))
+        sub = helper.make_node("Sub", [x, shift], [out], name=f"{node.name}_recentre")
+        g.node.insert(list(g.node).index(node), sub)
+        node.input[0] = out
+        act_ranges[out] = (-half, half)
+        shifted[node.name] = c
+    return model, act_ranges, shifted
+
+
+def _bias_add(users, tensor: str, inits):
+    """(Add node, bias initializer name) when the MatMul's only user adds a constant vector."""
+    if len(users) != 1 or users[0].op_type != "Add":
+        return None
+    other = [i for i in users[0].input if i != tensor]
+    return (users[0], other[0]) if len(other) == 1 and other[0] in inits else None
