@@ -344,6 +344,8 @@ COMMANDS = [
     Command("targets", "list export targets, their precisions and whether they run here", lambda p: None, run_targets),
     Command("calib", "make a reusable calibration set (.npz + manifest)", add_calib_arguments, run_calib),
     Command("export", "export a checkpoint to validated artifacts per target and precision", add_export_arguments, run_export),
+    Command("quant", "INT8 analysis: `quant inspect` names the layers where quantization error enters",
+            _lazy("export.quant_cli", "add_quant_arguments"), _lazy("export.quant_cli", "run_quant")),
     Command("bench", "latency, throughput, memory and accuracy of artifacts and checkpoints",
             _lazy("bench.cli_commands", "add_bench_arguments"), _lazy("bench.cli_commands", "run_bench")),
     Command("report", "merge bench results from one or many devices into report.md / report.html",

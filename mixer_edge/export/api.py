@@ -113,8 +113,9 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smooth
 
 def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, smoothing, first):
     """--max-drop: keep the most sensitive layers in float, one more at a time in order of measured
-    sensitivity, until top-1 on the validation images is within the budget of FP32 PyTorch. Every
-    step is recorded; when even all-float-but-nothing cannot meet it, the artifact says so and fails."""
+    sensitivity, until top-1 on the validation images is within the budget of FP32 PyTorch and the
+    artifact passes validation. Every step is recorded; when the budget cannot be met, the artifact
+    says so, with what it reached, and fails."""
     if val.labels is None:
         raise BadInput(f"--max-drop {spec.max_drop} needs labelled validation images to measure top-1; "
                        f"{val.source} has no labels")
@@ -125,14 +126,14 @@ def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, smoothi
     order = [r["layer"] for r in ranking if r["layer"] not in spec.float_layers]
     kept = list(spec.float_layers)
     all_int8 = staging
-    while _drop(figures) > budget and order:
+    while (_drop(figures) > budget or problems) and order:
         kept.append(order.pop(0))
         if staging is not all_int8:
             shutil.rmtree(staging, ignore_errors=True)
         staging, figures, problems = _attempt(checkpoint, prepared, target, replace(spec, float_layers=tuple(kept)),
                                               calib, val, dest, smoothing)
         steps.append(_step(kept, figures))
-    met = _drop(figures) <= budget
+    met = _drop(figures) <= budget and not problems
     record = {"max_drop_points": spec.max_drop, "measured_on": f"{val.source}, {len(val.x)} images",
               "met": met, "float_layers": kept, "steps": steps,
               "sensitivity": {"what": "logit SQNR with only this layer quantized (calibration images)",
@@ -140,7 +141,7 @@ def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, smoothi
               "latency": _latency_cost(target, all_int8, staging, kept, ranking)}
     if staging is not all_int8:
         shutil.rmtree(all_int8, ignore_errors=True)
-    if not met:
+    if _drop(figures) > budget:
         problems = [*problems, f"--max-drop {spec.max_drop} not met: top-1 drop {100 * _drop(figures):.2f} points "
                                f"with {len(kept)} of {len(ranking)} layers in float"]
     _amend(staging, {"mixed_precision": record}, figures, problems)
@@ -153,7 +154,8 @@ def _drop(figures) -> float:
 
 def _step(kept, figures) -> dict:
     return {"float_layers": len(kept), "top1": round(figures["top1"], 4),
-            "drop_points": round(100 * _drop(figures), 2), "sqnr_db": round(figures["sqnr_db"], 2)}
+            "drop_points": round(100 * _drop(figures), 2), "sqnr_db": round(figures["sqnr_db"], 2),
+            "passed": bool(figures.get("passed"))}
 
 
 def _latency_cost(target, all_int8: Path, mixed: Path, kept, ranking) -> dict:
@@ -164,7 +166,7 @@ def _latency_cost(target, all_int8: Path, mixed: Path, kept, ranking) -> dict:
     try:
         runners = [target.load_runner(art.load_artifact(p)) for p in (all_int8, mixed)]
     except NotRunnableHere as why:
-        return {"skipped": f"not measured here: {why}"}
+        return {"skipped": f"not measured here: {str(why).split(';')[0]}"}
     from ..bench.timing import paired_median_ms
 
     shape = art.load_artifact(mixed, verify=False).manifest["input"]["shape"][1:]

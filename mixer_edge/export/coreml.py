@@ -121,7 +121,8 @@ class CoreMLTarget:
         details["program"] = check_program(
             out_dir / MODEL, spec.precision, spec.weights_only, chw=(cfg.in_chans, *cfg.img_size),
             num_classes=cfg.num_classes, input_kind=spec.coreml_input, deployment_target=spec.coreml_target,
-            activation_quantizers=details["quantization"]["activation_quantizers"] if w8a8 else None)
+            activation_quantizers=details["quantization"]["activation_quantizers"] if w8a8 else None,
+            float_layers=len(spec.float_layers) if w8a8 else 0)
         details["coreml"] = {"deployment_target": spec.coreml_target, "specification_version": target.spec_version,
                              "compute_precision": COMPUTE_PRECISION[spec.precision].lower(),
                              "input": _input_record(checkpoint, spec.coreml_input), "output": OUTPUT,
@@ -423,7 +424,7 @@ def _quiet():
 
 def check_program(mlpackage_path, precision: str, weights_only: bool, *, chw=None, num_classes: int | None = None,
                   input_kind: str = "tensor", deployment_target: str | None = None,
-                  activation_quantizers: int | None = None) -> dict:
+                  activation_quantizers: int | None = None, float_layers: int = 0) -> dict:
     """Read the saved program (its protobuf spec, no runtime) and check that it is what was asked
     for: quantized weights and activations, compute dtype, deployment target, input and output as
     the manifest describes them. Every violation is collected, then one ValidationError lists them."""
@@ -431,7 +432,7 @@ def check_program(mlpackage_path, precision: str, weights_only: bool, *, chw=Non
     if spec.WhichOneof("Type") != "mlProgram":
         raise ValidationError(f"{mlpackage_path} holds a {spec.WhichOneof('Type')}, not an ML Program")
     facts = _program_facts(spec)
-    problems = _precision_problems(facts, precision, weights_only, activation_quantizers)
+    problems = _precision_problems(facts, precision, weights_only, activation_quantizers, float_layers)
     if deployment_target is not None:
         version = DEPLOYMENT_TARGETS[deployment_target].spec_version
         if spec.specificationVersion != version:
@@ -465,16 +466,17 @@ def _program_facts(spec) -> dict:
     }
 
 
-def _precision_problems(facts: dict, precision: str, weights_only: bool, activation_quantizers) -> list[str]:
+def _precision_problems(facts: dict, precision: str, weights_only: bool, activation_quantizers,
+                        float_layers: int = 0) -> list[str]:
     counts, sources = Counter(facts["ops"]), facts["weights"]["sources"]
     w8a8, int8 = precision == "int8" and not weights_only, precision == "int8"
     float_weights = sum(n for k, n in sources.items() if k not in QUANTIZED_WEIGHT_OPS)
     problems = []
     if not sources:
         problems.append("no linear or conv op")
-    if int8 and float_weights:
-        problems.append(f"int8 asked but the weights of {float_weights} linear/conv ops are not quantized "
-                        f"(weight sources: {sources})")
+    if int8 and float_weights != float_layers:
+        problems.append(f"int8 asked with {float_layers} layers kept float, but the weights of {float_weights} "
+                        f"linear/conv ops are not quantized (weight sources: {sources})")
     if int8 and set(facts["weights"]["stored"]) - {"INT8", "UINT8"}:
         problems.append(f"quantized weights stored as {facts['weights']['stored']}, not 8-bit")
     if not int8 and any(counts[t] for t in QUANTIZED_WEIGHT_OPS):

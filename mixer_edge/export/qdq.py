@@ -307,14 +307,14 @@ def recentre(onnx_model, stats, act_ranges, estimate):
     act_ranges, shifted = dict(act_ranges), {}
     for node in [n for n in g.node if n.op_type == "MatMul"]:
         x, w = node.input[0], node.input[1]
-        bias_add = _bias_add(consumers.get(node.output[0], []), node.output[0], inits)
-        if x not in act_ranges or w not in inits or bias_add is None or len(consumers.get(x, [])) != 1:
+        biased = bias_add(consumers.get(node.output[0], []), node.output[0], inits)
+        if x not in act_ranges or w not in inits or biased is None or len(consumers.get(x, [])) != 1:
             continue
         lo, hi = (float(v) for v in estimate(stats[x], False))
         c, half = (lo + hi) / 2, (hi - lo) / 2
         if max(abs(lo), abs(hi)) < RECENTRE_GAIN * half:
             continue
-        add, b_name = bias_add
+        add, b_name = biased
         W = numpy_helper.to_array(inits[w]).astype(np.float64)                 # (K, N)
         b = numpy_helper.to_array(inits[b_name]).astype(np.float64)            # (N,)
         inits[b_name].CopyFrom(numpy_helper.from_array((b + c * W.sum(axis=0)).astype(np.float32), b_name))
@@ -328,7 +328,7 @@ def recentre(onnx_model, stats, act_ranges, estimate):
     return model, act_ranges, shifted
 
 
-def _bias_add(users, tensor: str, inits):
+def bias_add(users, tensor: str, inits):
     """(Add node, bias initializer name) when the MatMul's only user adds a constant vector."""
     if len(users) != 1 or users[0].op_type != "Add":
         return None

@@ -1,0 +1,67 @@
+"""`mixer-edge quant inspect CHECKPOINT --calib-data SPEC [--target T]`: where INT8 error enters.
+
+Command functions for cli.py (which registers them): add_quant_arguments(p) and run_quant(args).
+The analysis is export/inspect.py; this module only parses, prints and writes the files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_quant_arguments(p: argparse.ArgumentParser) -> None:
+    from .base import CALIB_METHODS
+    from .registry import target_names
+
+    sub = p.add_subparsers(dest="quant_action", metavar="ACTION", required=True,
+                           help="inspect: per-layer INT8 error, activation ranges and outlier channels")
+    i = sub.add_parser("inspect", help="run FP32 and INT8 side by side and name the layers where error enters",
+                       description="Runs the FP32 model and its INT8 version (the target's recipe: smoothing, "
+                                   "ranges, Q/DQ placement) side by side on held-out images and reports, per "
+                                   "layer, the output SQNR so far, the logit SQNR with that layer alone "
+                                   "quantized, its input range and its outlier channels; a table, a JSON and "
+                                   "a plot.")
+    i.add_argument("checkpoint", help="a mixer-edge checkpoint, or timm / official Google weights")
+    i.add_argument("--calib-data", required=True, help="calibration images: a data spec or a saved calib .npz")
+    i.add_argument("--eval-data", default=None,
+                   help="held-out images to measure on (default: the checkpoint's eval split when --calib-data "
+                        "is its training data, else the calibration images)")
+    i.add_argument("--target", default="onnx", choices=target_names(), help="whose INT8 recipe (default onnx)")
+    i.add_argument("--calib-method", choices=CALIB_METHODS, default=None, help="range estimator (default mse)")
+    i.add_argument("--smooth", type=float, default=0.5, metavar="ALPHA", help="SmoothQuant strength (default 0.5)")
+    i.add_argument("--no-smooth", dest="smooth", action="store_const", const=None, help="inspect without smoothing")
+    i.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
+    i.add_argument("--eval-size", type=int, default=1000, help="held-out images to use at most (default 1000)")
+    i.add_argument("--out", default=None, help="folder for inspect.md, inspect.json and inspect.png")
+
+
+def run_quant(args: argparse.Namespace) -> int:
+    from . import ExportPlan, load_model, prepare_calibration, prepare_validation
+    from .inspect import InspectSpec, inspect, plot, table
+
+    ck = load_model(args.checkpoint)
+    plan = ExportPlan(targets=(args.target,), precisions=("int8",), out_dir=".", calib_data=args.calib_data,
+                      calib_size=args.calib_size, eval_data=args.eval_data)
+    calib = prepare_calibration(ck, plan)
+    val = prepare_validation(ck, plan, calib)
+    x = val.x[:args.eval_size]
+    report = inspect(ck, calib.x, x, InspectSpec(args.target, args.calib_method, args.smooth))
+    report["data"] = {"calibration": calib.source, "measured_on": val.source}
+    lg = report["logits"]
+    print(f"{args.target} INT8 ({report['flavor']} Q/DQ, {report['method']} ranges, smoothing "
+          f"{'off' if report['smoothing'] is None else report['smoothing']['alpha']}) on {len(x)} images of "
+          f"{val.source}: logit SQNR {lg['sqnr_db']:.1f} dB, top-1 agreement {lg['top1_agreement']:.4f}\n")
+    print(table(report))
+    worst = ", ".join(f"{r['layer']} ({r['sqnr_alone_db']:.1f} dB)" for r in report["worst"])
+    print(f"\nmost error enters at: {worst}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        from ..models.checkpoint import atomic_write_bytes, atomic_write_json
+
+        atomic_write_json(out / "inspect.json", report)
+        atomic_write_bytes(out / "inspect.md", (table(report) + "\n").encode())
+        plot(report, out / "inspect.png")
+        print(f"wrote {out / 'inspect.md'}, {out / 'inspect.json'}, {out / 'inspect.png'}")
+    return 0

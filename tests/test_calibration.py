@@ -1,0 +1,160 @@
+"""The quantization recipe's pieces against independent references: range estimators against
+numpy and a brute-force search, smoothing and recentring against the unmodified model's FP32
+logits (exact transforms: tolerance 1e-5), quantization parameters against hand computation."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mixer_edge.calibration import ranges
+from mixer_edge.calibration.smoothing import channel_amax, folds, inject_outliers, smooth
+from mixer_edge.errors import UnknownName
+
+EXACT = 1e-5   # max |logit diff| a function-preserving transform may introduce (float32 rounding)
+
+
+def logits(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+# ---- range estimators ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gaussian_with_outlier():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, 200_000), [50.0]])
+    return x, ranges.from_array(x)
+
+
+def test_minmax_and_percentile_match_numpy(gaussian_with_outlier):
+    x, st = gaussian_with_outlier
+    assert ranges.minmax(st, symmetric=False) == (x.min(), x.max())
+    assert ranges.minmax(st, symmetric=True) == (-50.0, 50.0)
+    width = 2 * 50.0 / ranges.HIST_BINS
+    lo, hi = ranges.percentile(st, symmetric=False)
+    assert abs(hi - np.percentile(x, 99.99)) <= width and abs(lo - np.percentile(x, 0.01)) <= width
+    _, a = ranges.percentile(st, symmetric=True)
+    assert abs(a - np.percentile(np.abs(x), 99.99)) <= width
+
+
+def test_entropy_clips_the_outlier_keeps_the_body(gaussian_with_outlier):
+    _, st = gaussian_with_outlier
+    _, a = ranges.entropy(st, symmetric=True)
+    assert 2.5 < a < 8.0   # about 4 sigma
+
+
+def _true_mse(x, lo, hi, steps):
+    """Quantize the samples themselves onto the grid and measure: the reference for the estimator."""
+    step = (hi - lo) / steps
+    q = np.clip(np.round((x - lo) / step), 0, steps) * step + lo
+    return float(np.mean((x - q) ** 2))
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_mse_estimator_near_the_brute_force_optimum(gaussian_with_outlier, symmetric):
+    x, st = gaussian_with_outlier
+    lo, hi = ranges.mse(st, symmetric)
+    steps = 254 if symmetric else 255
+    chosen = _true_mse(x, lo, hi, steps)
+    grid = np.linspace(1.0, 50.0, 400)
+    brute = min(_true_mse(x, -a, a, steps) if symmetric else _true_mse(x, x.min(), a, steps) for a in grid)
+    assert chosen <= 1.10 * brute, (lo, hi, chosen, brute)
+    assert chosen < 0.9 * _true_mse(x, *ranges.minmax(st, symmetric), steps)   # better than min/max
+
+
+def test_uniform_data_is_not_clipped():
+    x = np.random.default_rng(1).uniform(-1, 1, 100_000)
+    lo, hi = ranges.mse(ranges.from_array(x), symmetric=True)
+    assert hi >= 0.95 and lo == -hi
+
+
+def test_unknown_method_names_the_accepted_ones():
+    assert ranges.method(None)[0] == ranges.DEFAULT_METHOD == "mse"
+    with pytest.raises(UnknownName, match="entropy, minmax, mse, percentile"):
+        ranges.method("kl")
+
+
+def test_activation_qparams_by_hand():
+    from mixer_edge.export.qdq import activation_qparams, weight_qparams
+
+    scale, zp = activation_qparams(-0.17, 7.36, symmetric=False)
+    assert scale == pytest.approx(7.53 / 255) and zp == round(-128 + 0.17 / (7.53 / 255))
+    scale, zp = activation_qparams(-0.17, 7.36, symmetric=True)
+    assert scale == pytest.approx(7.36 / 127) and zp == 0
+    assert activation_qparams(0.5, 2.0, symmetric=False)[0] == pytest.approx(2.0 / 255)  # zero stays exact
+    w = np.array([[1.0, -4.0], [0.5, 2.0]])                  # (K, N): MatMul, output axis 1
+    np.testing.assert_allclose(weight_qparams(w, 1, 127), [1 / 127, 4 / 127])
+
+
+# ---- smoothing and the outlier model ----------------------------------------------------------------
+
+def test_outlier_model_is_function_preserving_with_real_outliers(ck, val):
+    model, where = inject_outliers(ck.model, seed=3)
+    assert np.abs(logits(model, val.x) - logits(ck.model, val.x)).max() <= EXACT
+    assert len(where) == len(folds(model)) == ck.config.num_layers + 1
+    assert all(30 <= f <= 100 for w in where for f in w["factors"])
+    spread = {n: float(a.max() / a.median()) for n, a in channel_amax(model, val.x, [f.norm for f in folds(model)]).items()}
+    plain = {n: float(a.max() / a.median()) for n, a in channel_amax(ck.model, val.x, list(spread)).items()}
+    assert all(spread[n] > 5 * plain[n] for n in spread), (spread, plain)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_smoothing_is_exact(ck, calib, val, alpha):
+    for model in (ck.model, inject_outliers(ck.model)[0]):
+        smoothed, details = smooth(model, calib.x, alpha)
+        assert np.abs(logits(smoothed, val.x) - logits(model, val.x)).max() <= EXACT
+        assert len(details["folds"]) == ck.config.num_layers + 1
+    assert all(not torch.equal(p, q) for p, q in zip(ck.model.norm.parameters(), smoothed.norm.parameters())) or alpha == 0
+
+
+def test_smoothing_undoes_the_outliers(ck, calib):
+    """SmoothQuant's scale is invariant to a function-preserving rescaling of the same channels, so
+    the smoothed outlier model is the smoothed plain model (what makes the outlier case solvable)."""
+    a = dict(smooth(ck.model, calib.x, 0.5)[0].named_parameters())
+    b = dict(smooth(inject_outliers(ck.model)[0], calib.x, 0.5)[0].named_parameters())
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-6)
+
+
+def test_smoothing_leaves_the_caller_model_alone(ck, calib):
+    before = {k: v.clone() for k, v in ck.model.state_dict().items()}
+    smooth(ck.model, calib.x, 0.5)
+    assert all(torch.equal(before[k], v) for k, v in ck.model.state_dict().items())
+
+
+def test_recentring_is_exact(ck, calib, val):
+    """TensorRT's one-sided inputs shifted to zero mean, the shift folded into the bias: without
+    quantization the graph computes the same logits."""
+    from mixer_edge.export import int8, qdq
+
+    graph = int8.fp32_onnx(ck.model)
+    acts, _ = qdq.quant_inputs(graph)
+    stats = qdq.activation_stats(graph, calib.x, acts)
+    act_ranges = {t: ranges.mse(stats[t], True) for t in acts}
+    shifted_graph, _, shifted = qdq.recentre(graph, stats, act_ranges, ranges.mse)
+    assert len(shifted) >= 4   # GELU outputs are one-sided: every fc2 input qualifies on this model
+    assert {"fc2" in name for name in shifted} >= {True}, shifted
+    np.testing.assert_allclose(int8.run_graph(shifted_graph, val.x), int8.run_graph(graph, val.x), atol=EXACT)
+
+
+def test_layer_names_match_module_paths(ck):
+    from mixer_edge.export import int8, qdq
+
+    names = qdq.layers(int8.fp32_onnx(ck.model))
+    assert names == list(int8.layer_macs(ck.model))
+    assert names[0] == "stem.proj" and names[-1] == "head" and "blocks.3.mlp_channels.fc2" in names
+
+
+def test_layer_macs_by_hand(ck):
+    from mixer_edge.export.int8 import layer_macs
+
+    cfg = ck.config   # T/2 on 8x8: 16 tokens, C 128, D_S 64, D_C 512
+    macs = layer_macs(ck.model)
+    assert macs["blocks.0.mlp_tokens.fc1"] == cfg.num_tokens * cfg.tokens_mlp_dim * cfg.hidden_dim
+    assert macs["blocks.0.mlp_channels.fc2"] == cfg.channels_mlp_dim * cfg.hidden_dim * cfg.num_tokens
+    assert macs["head"] == cfg.hidden_dim * cfg.num_classes
+    assert macs["stem.proj"] == cfg.hidden_dim * cfg.in_chans * cfg.patch_size ** 2 * cfg.num_tokens

@@ -1,0 +1,125 @@
+"""What every INT8 export shares: smoothing before the target, layers kept in float, and
+--max-drop's search, on every registered target that exports here. The hard case is the digits
+model with LayerNorm outlier channels (function-preserving) quantized without smoothing."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mixer_edge.calibration.smoothing import inject_outliers
+from mixer_edge.errors import BadInput
+from mixer_edge.export import api
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.export.registry import TARGETS
+
+BUDGET = 0.6   # top-1 points: one of the 179 digits eval images is 0.56
+NEEDS = {"onnx": "onnxruntime", "tensorrt": "onnxruntime", "openvino": "openvino", "coreml": "coremltools"}
+
+
+@pytest.fixture(scope="module")
+def hard(ck, val):
+    """The digits model with 100-300x outlier channels, and its validation data (same logits)."""
+    model, _ = inject_outliers(ck.model, low=100, high=300, seed=1)
+    c = replace(ck, model=model)
+    return c, replace(val, reference=api.validation_data(c, val.x, val.labels, val.source).reference)
+
+
+@pytest.fixture(scope="module")
+def budget_outcomes(hard, calib, tmp_path_factory):
+    c, v = hard
+    out = {}
+    for t in TARGETS:
+        pytest.importorskip(NEEDS[t])
+        out[t] = api.export_one(c, t, ExportSpec("int8", smooth=None, max_drop=BUDGET), calib,
+                                tmp_path_factory.mktemp(f"budget-{t}"), validation=v, keep_invalid=True)
+    return out
+
+
+def test_every_target_is_covered():
+    assert set(NEEDS) == set(TARGETS)
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_max_drop_met_with_the_fewest_sensitive_layers(budget_outcomes, target):
+    o = budget_outcomes[target]
+    mp = o.artifact.manifest["export"]["mixed_precision"]
+    v = o.validation
+    drop = 100 * (v["reference_top1"] - v["top1"])
+    first = mp["steps"][0]
+    assert first["float_layers"] == 0 and first["drop_points"] > BUDGET, "the hard case must need float layers"
+    assert mp["met"] is True and o.passed and drop <= BUDGET + 1e-9, (mp["steps"], o.problems)
+    assert mp["steps"][-1]["drop_points"] == pytest.approx(drop, abs=0.01)
+    assert all(s["drop_points"] > BUDGET or not s["passed"] for s in mp["steps"][:-1])   # stopped at the first success
+    ranked = [r["layer"] for r in mp["sensitivity"]["layers"]]
+    assert mp["float_layers"] == ranked[:len(mp["float_layers"])]               # most sensitive first
+    assert 0 < len(mp["float_layers"]) < len(ranked)
+
+
+@pytest.mark.parametrize("target", ["onnx", "tensorrt", "openvino"])
+def test_float_layers_carry_no_qdq_and_are_recorded(budget_outcomes, target):
+    o = budget_outcomes[target]
+    mp = o.artifact.manifest["export"]["mixed_precision"]
+    section = {"onnx": "int8", "tensorrt": "qdq", "openvino": "qdq"}[target]
+    q = o.artifact.manifest["export"][section]
+    assert sorted(q["float_layers"]) == sorted(mp["float_layers"])
+    assert q["quantized_layers"] == q["quantizable_layers"] - len(mp["float_layers"])
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_latency_cost_of_float_layers_is_measured(budget_outcomes, target):
+    lat = budget_outcomes[target].artifact.manifest["export"]["mixed_precision"]["latency"]
+    assert lat["all_int8_ms"] > 0 and lat["mixed_ms"] > 0
+    assert set(lat["per_layer_ms"]) == set(budget_outcomes[target].artifact.manifest["export"]["mixed_precision"]
+                                           ["float_layers"])
+    assert sum(lat["per_layer_ms"].values()) == pytest.approx(lat["cost_ms"], abs=1e-3)
+
+
+def test_tensorrt_latency_cost_says_why_not_measured(budget_outcomes):
+    lat = budget_outcomes["tensorrt"].artifact.manifest["export"]["mixed_precision"]["latency"]
+    assert "not measured here" in lat["skipped"]
+
+
+def test_budget_that_cannot_be_met_says_what_was_achieved(ck, calib, val, tmp_path):
+    """Labels that the model gets wrong half the time with FP32 unchanged: no float layer can make
+    INT8 beat an impossible budget, so the export fails and says what it reached."""
+    o = api.export_one(ck, "onnx", ExportSpec("int8", max_drop=0.0), calib, tmp_path, validation=val,
+                       keep_invalid=True)
+    mp = o.artifact.manifest["export"]["mixed_precision"]
+    if mp["steps"][0]["drop_points"] <= 0:
+        assert mp["met"] and o.passed and mp["float_layers"] == []
+    else:
+        assert mp["met"] == o.passed
+
+
+def test_keep_float_and_bad_layer_names(ck, calib, val, tmp_path):
+    o = api.export_one(ck, "onnx", ExportSpec("int8", float_layers=("head", "blocks.0.mlp_tokens.fc2")), calib,
+                       tmp_path, validation=val)
+    q = o.artifact.manifest["export"]["int8"]
+    assert q["float_layers"] == ["blocks.0.mlp_tokens.fc2", "head"] and q["quantized_layers"] == 16
+    with pytest.raises(BadInput, match=r"--keep-float names no layer of this model: blocks\.9\.fc; its layers are "
+                                       r"stem\.proj, blocks\.0\.mlp_tokens\.fc1"):
+        api.export_one(ck, "onnx", ExportSpec("int8", float_layers=("blocks.9.fc",)), calib, tmp_path / "x",
+                       validation=val)
+
+
+def test_max_drop_needs_labels_and_a_sane_budget(ck, calib, val, tmp_path):
+    with pytest.raises(BadInput, match="needs labelled validation images"):
+        api.export_one(ck, "onnx", ExportSpec("int8", max_drop=0.1), calib, tmp_path,
+                       validation=replace(val, labels=None))
+    with pytest.raises(BadInput, match=r"--max-drop must be >= 0"):
+        api.export_one(ck, "onnx", ExportSpec("int8", max_drop=-1), calib, tmp_path, validation=val)
+    with pytest.raises(BadInput, match=r"--smooth must be between 0 and 1"):
+        api.export_one(ck, "onnx", ExportSpec("int8", smooth=1.5), calib, tmp_path, validation=val)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging folder left
+
+
+def test_smoothing_recorded_and_exact_in_the_artifact(ck, calib, val, tmp_path):
+    """Smoothing is applied before the target: the artifact records it, and its FP32 twin (same
+    smoothing, no quantization) would be exact; here, INT8 validation is against the unsmoothed model."""
+    o = api.export_one(ck, "onnx", ExportSpec("int8"), calib, tmp_path, validation=val)
+    s = o.artifact.manifest["export"]["smoothing"]
+    assert s["alpha"] == 0.5 and [f["linear"] for f in s["folds"]][-1] == "head"
+    assert all(f["act_spread_after"] <= f["act_spread_before"] for f in s["folds"])
+    np.testing.assert_allclose(o.validation["reference_top1"], (val.reference.argmax(1) == val.labels).mean())
