@@ -123,3 +123,48 @@ def test_smoothing_recorded_and_exact_in_the_artifact(ck, calib, val, tmp_path):
     assert s["alpha"] == 0.5 and [f["linear"] for f in s["folds"]][-1] == "head"
     assert all(f["act_spread_after"] <= f["act_spread_before"] for f in s["folds"])
     np.testing.assert_allclose(o.validation["reference_top1"], (val.reference.argmax(1) == val.labels).mean())
+
+
+def test_token_mixing_rule_keeps_outlier_rows_float(ck, calib):
+    """norm1 outlier channels become rows of the token-mixing inputs: the rule measures them and
+    keeps exactly those layers in float; the plain model keeps none."""
+    import copy
+
+    import torch
+
+    from mixer_edge.export import int8
+
+    plain = int8.token_mixing_rule(ck.model, calib.x)
+    assert plain["kept_float"] == [] and max(plain["row_spread"].values()) < int8.TOKEN_ROW_SPREAD
+    m = copy.deepcopy(ck.model)
+    with torch.no_grad():
+        m.blocks[1].norm1.weight[[3, 70]] *= 80
+        m.blocks[1].norm1.bias[[3, 70]] *= 80
+    rule = int8.token_mixing_rule(m, calib.x)
+    assert "blocks.1.mlp_tokens.fc1" in rule["kept_float"]
+    assert not [n for n in rule["kept_float"] if n.startswith("blocks.0.")]
+    assert rule["row_spread"]["blocks.1.mlp_tokens.fc1"] > int8.TOKEN_ROW_SPREAD
+
+
+def test_quant_inspect_names_the_outlier_channels(ck, tmp_path):
+    """The CLI on a checkpoint with injected outliers, without smoothing: the channels it reports
+    as outliers are the injected ones, and the worst layers are the ones they feed."""
+    import json
+
+    from mixer_edge.cli import main
+    from mixer_edge.models.checkpoint import save_checkpoint
+
+    model, where = inject_outliers(ck.model, seed=5)
+    save_checkpoint(tmp_path / "ck", model, ck.preprocess, ck.classes, ck.meta)
+    assert main(["quant", "inspect", str(tmp_path / "ck"), "--calib-data", "digits", "--calib-size", "100",
+                 "--target", "tensorrt", "--no-smooth", "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "inspect.json").read_text())
+    rows = {r["layer"]: r for r in report["layers"]}
+    assert len(rows) == 18 and (tmp_path / "out" / "inspect.png").stat().st_size > 10_000
+    for w in where:
+        layer = "head" if w["norm"] == "norm" else w["norm"].replace("norm2", "mlp_channels.fc1")
+        assert set(rows[layer]["outlier_channels"]) == set(w["channels"]), (layer, rows[layer], w)
+        assert rows[layer]["spread_reduction"] > 20
+    worst = {r["layer"] for r in report["worst"]}
+    assert worst <= {"head"} | {f"blocks.{i}.mlp_channels.fc1" for i in range(4)}, worst
+    assert report["data"]["measured_on"] == "digits (eval split)"

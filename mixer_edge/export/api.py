@@ -73,12 +73,12 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
     dest = Path(out_dir) / f"{target_name}-{spec.precision}"
     art.check_destination(dest, force)
     int8.check_request(checkpoint, spec, calib)
-    prepared, smoothing = int8.smoothed(checkpoint, spec, calib)
-    staging, figures, problems = _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smoothing)
+    prepared, spec, recipe = int8.prepare(checkpoint, spec, calib)
+    staging, figures, problems = _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe)
     try:
         if spec.max_drop is not None and int8.applies(spec):
             staging, figures, problems = _within_budget(checkpoint, prepared, target, spec, calib, validation,
-                                                        dest, smoothing, (staging, figures, problems))
+                                                        dest, recipe, (staging, figures, problems))
         if problems and not keep_invalid:
             shutil.rmtree(staging, ignore_errors=True)
             return Outcome(None, dest, figures, tuple(problems))
@@ -89,7 +89,7 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
     return Outcome(art.load_artifact(dest), dest, figures, tuple(problems))
 
 
-def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smoothing, extra=None):
+def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe):
     """Build one artifact in a fresh staging folder and validate it: (staging, figures, problems).
     `prepared` is what the target exports (smoothed for INT8); validation compares with the
     original checkpoint's FP32 logits."""
@@ -97,9 +97,7 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smooth
     try:
         exported = _with_runtime_script(target.export(prepared, spec, calib, staging), staging)
         manifest = _manifest(checkpoint, target, spec, calib, exported, staging)
-        if smoothing is not None:
-            manifest["export"]["smoothing"] = smoothing
-        manifest["export"].update(extra or {})
+        manifest["export"].update(recipe)   # smoothing, token-mixing rule
         art.write_manifest(staging, manifest)
         figures, problems = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
                                       spec.precision, validation)
@@ -111,7 +109,7 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, smooth
     return staging, figures, problems
 
 
-def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, smoothing, first):
+def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, recipe, first):
     """--max-drop: keep the most sensitive layers in float, one more at a time in order of measured
     sensitivity, until top-1 on the validation images is within the budget of FP32 PyTorch and the
     artifact passes validation. Every step is recorded; when the budget cannot be met, the artifact
@@ -131,7 +129,7 @@ def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, smoothi
         if staging is not all_int8:
             shutil.rmtree(staging, ignore_errors=True)
         staging, figures, problems = _attempt(checkpoint, prepared, target, replace(spec, float_layers=tuple(kept)),
-                                              calib, val, dest, smoothing)
+                                              calib, val, dest, recipe)
         steps.append(_step(kept, figures))
     met = _drop(figures) <= budget and not problems
     record = {"max_drop_points": spec.max_drop, "measured_on": f"{val.source}, {len(val.x)} images",

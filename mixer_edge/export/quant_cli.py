@@ -1,7 +1,7 @@
 """`mixer-edge quant inspect CHECKPOINT --calib-data SPEC [--target T]`: where INT8 error enters.
 
 Command functions for cli.py (which registers them): add_quant_arguments(p) and run_quant(args).
-The analysis is export/inspect.py; this module only parses, prints and writes the files.
+The analysis is export/inspection.py; this module only parses, prints and writes the files.
 """
 from __future__ import annotations
 
@@ -38,11 +38,11 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_quant(args: argparse.Namespace) -> int:
     from . import ExportPlan, load_model, prepare_calibration, prepare_validation
-    from .inspect import InspectSpec, inspect, plot, table
+    from .inspection import InspectSpec, inspect, plot, table
 
     ck = load_model(args.checkpoint)
     plan = ExportPlan(targets=(args.target,), precisions=("int8",), out_dir=".", calib_data=args.calib_data,
-                      calib_size=args.calib_size, eval_data=args.eval_data)
+                      calib_size=args.calib_size, eval_data=args.eval_data or ck.meta.get("data"))
     calib = prepare_calibration(ck, plan)
     val = prepare_validation(ck, plan, calib)
     x = val.x[:args.eval_size]

@@ -37,7 +37,8 @@ def inspect(checkpoint, calib_x: np.ndarray, x: np.ndarray, spec: InspectSpec = 
     from .base import ExportSpec
 
     calib = _Images(calib_x)
-    ck, smoothing = int8.smoothed(checkpoint, ExportSpec("int8", smooth=spec.smooth), calib)
+    ck, _, prepared = int8.prepare(checkpoint, ExportSpec("int8", smooth=spec.smooth), calib)
+    smoothing = prepared.get("smoothing")
     graph = int8.fp32_onnx(ck.model)
     flavor = qdq.FLAVORS[int8.SIMULATION[spec.target]]
     nodes = qdq.quant_nodes(graph)
@@ -125,6 +126,12 @@ def _spreads(graph, x, acts) -> dict[str, dict]:
             out[a].update(spread_rows=_ratio(row_amax[a]),
                           outlier_rows=np.argsort(-row_amax[a])[:TOP_OUTLIERS].tolist())
     return out
+
+
+def row_spreads(graph, x, inputs: dict[str, str]) -> dict[str, float]:
+    """{layer: max / median of per-row max |x|} for 3-D layer inputs {layer: tensor} over images x."""
+    spread = _spreads(graph, x, list(inputs.values()))
+    return {layer: spread[t].get("spread_rows", 1.0) for layer, t in inputs.items()}
 
 
 def _ratio(amax: np.ndarray) -> float:
