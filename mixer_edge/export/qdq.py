@@ -33,6 +33,7 @@ class Flavor:
     int8_weights: bool
     weight_bits: int = 8
     recentre: bool = False           # symmetric only: shift one-sided inputs to zero mean (see recentre)
+    int32_bias: bool = False         # Gemm / Conv bias as int32 + DQ: what ONNX Runtime fuses into QGemm
 
     @property
     def weight_qmax(self) -> int:
@@ -41,7 +42,8 @@ class Flavor:
 
 FLAVORS = {
     "tensorrt": Flavor("tensorrt", symmetric_activations=True, int8_weights=False, recentre=True),
-    "onnxruntime": Flavor("onnxruntime", symmetric_activations=False, int8_weights=True, weight_bits=7),
+    "onnxruntime": Flavor("onnxruntime", symmetric_activations=False, int8_weights=True, weight_bits=7,
+                          int32_bias=True),
     "openvino": Flavor("openvino", symmetric_activations=False, int8_weights=True),
 }
 
@@ -208,6 +210,8 @@ def insert_qdq(onnx_model, act_ranges: dict[str, tuple[float, float]], flavor: F
             pairs[w_name] = _qdq(helper, w_name, axis)[1:]       # int8 initializer -> DQ only
         else:
             pairs[w_name] = _qdq(helper, w_name, axis)
+    if flavor.int32_bias:
+        new_inits += _int32_biases(helper, numpy_helper, g, inits, act_ranges, flavor, float_layers, pairs)
     g.initializer.extend(new_inits)
     dq_inputs = set(pairs)
     nodes, placed = [], set()
@@ -218,6 +222,10 @@ def insert_qdq(onnx_model, act_ranges: dict[str, tuple[float, float]], flavor: F
                     nodes += pairs[name]
                     placed.add(name)
                 node.input[k] = f"{name}_dq"
+            bias = node.input[2][:-3] if len(node.input) > 2 and node.input[2].endswith("_dq") else None
+            if bias in dq_inputs and bias not in placed:
+                nodes += pairs[bias]
+                placed.add(bias)
         nodes.append(node)
     del g.node[:]
     g.node.extend(nodes)
@@ -227,6 +235,28 @@ def insert_qdq(onnx_model, act_ranges: dict[str, tuple[float, float]], flavor: F
         del g.initializer[:]
         g.initializer.extend(kept)
     return model
+
+
+def _int32_biases(helper, numpy_helper, g, inits, act_ranges, flavor, float_layers, pairs) -> list:
+    """Gemm / Conv biases as int32 (scale = activation scale x weight scale, zero point 0) behind a
+    DequantizeLinear: the QDQ form ONNX Runtime fuses into one integer kernel (QGemm), as
+    quantize_static writes it. MatMul has no bias input; its bias Add stays float."""
+    added = []
+    for node in [n for n in g.node if n.op_type in QUANT_OPS]:
+        if node.op_type not in ("Gemm", "Conv") or len(node.input) < 3 or node.input[2] not in inits \
+                or layer_name(node.name) in float_layers:
+            continue
+        x, w, b = node.input[:3]
+        s_x, _ = activation_qparams(*act_ranges[x], flavor.symmetric_activations)
+        w_arr = numpy_helper.to_array(inits[w])
+        s_w = weight_qparams(w_arr, WEIGHT_AXIS[node.op_type](node, w_arr), flavor.weight_qmax)
+        scale = (np.float32(s_x) * s_w).astype(np.float32)
+        q = np.round(numpy_helper.to_array(inits[b]).astype(np.float64) / scale).astype(np.int32)
+        added += [numpy_helper.from_array(q, f"{b}_q"), numpy_helper.from_array(scale, f"{b}_qdq_scale"),
+                  numpy_helper.from_array(np.zeros(len(q), np.int32), f"{b}_qdq_zero_point")]
+        pairs[b] = _qdq(helper, b, 0)[1:]
+        node.input[2] = f"{b}_dq"
+    return added
 
 
 def _qdq(helper, t: str, axis: int | None) -> list:
@@ -247,12 +277,14 @@ def qdq_summary(model) -> dict:
     produced_by_q = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
     float_ops = Counter(n.op_type for n in model.graph.node
                         if n.op_type not in (*QUANT_OPS, "QuantizeLinear", "DequantizeLinear", "Constant"))
-    weight_dq = sum(1 for d in dqs if d.input[0] in inits or
+    int32 = {i.name for i in model.graph.initializer if i.data_type == 6}   # TensorProto.INT32: biases
+    bias_dq = sum(1 for d in dqs if d.input[0] in int32)
+    weight_dq = sum(1 for d in dqs if (d.input[0] in inits and d.input[0] not in int32) or
                     (d.input[0] in produced_by_q and d.input[0][:-2] in inits))
     return {"quantized_ops": dict(sorted(Counter(n.op_type for n in quantized).items())),
             "quantized_layers": len(quantized), "quantizable_layers": len(quantized) + len(kept),
             "float_layers": kept,
-            "activation_qdq": len(dqs) - weight_dq, "weight_qdq": weight_dq,
+            "activation_qdq": len(dqs) - weight_dq - bias_dq, "weight_qdq": weight_dq, "bias_dq": bias_dq,
             "float_ops": dict(sorted(float_ops.items()))}
 
 

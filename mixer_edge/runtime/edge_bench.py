@@ -805,7 +805,20 @@ def base_versions() -> dict:
 
 RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "reason", "runtime", "load_s",
                "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "size_bytes",
-               "peak_rss_mb", "rss_before_load_mb", "peak_rss_scope", "accuracy", "agreement", "data")
+               "peak_rss_mb", "rss_before_load_mb", "peak_rss_scope", "accuracy", "agreement", "data",
+               "quantization")
+
+
+def quantization_summary(manifest: dict) -> dict | None:
+    """An INT8 artifact's recipe in brief: method, smoothing, the layers kept in float and, when the
+    export measured it, their latency cost (`mixer-edge export --max-drop`)."""
+    export = manifest.get("export") or {}
+    if manifest.get("precision") != "int8" or not isinstance(export, dict):
+        return None
+    spec, mixed = export.get("spec") or {}, export.get("mixed_precision") or {}
+    return {"calib_method": spec.get("calib_method"), "smooth": spec.get("smooth"),
+            "float_layers": list(spec.get("float_layers") or []), "max_drop": spec.get("max_drop"),
+            "float_layers_latency": mixed.get("latency")}
 
 
 def result_entry(**fields) -> dict:
@@ -894,7 +907,8 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
     fixed = batch_axis(manifest)
     base = dict(artifact=str(folder), name=folder.name, target=manifest["target"], precision=manifest["precision"],
                 sha256=file_hashes(manifest), size_bytes=artifact_size(folder, manifest),
-                data={"spec": data.spec, "split": split, "n": len(data.images)})
+                data={"spec": data.spec, "split": split, "n": len(data.images)},
+                quantization=quantization_summary(manifest))
     x = preprocess(data.images, manifest["preprocess"])
     ref_logits = None
     if reference is not None:  # logits of the reference artifact first: its memory is not ours
