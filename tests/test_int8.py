@@ -81,16 +81,24 @@ def test_tensorrt_latency_cost_says_why_not_measured(budget_outcomes):
     assert "not measured here" in lat["skipped"]
 
 
-def test_budget_that_cannot_be_met_says_what_was_achieved(ck, calib, val, tmp_path):
-    """Labels that the model gets wrong half the time with FP32 unchanged: no float layer can make
-    INT8 beat an impossible budget, so the export fails and says what it reached."""
-    o = api.export_one(ck, "onnx", ExportSpec("int8", max_drop=0.0), calib, tmp_path, validation=val,
+def test_budget_that_cannot_be_met_says_what_was_achieved(hard, calib, tmp_path, monkeypatch):
+    """With no layer left to keep in float (the ranking emptied), the hard case cannot meet the
+    budget: the export fails, says so with the drop it reached, and records every step."""
+    from mixer_edge.export import int8
+
+    monkeypatch.setattr(int8, "sensitivity", lambda *a, **k: [])
+    c, v = hard
+    o = api.export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib, tmp_path, validation=v,
                        keep_invalid=True)
     mp = o.artifact.manifest["export"]["mixed_precision"]
-    if mp["steps"][0]["drop_points"] <= 0:
-        assert mp["met"] and o.passed and mp["float_layers"] == []
-    else:
-        assert mp["met"] == o.passed
+    assert not o.passed and mp["met"] is False and mp["float_layers"] == []
+    assert any(p.startswith(f"--max-drop {BUDGET} not met: top-1 drop ") and "with 0 of 0 layers in float" in p
+               for p in o.problems), o.problems
+    assert o.artifact.manifest["validation"]["passed"] is False
+    with pytest.raises(Exception):   # without --keep-invalid nothing is kept
+        api.raise_for([api.export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib,
+                                      tmp_path / "discard", validation=v)])
+    assert not (tmp_path / "discard" / "onnx-int8").exists()
 
 
 def test_keep_float_and_bad_layer_names(ck, calib, val, tmp_path):
@@ -168,3 +176,22 @@ def test_quant_inspect_names_the_outlier_channels(ck, tmp_path):
     worst = {r["layer"] for r in report["worst"]}
     assert worst <= {"head"} | {f"blocks.{i}.mlp_channels.fc1" for i in range(4)}, worst
     assert report["data"]["measured_on"] == "digits (eval split)"
+
+
+@pytest.mark.parametrize("target", ["onnx", "tensorrt"])
+def test_report_shows_float_layers_and_their_cost(budget_outcomes, target, tmp_path):
+    """The artifact's recipe travels into the bench result and the report lists the kept layers
+    with the latency measured at export (or why it was not)."""
+    from mixer_edge.bench import report
+    from mixer_edge.runtime import edge_bench as eb
+
+    o = budget_outcomes[target]
+    q = eb.quantization_summary(o.artifact.manifest)
+    mp = o.artifact.manifest["export"]["mixed_precision"]
+    assert q["float_layers"] == mp["float_layers"] and q["max_drop"] == BUDGET
+    entry = eb.result_entry(artifact=str(o.dest), name=o.dest.name, target=target, precision="int8",
+                            status="not-run", reason="test", quantization=q)
+    doc = eb.document([entry], {"name": "dev"}, {}, eb.Settings(), "test", "digits")
+    md = report.markdown([doc], report.rows_of([doc]), [], 0.5)
+    assert "## INT8 layers kept in float" in md and mp["float_layers"][0] in md
+    assert ("ms at export" in md) if target == "onnx" else ("not measured here" in md)

@@ -12,7 +12,6 @@ from . import ranges
 def input_stats(model, x: np.ndarray, names, batch: int = 64) -> dict[str, ranges.TensorStats]:
     """TensorStats of the first input of each named module over images x (N, C, H, W): two passes,
     the range then the histogram, so memory stays one batch of activations."""
-    modules = dict(model.named_modules())
     lo = {n: np.inf for n in names}
     hi = {n: -np.inf for n in names}
     hist = {n: np.zeros(ranges.HIST_BINS, np.int64) for n in names}
@@ -30,12 +29,20 @@ def input_stats(model, x: np.ndarray, names, batch: int = 64) -> dict[str, range
         return hook
 
     for make in (extremes, histogram):
-        handles = [modules[n].register_forward_pre_hook(make(n)) for n in names]
-        try:
-            with torch.no_grad():
-                for i in range(0, len(x), batch):
-                    model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))
-        finally:
-            for h in handles:
-                h.remove()
+        run_with_hooks(model, x, {n: make(n) for n in names}, pre=True, batch=batch)
     return {n: ranges.TensorStats(lo[n], hi[n], hist[n]) for n in names}
+
+
+def run_with_hooks(model, x: np.ndarray, hooks: dict, *, pre: bool, batch: int = 64) -> None:
+    """Run the model over images x in batches with {module name: hook} attached (forward pre-hooks
+    with pre=True, forward hooks otherwise), then remove them."""
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_pre_hook(h) if pre else modules[n].register_forward_hook(h)
+               for n, h in hooks.items()]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))
+    finally:
+        for h in handles:
+            h.remove()

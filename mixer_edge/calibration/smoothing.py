@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .observe import run_with_hooks
+
 DEFAULT_ALPHA = 0.5
 MIN_SCALE = 1e-5
 
@@ -52,14 +54,7 @@ def channel_amax(model, x: np.ndarray, names, batch: int = 64) -> dict[str, torc
             amax[name] = torch.maximum(amax[name], out.detach().abs().reshape(-1, out.shape[-1]).amax(0))
         return record
 
-    handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch):
-                model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, x, {n: hook(n) for n in names}, pre=False, batch=batch)
     return amax
 
 

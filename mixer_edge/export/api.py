@@ -117,7 +117,7 @@ def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, recipe,
     if val.labels is None:
         raise BadInput(f"--max-drop {spec.max_drop} needs labelled validation images to measure top-1; "
                        f"{val.source} has no labels")
-    budget = spec.max_drop / 100
+    budget = round(spec.max_drop / 100, 9)
     staging, figures, problems = first
     steps = [_step(spec.float_layers, figures)]
     ranking = int8.sensitivity(prepared.model, calib.x, target.name, spec.calib_method)
@@ -136,7 +136,7 @@ def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, recipe,
               "met": met, "float_layers": kept, "steps": steps,
               "sensitivity": {"what": "logit SQNR with only this layer quantized (calibration images)",
                               "layers": ranking},
-              "latency": _latency_cost(target, all_int8, staging, kept, ranking)}
+              "latency": _latency_cost(target, all_int8, staging, kept, ranking, dest)}
     if staging is not all_int8:
         shutil.rmtree(all_int8, ignore_errors=True)
     if _drop(figures) > budget:
@@ -147,7 +147,8 @@ def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, recipe,
 
 
 def _drop(figures) -> float:
-    return figures["reference_top1"] - figures["top1"]
+    """Top-1 lost against FP32 PyTorch; rounded so a drop of exactly the budget meets it."""
+    return round(figures["reference_top1"] - figures["top1"], 9)
 
 
 def _step(kept, figures) -> dict:
@@ -156,7 +157,7 @@ def _step(kept, figures) -> dict:
             "passed": bool(figures.get("passed"))}
 
 
-def _latency_cost(target, all_int8: Path, mixed: Path, kept, ranking) -> dict:
+def _latency_cost(target, all_int8: Path, mixed: Path, kept, ranking, dest: Path) -> dict:
     """Batch-1 latency of the all-INT8 and the mixed artifact, measured here when the runtime runs
     here; the difference is shared among the kept layers by their MACs (an attribution, stated)."""
     if all_int8 == mixed:
@@ -164,7 +165,7 @@ def _latency_cost(target, all_int8: Path, mixed: Path, kept, ranking) -> dict:
     try:
         runners = [target.load_runner(art.load_artifact(p)) for p in (all_int8, mixed)]
     except NotRunnableHere as why:
-        return {"skipped": f"not measured here: {str(why).split(';')[0]}"}
+        return {"skipped": f"not measured here: {str(why).replace(str(mixed), str(dest))}"}
     from ..bench.timing import paired_median_ms
 
     shape = art.load_artifact(mixed, verify=False).manifest["input"]["shape"][1:]

@@ -62,8 +62,8 @@ def prepare(checkpoint, spec, calib):
 # Token mixing transposes LayerNorm's channels onto the rows of its first matmul's input, where
 # no fold moves them and a per-tensor scale must cover the largest row. Measured on the MNIST T/4
 # model fine-tuned with 3 norm1 channels per block scaled 30-100x (benchmarks/token_outliers.py,
-# spreads 25-76): keeping its token-mixing layers in float takes logit SQNR from 13.5-14.1 dB to
-# 36.6-38.8 dB on the four targets; plain trained Mixers measure spreads of 1.1-2.8.
+# spreads 27-83): keeping its token-mixing layers in float takes logit SQNR from 13.4-14.2 dB to
+# 35.2-37.3 dB on the four targets; plain trained Mixers measure spreads of 1.1-2.8.
 TOKEN_ROW_SPREAD = 20.0
 
 
