@@ -107,10 +107,9 @@ def test_w8a8_quantized_pytorch_close_to_fp32(outcomes, val):
     assert v["top1_agreement"] >= 0.98 and v["cosine"] >= 0.99
     assert abs(v["top1"] - v["reference_top1"]) <= 1 / 179 + 1e-9   # within one image (0.56 points)
     assert v["sqnr_db"] > 25, v
-    # The committed artifact finds the same quantized model (keyed by the program's file hashes).
-    runner = CoreMLTarget().validation_runner(o.artifact)
-    logits = runner(val.x)
-    assert logits.shape == (179, 10) and (logits.argmax(1) == val.reference.argmax(1)).mean() >= 0.98
+    # The stand-in lived only for the export (no cache): later, nothing here can run the program.
+    with pytest.raises(NotRunnableHere, match="needs macOS"):
+        CoreMLTarget().validation_runner(o.artifact)
     q = o.artifact.manifest["export"]["quantization"]
     assert q["mode"] == "w8a8" and q["activation_quantizers"] > 0
     assert len(q["quantized_modules"]) == 18 and all("norm" in n for n in q["float_modules"])

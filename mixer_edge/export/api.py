@@ -100,7 +100,7 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe
         manifest["export"].update(recipe)   # smoothing, token-mixing rule
         art.write_manifest(staging, manifest)
         figures, problems = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
-                                      spec.precision, validation)
+                                      spec.precision, validation, exported.stand_in)
         manifest["validation"] = figures
         art.write_manifest(staging, manifest)
     except BaseException:
@@ -195,13 +195,13 @@ def _with_runtime_script(exported: Exported, folder: Path) -> Exported:
     if not (folder / RUNTIME_SCRIPT.name).exists():
         shutil.copyfile(RUNTIME_SCRIPT, folder / RUNTIME_SCRIPT.name)
     files = exported.files if RUNTIME_SCRIPT.name in exported.files else (*exported.files, RUNTIME_SCRIPT.name)
-    return Exported(files=files, details=exported.details)
+    return Exported(files=files, details=exported.details, stand_in=exported.stand_in)
 
 
-def _validate(target, artifact, precision: str, val: ValidationData) -> tuple[dict, list[str]]:
+def _validate(target, artifact, precision: str, val: ValidationData, stand_in=None) -> tuple[dict, list[str]]:
     base = {"reference": "pytorch-fp32", "data": val.source, "tolerance": tolerance_dict(precision)}
     try:
-        runner = target.validation_runner(artifact)
+        runner = stand_in or target.validation_runner(artifact)
     except NotRunnableHere as why:
         return {**base, "skipped": str(why), "passed": None}, []
     figures = compare(val.reference, runner(val.x), val.labels)

@@ -47,9 +47,12 @@ class ExportSpec:
 
 @dataclass(frozen=True)
 class Exported:
-    """What a target's export wrote into the artifact folder, for the manifest."""
+    """What a target's export wrote into the artifact folder, for the manifest, and what validates
+    it when its runtime cannot run here (Core ML W8A8 off macOS: the quantized PyTorch model that
+    was converted). The stand-in lives only as long as the export: nothing caches it."""
     files: tuple[str, ...]
     details: dict = field(default_factory=dict)   # target-specific manifest section ("export")
+    stand_in: "LoadedRunner | None" = None
 
 
 class NotRunnableHere(Exception):

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import importlib.util
 import json
 import operator
 import platform
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,9 +126,15 @@ class CoreMLTarget:
                              "compute_precision": COMPUTE_PRECISION[spec.precision].lower(),
                              "input": _input_record(checkpoint, spec.coreml_input), "output": OUTPUT,
                              "classes": "user_defined_metadata['classes'] (JSON); output stays logits"}
-        if quantized is not None:
-            _QUANTIZED.put(_program_key(_entries(out_dir)), quantized)
-        return Exported(files=(MODEL,), details=details)
+        stand_in = None
+        if quantized is not None and not _predicts_here():
+            import torch
+
+            io = {"input": {"shape": ["batch", cfg.in_chans, *cfg.img_size]}, "output": {"shape": ["batch", cfg.num_classes]}}
+            stand_in = LoadedRunner(_torch_runner(quantized, io),
+                                    what=W8A8_STAND_IN,
+                                    config={"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
+        return Exported(files=(MODEL,), details=details, stand_in=stand_in)
 
     def load_runner(self, artifact, compute_units: str = "all") -> LoadedRunner:
         """The .mlpackage through Core ML: macOS only."""
@@ -147,20 +152,11 @@ class CoreMLTarget:
         return LoadedRunner(run, config=config, what=f"coremltools {ct.__version__} Core ML {compute_units}")
 
     def validation_runner(self, artifact) -> LoadedRunner:
-        """macOS: the program itself on the CPU. Elsewhere: the W8A8 export's quantized PyTorch model,
-        which is what was converted; FP32 / FP16 / weight-only cannot be run and say so."""
+        """macOS: the program itself on the CPU. Elsewhere nothing can run it: the W8A8 export hands
+        its quantized PyTorch model to validation as Exported.stand_in instead."""
         if _predicts_here():
             return self.load_runner(artifact, compute_units="cpu_only")
-        if artifact.manifest.get("export", {}).get("quantization", {}).get("mode") != "w8a8":
-            raise NotRunnableHere(NOT_HERE)
-        model = _QUANTIZED.get(_program_key(artifact.manifest["files"]))
-        if model is None:
-            raise NotRunnableHere(f"{NOT_HERE}; the quantized PyTorch model of this W8A8 export lives only "
-                                  f"in the process that exported it")
-        import torch
-
-        return LoadedRunner(_torch_runner(model, artifact.manifest), what=W8A8_STAND_IN,
-                            config={"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
+        raise NotRunnableHere(NOT_HERE)
 
 
 # ---- the request --------------------------------------------------------------------------------
@@ -597,37 +593,6 @@ def _io_problems(io: dict, chw, num_classes, input_kind: str) -> list[str]:
 
 
 # ---- runners ------------------------------------------------------------------------------------
-
-class _Cache:
-    """Quantized PyTorch models of this process's W8A8 exports, keyed by the program's file hashes,
-    so the key survives the staging folder's rename into place. Small: models can be large."""
-
-    def __init__(self, size: int = 4):
-        self.size, self.items = size, OrderedDict()
-
-    def put(self, key: str, model) -> None:
-        self.items[key] = model
-        self.items.move_to_end(key)
-        while len(self.items) > self.size:
-            self.items.popitem(last=False)
-
-    def get(self, key: str):
-        return self.items.get(key)
-
-
-_QUANTIZED = _Cache()
-
-
-def _entries(folder: Path) -> list[dict]:
-    from .artifact import file_entries
-
-    return file_entries(folder, [MODEL])
-
-
-def _program_key(entries) -> str:
-    lines = sorted(f"{e['path']}:{e['sha256']}" for e in entries if e["path"].startswith(MODEL + "/"))
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
 
 def _check_batch(x, manifest) -> np.ndarray:
     chw = tuple(manifest["input"]["shape"][1:])
