@@ -152,7 +152,7 @@ def test_manifest_has_the_design_keys(capsys, digits_checkpoint, tmp_path):
         assert key in m, key
     assert m["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     assert m["validation"]["samples"] == 179 and m["validation"]["passed"] is True
-    assert {f["path"] for f in m["files"]} == {"model.onnx", "edge_bench.py"}
+    assert {f["path"] for f in m["files"]} == {"model.onnx", "edge_bench.py", "golden.npz"}
     assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
 
 

@@ -100,14 +100,14 @@ def test_manifest(export, calib, precision):
     mf = o.artifact.manifest
     assert MANIFEST_KEYS <= set(mf), MANIFEST_KEYS - set(mf)
     assert (mf["target"], mf["precision"]) == ("onnx", precision)
-    assert [f["path"] for f in mf["files"]] == ["model.onnx", "edge_bench.py"]
+    assert [f["path"] for f in mf["files"]] == ["model.onnx", "edge_bench.py", "golden.npz"]
     assert mf["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     assert {"onnx", "onnxruntime", "torch", "mixer_edge"} <= set(mf["versions"])
     assert mf["validation"]["passed"] is True and mf["validation"]["samples"] == 179
     assert mf["validation"]["runner"].startswith("onnxruntime ")
     assert mf["calibration"] == (calib.manifest() if precision == "int8" else None)
     # nothing but the model, the device script and the manifest: intermediates went to a temp folder
-    assert sorted(p.name for p in o.artifact.path.iterdir()) == ["edge_bench.py", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in o.artifact.path.iterdir()) == ["edge_bench.py", "golden.npz", "manifest.json", "model.onnx"]
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)

@@ -51,7 +51,7 @@ def test_export_validates_in_manifest(outcomes, precision):
     assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits (eval split)"
     assert v["runtime"]["precision_hint"] == "f32" and v["runtime"]["device"] == "CPU"
     assert v["runtime"]["threads"] >= 1 and v["runner"].startswith("openvino ")
-    assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin", "edge_bench.py"]
+    assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin", "edge_bench.py", "golden.npz"]
     assert set(m["versions"]) >= {"openvino", "nncf", "torch"}
     assert m["export"]["ir"]["compress_to_fp16"] is (precision == "fp16")
 

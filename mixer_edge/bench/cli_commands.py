@@ -63,7 +63,8 @@ def bench_config(args: argparse.Namespace):
                        compile=args.compile, device_name=args.device_name)
 
 
-EXIT_NOT_RUN = 3  # as edge_bench.py: the result is written, but some runtime could not run here
+EXIT_NOT_RUN = 3       # as edge_bench.py: the result is written, but some runtime could not run here
+EXIT_DEVICE_CHECK = 4  # as edge_bench.py: the result is written, but an artifact failed its golden check
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -85,6 +86,11 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:  # only now: an interrupted benchmark leaves no file
         write_results(args.json, doc)
         print(f"results: {args.json}")
+    failed = [r for r in doc["results"] if (r.get("device_check") or {}).get("status") == "failed"]
+    if failed:  # timings are written, marked; a device that computes something else is an error
+        print(f"error: device check failed for {len(failed)} artifact(s): "
+              + "; ".join(f"{r['name']}: {r['device_check']['reason']}" for r in failed), file=sys.stderr)
+        return EXIT_DEVICE_CHECK
     not_run = [r for r in doc["results"] if r["status"] != "ok"]
     if not_run:  # recorded (reports show them), but the exit code says not everything ran
         print(f"error: {len(not_run)} of {len(doc['results'])} not run here: "

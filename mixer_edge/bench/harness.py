@@ -94,6 +94,7 @@ class Subject:
     fixed_batch: int | None             # None: the batch axis is dynamic
     load: Callable[["BenchConfig"], LoadedRunner]
     quantization: dict | None = None    # an INT8 artifact's recipe in brief (edge_bench.quantization_summary)
+    manifest: dict | None = None        # an artifact's manifest (its golden set is checked before timing)
 
 
 def subjects_for(path: str, config: BenchConfig) -> list[Subject]:
@@ -121,7 +122,7 @@ def _artifact_subject(path: Path) -> Subject:
                    preprocess=Preprocess.from_dict(m["preprocess"]), num_classes=len(m["classes"]),
                    model_data=model.get("data"), split=SplitSpec(**model["split"]) if model.get("split") else SplitSpec(),
                    fixed_batch=eb.batch_axis(m), load=lambda cfg: _registry_runner(art, cfg),
-                   quantization=eb.quantization_summary(m))
+                   quantization=eb.quantization_summary(m), manifest=m)
 
 
 def _load_checkpoint(path: Path):
@@ -329,6 +330,7 @@ def bench_subject(s: Subject, x: np.ndarray, labels, config: BenchConfig, ref_lo
         runner = s.load(config)
         load_s = time.perf_counter() - t0
         with _bad_input():
+            check = None if s.manifest is None else eb.device_check(s.path, s.manifest, runner.run, s.fixed_batch)
             speed = eb.measure_speed(runner.run, x, config.settings, s.fixed_batch)
             logits = eb.predict(runner.run, x, config.settings.eval_batch, s.fixed_batch)
     except (NotRun, CompileFailed) as why:
@@ -339,7 +341,7 @@ def bench_subject(s: Subject, x: np.ndarray, labels, config: BenchConfig, ref_lo
         **base, status="ok", runtime={**runner.config, "what": runner.what}, load_s=load_s, **speed,
         peak_rss_mb=eb.peak_rss_mb(since_reset=scoped), rss_before_load_mb=before,
         peak_rss_scope="since load (process total)" if scoped else "process",
-        accuracy=eb.accuracy(logits, labels), agreement=agree)
+        accuracy=eb.accuracy(logits, labels), agreement=agree, device_check=check)
 
 
 def _versions() -> dict:

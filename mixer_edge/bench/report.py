@@ -60,6 +60,11 @@ class Row:
     throughput: tuple                # ((batch, images_per_s), ...)
     speedup: float | None
     quantization: dict | None = None  # INT8 recipe in brief: float layers and their measured cost
+    device_check: dict | None = None  # the golden-set check on this device (passed / failed / skipped)
+
+    @property
+    def check_failed(self) -> bool:
+        return (self.device_check or {}).get("status") == "failed"
 
     @property
     def ok(self) -> bool:
@@ -95,7 +100,7 @@ def rows_of(docs: list[dict]) -> list[Row]:
                             cosine=agr.get("cosine"), p50=lat.get("p50") if ok else None,
                             p99=lat.get("p99") if ok else None,
                             throughput=tuple((t["batch"], t["images_per_s"]) for t in r.get("throughput") or ()),
-                            speedup=None, quantization=r.get("quantization")))
+                            speedup=None, quantization=r.get("quantization"), device_check=r.get("device_check")))
     return _with_speedups(rows)
 
 
@@ -135,7 +140,7 @@ def recommend(rows: list[Row], budget: float = DEFAULT_BUDGET) -> list[Recommend
     """Per device: the fastest row (p50) within `budget` top-1 points of the best FP32 accuracy."""
     out = []
     for dev in devices(rows):
-        ran = [r for r in rows if r.device == dev and r.ok and r.p50]
+        ran = [r for r in rows if r.device == dev and r.ok and r.p50 and not r.check_failed]
         scored = [r for r in ran if r.top1 is not None]
         if not ran:
             out.append(Recommendation(dev, None, "nothing ran on this device"))
@@ -230,7 +235,7 @@ def plot_throughput(rows: list[Row]) -> bytes:
 # ---- tables -------------------------------------------------------------------------------------
 
 HEADER = ("device", "artifact", "target", "precision", "size MB", "top-1 %", "top-5 %", "agreement", "cosine",
-          "p50 ms", "p99 ms", "throughput img/s (batch)", "speed-up vs PyTorch FP32")
+          "device check", "p50 ms", "p99 ms", "throughput img/s (batch)", "speed-up vs PyTorch FP32")
 METRICS_FROM = 5  # the columns from here on are measurements
 
 
@@ -244,8 +249,17 @@ def table_cells(r: Row) -> list[str]:
         return head + [not_run_text(r)]
     bt = r.best_throughput
     return head + [_f(r.top1, ".2f", 100), _f(r.top5, ".2f", 100), _f(r.agreement, ".4f"), _f(r.cosine, ".5f"),
-                   _f(r.p50, ".3f"), _f(r.p99, ".3f"), "-" if not bt or not bt[1] else f"{bt[1]:,.0f} ({bt[0]})",
+                   check_text(r), _f(r.p50, ".3f"), _f(r.p99, ".3f"), "-" if not bt or not bt[1] else f"{bt[1]:,.0f} ({bt[0]})",
                    "-" if r.speedup is None else f"{r.speedup:.2f}x"]
+
+
+def check_text(r: Row) -> str:
+    c = r.device_check
+    if not c:
+        return "-"
+    if c["status"] == "skipped":
+        return "skipped"
+    return f"{'passed' if c['status'] == 'passed' else 'FAILED'} {c['sqnr_db']:.1f} dB (>= {c['threshold_sqnr_db']:g})"
 
 
 def not_run_text(r: Row) -> str:

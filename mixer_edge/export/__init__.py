@@ -63,7 +63,7 @@ def prepare_validation(ck, plan: ExportPlan, calib):
         check_class_count(ck.config.num_classes, data.num_classes, spec)
     split = "eval" if spec == ck.meta.get("data") else "all"
     part = take_split(data, split, ck.split)
-    return validation_data(ck, ck.preprocess(part.images), part.labels, f"{spec} ({split} split)")
+    return validation_data(ck, ck.preprocess(part.images), part.labels, f"{spec} ({split} split)", raw=part.images)
 
 
 def check_plan(plan: ExportPlan) -> None:

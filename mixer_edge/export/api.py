@@ -15,7 +15,7 @@ from ..errors import BadInput, CalibrationError, ValidationError, require
 from ..models.checkpoint import Checkpoint, versions
 from ..models.mixer import count_params
 from . import artifact as art
-from . import int8
+from . import golden, int8
 from .base import PRECISIONS, Exported, ExportSpec, NotRunnableHere
 from .registry import get_target
 from .validate import compare, failures, tolerance_dict
@@ -27,6 +27,7 @@ class ValidationData:
     labels: np.ndarray | None
     source: str
     reference: np.ndarray         # FP32 PyTorch logits on x, (N, K)
+    raw: object = None            # the same images before preprocessing (uint8 (N, H, W, C)), when known
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,10 @@ class Outcome:
         return not self.problems
 
 
-def validation_data(checkpoint: Checkpoint, x: np.ndarray, labels, source: str) -> ValidationData:
+def validation_data(checkpoint: Checkpoint, x: np.ndarray, labels, source: str, raw=None) -> ValidationData:
     from ..train.evaluate import predict_logits
 
-    return ValidationData(x=x, labels=labels, source=source, reference=predict_logits(checkpoint.model, x))
+    return ValidationData(x=x, labels=labels, source=source, reference=predict_logits(checkpoint.model, x), raw=raw)
 
 
 def check_request(target, spec: ExportSpec, calib) -> None:
@@ -99,9 +100,11 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe
         manifest = _manifest(checkpoint, target, spec, calib, exported, staging)
         manifest["export"].update(recipe)   # smoothing, token-mixing rule
         art.write_manifest(staging, manifest)
-        figures, problems = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
-                                      spec.precision, validation, exported.stand_in)
+        figures, problems, logits = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
+                                              spec.precision, validation, exported.stand_in)
         manifest["validation"] = figures
+        manifest["golden"] = golden.write(staging, validation, logits, spec.precision, figures.get("runner"))
+        manifest["files"] = art.file_entries(staging, (*exported.files, manifest["golden"]["file"]))
         art.write_manifest(staging, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -203,10 +206,12 @@ def _validate(target, artifact, precision: str, val: ValidationData, stand_in=No
     try:
         runner = stand_in or target.validation_runner(artifact)
     except NotRunnableHere as why:
-        return {**base, "skipped": str(why), "passed": None}, []
-    figures = compare(val.reference, runner(val.x), val.labels)
+        return {**base, "skipped": str(why), "passed": None}, [], None
+    logits = runner(val.x)
+    figures = compare(val.reference, logits, val.labels)
     problems = failures(precision, figures)
-    return {**base, "runner": runner.what, "runtime": runner.config, **figures, "passed": not problems}, problems
+    return ({**base, "runner": runner.what, "runtime": runner.config, **figures, "passed": not problems},
+            problems, logits)
 
 
 def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder: Path) -> dict:

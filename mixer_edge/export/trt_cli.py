@@ -36,4 +36,6 @@ def run_trt(args: argparse.Namespace) -> int:
           f"(compute capability {gpu['compute_capability']}); batch {p['min'][0]}..{p['max'][0]}, opt {p['opt'][0]}")
     if info["timing_cache"].get("note"):
         print(f"note: {info['timing_cache']['note']}")
-    return 0
+    from ..runtime.trt_build import EXIT_DEVICE_CHECK, verify_engine
+
+    return 0 if verify_engine(args.artifact) else EXIT_DEVICE_CHECK

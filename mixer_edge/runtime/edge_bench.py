@@ -17,8 +17,12 @@ timed calls or --duration seconds), throughput per batch size, top-1 / top-5 acc
 resident memory, and writes the same versioned JSON as `mixer-edge bench` (atomically: an
 interrupted run leaves no file). `mixer-edge bench` imports this module for those measurements.
 
+Before timing it runs the artifact's golden set (device_check): real images recorded at export with
+the FP32 PyTorch logits; the runtime here must reproduce them within the precision's tolerance.
+
 Exit status: 0 done; 2 bad input (tampered artifact, unknown data, class-count mismatch);
-3 the runtime cannot run here (the result, marked not-run, is still written); 130 interrupted.
+3 the runtime cannot run here (the result, marked not-run, is still written); 4 the device check
+failed (the result, marked, is still written); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ ARTIFACT_SCHEMA = 1             # of manifest.json
 SCRIPT_VERSION = "1"
 MANIFEST = "manifest.json"
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_DEVICE_CHECK, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 
 class BenchError(Exception):
@@ -278,6 +282,54 @@ def load_backend(folder: Path, manifest: dict, opt: Options) -> Backend:
     if target not in BACKENDS:
         raise NotRunnable(f"edge_bench.py has no runner for target {target!r}; it runs {', '.join(BACKENDS)}")
     return BACKENDS[target](Path(folder), manifest, opt)
+
+
+# ---- the golden set: does this device compute what was validated? ------------------------------
+
+GOLDEN = "golden.npz"
+GOLDEN_N = 32
+# The check: logit SQNR against FP32 PyTorch on the golden images of at least
+# min(floor, SQNR the artifact reached at export - margin). The floor is what any correct artifact
+# of the precision reaches (fp32: arithmetic order only; fp16: half rounding; int8: quantization);
+# the margin allows another runtime's kernels (TensorRT on a GPU, Core ML on the Neural Engine).
+GOLDEN_FLOOR_DB = {"fp32": 60.0, "fp16": 35.0, "int8": 20.0}
+GOLDEN_MARGIN_DB = 6.0
+
+
+def golden_threshold(precision: str, built_sqnr_db: float | None) -> float:
+    floor = GOLDEN_FLOOR_DB[precision]
+    return floor if built_sqnr_db is None else min(floor, built_sqnr_db - GOLDEN_MARGIN_DB)
+
+
+def sqnr_db(reference: np.ndarray, logits: np.ndarray) -> float:
+    ref, out = reference.astype(np.float64), logits.astype(np.float64)
+    if not np.all(np.isfinite(out)):
+        return float("-inf")
+    return float(10 * np.log10(max((ref ** 2).sum(), 1e-30) / max(((out - ref) ** 2).sum(), 1e-30)))
+
+
+def device_check(folder, manifest: dict, run, fixed_batch: int | None = None) -> dict:
+    """Run the golden images (raw, through this script's preprocessing, when the export had them)
+    and compare with the FP32 PyTorch logits recorded at export: {"status": passed | failed |
+    skipped, figures, threshold}. The golden file is one of the manifest's hashed files."""
+    section = manifest.get("golden")
+    if not isinstance(section, dict):
+        return {"status": "skipped", "reason": "the artifact has no golden set (exported before mixer-edge 0.2)"}
+    with np.load(Path(folder) / section["file"], allow_pickle=False) as z:
+        g = {k: z[k] for k in z.files}
+    x = preprocess(g["raw"], manifest["preprocess"]) if "raw" in g else g["x"]
+    logits = predict(run, x, GOLDEN_N, fixed_batch)
+    figures = {"n": int(len(x)), "input": "raw images" if "raw" in g else "preprocessed tensors",
+               "sqnr_db": round(sqnr_db(g["reference"], logits), 2),
+               "top1_agreement": round(float((logits.argmax(1) == g["reference"].argmax(1)).mean()), 4),
+               "threshold_sqnr_db": section["threshold_sqnr_db"]}
+    if "artifact" in g:
+        figures["sqnr_db_vs_export"] = round(sqnr_db(g["artifact"], logits), 2)
+    ok = figures["sqnr_db"] >= section["threshold_sqnr_db"]
+    return {"status": "passed" if ok else "failed", **figures,
+            **({} if ok else {"reason": f"logit SQNR {figures['sqnr_db']} dB against FP32 PyTorch on the "
+                                        f"{len(x)} golden images is below {section['threshold_sqnr_db']} dB: this "
+                                        f"device does not compute what was validated at export"})}
 
 
 # ---- evaluation data ----------------------------------------------------------------------------
@@ -806,7 +858,7 @@ def base_versions() -> dict:
 RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "reason", "runtime", "load_s",
                "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "size_bytes",
                "peak_rss_mb", "rss_before_load_mb", "peak_rss_scope", "accuracy", "agreement", "data",
-               "quantization")
+               "quantization", "device_check")
 
 
 def quantization_summary(manifest: dict) -> dict | None:
@@ -905,7 +957,7 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
     check_classes(manifest, data)
     data, split = select(data, split, manifest, limit)
     fixed = batch_axis(manifest)
-    base = dict(artifact=str(folder), name=folder.name, target=manifest["target"], precision=manifest["precision"],
+    base = dict(artifact=str(folder), name=folder.resolve().name, target=manifest["target"], precision=manifest["precision"],
                 sha256=file_hashes(manifest), size_bytes=artifact_size(folder, manifest),
                 data={"spec": data.spec, "split": split, "n": len(data.images)},
                 quantization=quantization_summary(manifest))
@@ -929,6 +981,7 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
     except NotRunnable as why:
         return result_entry(**base, status="not-run", reason=str(why)), {}
     load_s = time.perf_counter() - t0
+    check = device_check(folder, manifest, backend.run, fixed)   # before timing: what is timed must be right
     speed = measure_speed(backend.run, x, settings, fixed)
     logits = predict(backend.run, x, settings.eval_batch, fixed)
     entry = result_entry(
@@ -936,7 +989,8 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
         peak_rss_mb=peak_rss_mb(since_reset=scoped), rss_before_load_mb=before,
         peak_rss_scope="since load" if scoped else "process",
         accuracy=accuracy(logits, data.labels),
-        agreement=None if ref_logits is None else agreement(ref_logits, logits, str(reference)))
+        agreement=None if ref_logits is None else agreement(ref_logits, logits, str(reference)),
+        device_check=check)
     return entry, backend.versions
 
 
@@ -985,6 +1039,15 @@ def run(argv=None) -> int:
     if entry["status"] != "ok":
         print(f"not run: {entry['reason']}", file=sys.stderr)
         return EXIT_NOT_RUN
+    return check_exit(entry)
+
+
+def check_exit(entry: dict) -> int:
+    """EXIT_DEVICE_CHECK, with the reason on stderr, when the golden check failed; else EXIT_OK."""
+    check = entry.get("device_check") or {}
+    if check.get("status") == "failed":
+        print(f"error: device check failed for {entry['name']}: {check['reason']}", file=sys.stderr)
+        return EXIT_DEVICE_CHECK
     return EXIT_OK
 
 

@@ -35,7 +35,8 @@ With --data, the engine is then benchmarked with edge_bench.py's measurements in
 (edge_bench.py must sit beside this script, as it does in every artifact). mixer-edge imports this
 module for the same build (`mixer-edge trt build`) and for its TensorRT runner.
 
-Exit status, as edge_bench.py: 0 done; 2 bad input; 3 cannot run here (no tensorrt, no GPU); 130
+Exit status, as edge_bench.py: 0 done; 2 bad input; 3 cannot run here (no tensorrt, no GPU); 4 the
+engine failed the artifact's golden check (device_check, run right after every build); 130
 interrupted.
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ TIMING_CACHE = "timing.cache"
 MIN_MAJOR = 10                     # JetPack 6.1 / 6.2 ship TensorRT 10.3; 11.x also builds these files
 DEFAULT_BATCH = {"min_batch": 1, "opt_batch": 1, "max_batch": 32}
 GPU_NODES = ("/dev/nvidia0", "/dev/nvgpu/igpu0", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu")
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_DEVICE_CHECK, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 if _eb is not None:  # one error vocabulary with edge_bench, so its loop marks "not-run" results
     BadInput, NotRunnable = _eb.BenchError, _eb.NotRunnable
@@ -670,12 +671,33 @@ def run(argv=None) -> int:
         print(f"built {Path(args.artifact) / info['file']} ({info['bytes'] / 1e6:.1f} MB) in {info['build_s']:.1f} s: "
               f"TensorRT {info['tensorrt']}, CUDA {info['cuda']['version']}, {info['gpu']['name']} "
               f"(sm {info['gpu']['compute_capability']}), batch {p['min'][0]}..{p['max'][0]} (opt {p['opt'][0]})")
+        if not verify_engine(args.artifact):
+            return EXIT_DEVICE_CHECK
     if args.data:
         doc = bench(args.artifact, args)
         if doc["results"][0]["status"] != "ok":
             print(f"not run: {doc['results'][0]['reason']}", file=sys.stderr)
             return EXIT_NOT_RUN
+        return _eb.check_exit(doc["results"][0])
     return EXIT_OK
+
+
+def verify_engine(folder) -> bool:
+    """The freshly built engine against the artifact's golden set (edge_bench.device_check); prints
+    the outcome. False when it failed; True when it passed or could not be checked (says why)."""
+    if _eb is None:
+        print("note: device check skipped: edge_bench.py is not beside trt_build.py", file=sys.stderr)
+        return True
+    manifest = read_manifest(folder)
+    backend = load_tensorrt(folder, manifest)
+    check = _eb.device_check(folder, manifest, backend.run, _eb.batch_axis(manifest))
+    if check["status"] == "failed":
+        print(f"error: device check failed: {check['reason']}", file=sys.stderr)
+        return False
+    print(f"device check {check['status']}: " + (check.get("reason") or
+          f"logit SQNR {check['sqnr_db']} dB against FP32 PyTorch on {check['n']} golden images "
+          f"(threshold {check['threshold_sqnr_db']} dB)"))
+    return True
 
 
 def main(argv=None) -> int:

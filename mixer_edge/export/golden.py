@@ -1,0 +1,45 @@
+"""The golden set every artifact carries: GOLDEN_N real validation images (raw, before
+preprocessing, when the validation images came raw), the FP32 PyTorch logits on them and the
+logits the artifact itself produced when it was validated here, in one hashed golden.npz. The
+device runtime (runtime/edge_bench.device_check) runs it before timing, so "validated on the
+build machine" becomes "verified on the device it ships to". Threshold and check are the
+runtime's (one source)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..runtime import edge_bench as eb
+
+
+def write(folder: Path, val, artifact_logits: np.ndarray | None, precision: str, runner: str | None,
+          n: int = eb.GOLDEN_N) -> dict:
+    """Write folder/golden.npz from the first n validation images; returns the manifest section."""
+    n = min(n, len(val.x))
+    arrays = {"x": np.ascontiguousarray(val.x[:n], np.float32),
+              "reference": np.ascontiguousarray(val.reference[:n], np.float32)}
+    raw = _uniform_raw(val.raw, n)
+    if raw is not None:
+        arrays["raw"] = raw
+    built = None
+    if artifact_logits is not None:
+        arrays["artifact"] = np.ascontiguousarray(artifact_logits[:n], np.float32)
+        built = round(eb.sqnr_db(arrays["reference"], arrays["artifact"]), 2)
+    with open(folder / eb.GOLDEN, "wb") as f:
+        np.savez(f, **arrays)
+    return {"file": eb.GOLDEN, "n": n, "data": val.source, "input": "raw" if raw is not None else "preprocessed",
+            "reference": "pytorch-fp32", "built_with": runner, "built_sqnr_db": built,
+            "threshold_sqnr_db": round(eb.golden_threshold(precision, built), 2),
+            "check": "logit SQNR against FP32 PyTorch on these images >= threshold_sqnr_db"}
+
+
+def _uniform_raw(raw, n: int):
+    """The first n raw images as one uint8 array (N, H, W, C), or None when there are none or
+    their sizes differ (then the device gets the preprocessed tensors)."""
+    if raw is None:
+        return None
+    first = [np.asarray(img) for img in raw[:n]]
+    if not first or len({a.shape for a in first}) != 1 or first[0].dtype != np.uint8:
+        return None
+    return np.stack(first)

@@ -1,0 +1,149 @@
+"""Self-checking artifacts: every artifact carries a golden set (real images, FP32 PyTorch logits,
+the artifact's own logits at export, hashed in the manifest), and the device script runs it before
+timing. An untouched artifact passes on every backend that runs here; an artifact whose weights
+were altered and whose manifest hashes were recomputed to match (a tampering sha256 cannot see)
+fails with a clear message and exit code 4, its timing still written and marked."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mixer_edge.export import api
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.runtime import edge_bench as eb
+
+from conftest import block_imports  # noqa: E402
+
+RUNS_HERE = {"onnx": "onnxruntime", "openvino": "openvino"}
+CASES = [(t, p) for t in RUNS_HERE for p in ("fp32", "int8")]
+
+
+@pytest.fixture(scope="module")
+def artifacts(ck, calib, tmp_path_factory):
+    from mixer_edge import load_data
+    from mixer_edge.data.dataset import take_split
+
+    part = take_split(load_data("digits"), "eval")
+    val = api.validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)", raw=part.images)
+    out = {}
+    for t, p in CASES:
+        pytest.importorskip(RUNS_HERE[t])
+        o = api.export_one(ck, t, ExportSpec(p), calib if p == "int8" else None,
+                           tmp_path_factory.mktemp(f"golden-{t}-{p}"), validation=val)
+        out[(t, p)] = o.artifact
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    """The digits eval images as raw uint8 in an .npz: data the device script reads."""
+    from mixer_edge import load_data
+    from mixer_edge.data.dataset import take_split
+
+    part = take_split(load_data("digits"), "eval")
+    path = tmp_path_factory.mktemp("data") / "digits-eval.npz"
+    np.savez(path, images=np.asarray(part.images), labels=part.labels)
+    return path
+
+
+def edge_bench(folder, tmp_path, data, *extra):
+    """The artifact's own script, with torch and mixer_edge unimportable, as on a device."""
+    out = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, str(folder / "edge_bench.py"), str(folder), "--data", str(data),
+                           "--iters", "3", "--batch-sizes", "1", "--json", str(out), *extra],
+                          capture_output=True, text=True, env=block_imports(tmp_path, "torch", "mixer_edge"))
+    return done, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.mark.parametrize("target,precision", CASES)
+def test_golden_set_recorded_and_hashed(artifacts, target, precision):
+    a = artifacts[(target, precision)]
+    g = a.manifest["golden"]
+    assert g["file"] in [f["path"] for f in a.manifest["files"]]
+    assert g["n"] == eb.GOLDEN_N and g["input"] == "raw" and g["built_sqnr_db"] is not None
+    with np.load(a.path / g["file"], allow_pickle=False) as z:
+        assert z["raw"].dtype == np.uint8 and z["raw"].shape[0] == eb.GOLDEN_N
+        assert z["reference"].shape == z["artifact"].shape == (eb.GOLDEN_N, 10)
+    assert g["threshold_sqnr_db"] == min(eb.GOLDEN_FLOOR_DB[precision], g["built_sqnr_db"] - eb.GOLDEN_MARGIN_DB)
+
+
+@pytest.mark.parametrize("target,precision", CASES)
+def test_untouched_artifact_passes_on_the_device_script(artifacts, target, precision, tmp_path, digits_npz):
+    done, doc = edge_bench(artifacts[(target, precision)].path, tmp_path, digits_npz)
+    assert done.returncode == 0, done.stderr
+    check = doc["results"][0]["device_check"]
+    assert check["status"] == "passed" and check["input"] == "raw images" and check["n"] == eb.GOLDEN_N
+    assert check["sqnr_db"] >= check["threshold_sqnr_db"] and check["sqnr_db_vs_export"] > 60
+
+
+def _rehash(folder, name):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for f in manifest["files"]:
+        if f["path"] == name:
+            f["sha256"] = eb.sha256_file(folder / name)
+            f["bytes"] = (folder / name).stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _tamper_onnx(folder):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(folder / "model.onnx"))
+    w = next(i for i in m.graph.initializer if i.name.endswith("norm2.weight"))
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+    onnx.save(m, str(folder / "model.onnx"))
+    return "model.onnx"
+
+
+def _tamper_openvino(folder):
+    data = bytearray((folder / "model.bin").read_bytes())
+    rng = np.random.default_rng(0)
+    start = len(data) // 3
+    data[start:start + len(data) // 10] = rng.integers(0, 64, len(data) // 10, dtype=np.uint8).tobytes()
+    (folder / "model.bin").write_bytes(bytes(data))
+    return "model.bin"
+
+
+@pytest.mark.parametrize("target,precision", CASES)
+def test_tampered_weights_with_recomputed_hashes_fail_the_device_check(artifacts, target, precision, tmp_path,
+                                                                      digits_npz):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(artifacts[(target, precision)].path, folder)
+    _rehash(folder, {"onnx": _tamper_onnx, "openvino": _tamper_openvino}[target](folder))
+    done, doc = edge_bench(folder, tmp_path, digits_npz)
+    assert done.returncode == eb.EXIT_DEVICE_CHECK, (done.returncode, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: device check failed for copy: logit SQNR") and "Traceback" not in done.stderr
+    result = doc["results"][0]   # the timing is still written, marked
+    assert result["device_check"]["status"] == "failed" and result["latency_ms"]["p50"] > 0
+
+
+def test_host_bench_runs_the_same_check_and_report_shows_it(artifacts, tmp_path):
+    from mixer_edge.bench import report
+    from mixer_edge.cli import main
+
+    a = artifacts[("onnx", "int8")]
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(a.path), "--data", "digits", "--iters", "3", "--batch-sizes", "1",
+                 "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["results"][0]["device_check"]["status"] == "passed"
+    md = report.markdown([doc], report.rows_of([doc]), [], 0.5)
+    assert "device check" in md and "passed " in md
+
+
+def test_artifact_run_from_inside_its_folder_keeps_its_name(artifacts, tmp_path, digits_npz):
+    a = artifacts[("onnx", "fp32")]
+    out = tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "edge_bench.py", ".", "--data", str(digits_npz), "--iters", "2",
+                           "--batch-sizes", "1", "--json", str(out)], cwd=a.path, capture_output=True, text=True,
+                          env=block_imports(tmp_path, "torch", "mixer_edge"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["results"][0]["name"] == a.path.name
