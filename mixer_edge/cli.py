@@ -309,6 +309,30 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- predict -------------------------------------------------------------------------------------
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an artifact folder (run by its runtime) or a checkpoint (run by PyTorch)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files (png/jpg/jpeg/bmp) or folders of them")
+    p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    p.add_argument("--json", default=None, help="also write the predictions here as JSON (atomically)")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    doc = predict(args.model, args.images, args.top_k)
+    from .runtime.edge_bench import format_predictions
+
+    print(format_predictions(doc))
+    if args.json:
+        from .models.checkpoint import atomic_write_json
+
+        atomic_write_json(Path(args.json), doc)
+    return 0
+
+
 # ---- demo --------------------------------------------------------------------------------------
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -342,6 +366,7 @@ COMMANDS = [
     Command("eval", "top-1 / top-5 of a checkpoint on a data set", add_eval_arguments, run_eval),
     Command("models", "list the model variants", lambda p: None, run_models),
     Command("targets", "list export targets, their precisions and whether they run here", lambda p: None, run_targets),
+    Command("predict", "top classes of images, from an artifact or a checkpoint", add_predict_arguments, run_predict),
     Command("calib", "make a reusable calibration set (.npz + manifest)", add_calib_arguments, run_calib),
     Command("export", "export a checkpoint to validated artifacts per target and precision", add_export_arguments, run_export),
     Command("quant", "INT8 analysis: `quant inspect` names the layers where quantization error enters",

@@ -5,6 +5,7 @@ Self-contained on purpose: it needs the Python standard library, numpy and the a
 (onnxruntime, openvino, ...), plus Pillow only to decode image files. It never imports torch or
 mixer_edge, so it can be copied next to an artifact onto a board that has nothing else.
 
+    python edge_bench.py ARTIFACT_DIR --predict IMAGE_OR_FOLDER... [--top-k 5] [--json OUT]
     python edge_bench.py ARTIFACT_DIR --data SPEC [--iters N | --duration S] [--warmup N]
                          [--batch-sizes 1,8,32] [--threads N] [--precision-hint f32|bf16|f16]
                          [--provider NAME] [--limit N] [--split auto|all|eval]
@@ -282,6 +283,75 @@ def load_backend(folder: Path, manifest: dict, opt: Options) -> Backend:
     if target not in BACKENDS:
         raise NotRunnable(f"edge_bench.py has no runner for target {target!r}; it runs {', '.join(BACKENDS)}")
     return BACKENDS[target](Path(folder), manifest, opt)
+
+
+# ---- inference for applications -----------------------------------------------------------------
+
+def image_files(paths) -> list:
+    """Image files from files and folders (a folder: every image below it, sorted)."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+            if not found:
+                raise BenchError(f"folder {p} has no images ({'/'.join(s[1:] for s in IMAGE_SUFFIXES)})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise BenchError(f"image not found: {p}")
+    return files
+
+
+def ranked(logits: np.ndarray, classes, k: int = 5) -> list:
+    """Per image, the k best classes by softmax score: [[{"class", "index", "score"}, ...], ...]."""
+    if k < 1:
+        raise BenchError(f"--top-k must be at least 1, got {k}")
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    return [[{"class": str(classes[i]), "index": int(i), "score": round(float(row[i]), 6)} for i in idx]
+            for row, idx in zip(p, order)]
+
+
+class Predictor:
+    """An artifact ready to answer "what is in this image?" with the manifest's preprocessing:
+
+        import edge_bench                       # or: from mixer_edge.runtime import edge_bench
+        model = edge_bench.load("artifacts/onnx-int8")
+        model.predict(["cat.png"], top_k=3)     # -> [[{"class": "cat", "index": 3, "score": 0.91}, ...]]
+    """
+
+    def __init__(self, folder, options: "Options | None" = None):
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        self.backend = load_backend(self.folder, self.manifest, options or Options())
+        self.classes = self.manifest["classes"]
+
+    def logits(self, images) -> np.ndarray:
+        """images: raw uint8 arrays (H, W[, C]) or a list of image file paths."""
+        if images and isinstance(images[0], (str, Path)):
+            images = _read_images(image_files(images))
+        x = preprocess(images, self.manifest["preprocess"])
+        return predict(self.backend.run, x, 32, batch_axis(self.manifest))
+
+    def predict(self, images, top_k: int = 5) -> list:
+        return ranked(self.logits(images), self.classes, top_k)
+
+
+def load(folder, **options) -> Predictor:
+    """Load an artifact for prediction (options: threads, precision_hint, provider)."""
+    return Predictor(folder, Options(**options))
+
+
+def predictions_document(names, tops, source: str) -> dict:
+    return {"kind": "mixer-edge-predictions", "schema": 1, "model": source,
+            "predictions": [{"image": str(n), "top": t} for n, t in zip(names, tops)]}
+
+
+def format_predictions(doc: dict) -> str:
+    return "\n".join(f"{p['image']}: " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in p["top"])
+                     for p in doc["predictions"])
 
 
 # ---- the golden set: does this device compute what was validated? ------------------------------
@@ -999,7 +1069,10 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge_bench.py", description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", help="artifact folder (with manifest.json)")
-    p.add_argument("--data", required=True, help=f"evaluation data: {DATA_HELP}")
+    p.add_argument("--data", default=None, help=f"evaluation data to benchmark on: {DATA_HELP}")
+    p.add_argument("--predict", nargs="+", default=None, metavar="IMAGE_OR_FOLDER",
+                   help="instead of benchmarking: print each image's top classes (with --top-k, --json)")
+    p.add_argument("--top-k", type=int, default=5, help="classes shown per image with --predict (default 5)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 (default 100)")
     how.add_argument("--duration", type=float, default=None, help="time calls for this many seconds instead")
@@ -1021,6 +1094,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.predict:
+        return run_predict(args)
+    if not args.data:
+        raise BenchError("give --data SPEC to benchmark, or --predict IMAGE... to classify images")
     iters = args.iters if args.iters is not None or args.duration is not None else 100
     settings = Settings(warmup=args.warmup, iters=iters, duration=args.duration,
                         batch_sizes=parse_batch_sizes(args.batch_sizes))
@@ -1040,6 +1117,16 @@ def run(argv=None) -> int:
         print(f"not run: {entry['reason']}", file=sys.stderr)
         return EXIT_NOT_RUN
     return check_exit(entry)
+
+
+def run_predict(args) -> int:
+    model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
+    files = image_files(args.predict)
+    doc = predictions_document(files, model.predict(files, args.top_k), str(args.artifact))
+    print(format_predictions(doc))
+    if args.json:
+        atomic_write_json(args.json, doc)
+    return EXIT_OK
 
 
 def check_exit(entry: dict) -> int:

@@ -1,0 +1,104 @@
+"""`mixer-edge predict` and the runtime's Predictor: the host and the artifact's own script give
+the same top-5 for the same images, a checkpoint and its FP32 artifacts the same top-1, and bad
+input gets one error line."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mixer_edge.cli import main
+from mixer_edge.export import api
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.runtime import edge_bench as eb
+
+from conftest import block_imports  # noqa: E402
+
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Digits eval images as PNG files, the way a user hands them over."""
+    from mixer_edge import load_data
+    from mixer_edge.data.dataset import take_split
+
+    part = take_split(load_data("digits"), "eval")
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(N_IMAGES):
+        Image.fromarray(np.asarray(part.images[i])[..., 0]).save(folder / f"digit-{i:02d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(ck, calib, val, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    out = {}
+    for t, p in (("onnx", "int8"), ("onnx", "fp32"), ("openvino", "fp32")):
+        o = api.export_one(ck, t, ExportSpec(p), calib if p == "int8" else None, tmp_path_factory.mktemp(f"p-{t}{p}"),
+                           validation=val)
+        out[(t, p)] = o.artifact.path
+    return out
+
+
+def host(capsys, *args):
+    code = main(["predict", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("key", [("onnx", "int8"), ("openvino", "fp32")])
+def test_host_and_device_script_agree_on_top5(exported, images, key, tmp_path, capsys):
+    folder = exported[key]
+    code, _, _ = host(capsys, folder, images, "--json", tmp_path / "host.json")
+    assert code == 0
+    done = subprocess.run([sys.executable, str(folder / "edge_bench.py"), str(folder), "--predict", str(images),
+                           "--json", str(tmp_path / "device.json")], capture_output=True, text=True,
+                          env=block_imports(tmp_path, "torch", "mixer_edge"))
+    assert done.returncode == 0, done.stderr
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["predictions"] for n in ("host", "device"))
+    assert len(a) == len(b) == N_IMAGES
+    for p, q in zip(a, b):
+        assert p["image"] == q["image"]
+        assert [t["class"] for t in p["top"]] == [t["class"] for t in q["top"]]
+        np.testing.assert_allclose([t["score"] for t in p["top"]], [t["score"] for t in q["top"]], atol=1e-6)
+
+
+def test_checkpoint_and_its_fp32_artifacts_give_the_same_top1(exported, images, digits_checkpoint, tmp_path, capsys):
+    tops = {}
+    for name, model in (("ckpt", digits_checkpoint), ("onnx", exported[("onnx", "fp32")]),
+                        ("openvino", exported[("openvino", "fp32")])):
+        assert host(capsys, model, images, "--top-k", "1", "--json", tmp_path / f"{name}.json")[0] == 0
+        tops[name] = [p["top"][0]["class"] for p in json.loads((tmp_path / f"{name}.json").read_text())["predictions"]]
+    assert tops["ckpt"] == tops["onnx"] == tops["openvino"]
+
+
+def test_python_api_for_applications(exported, images, ck, val):
+    model = eb.load(exported[("onnx", "fp32")])
+    raw = [np.asarray(Image.open(f)) for f in sorted(images.iterdir())]      # (H, W) uint8 arrays
+    tops = model.predict(raw, top_k=3)
+    assert len(tops) == N_IMAGES and all(len(t) == 3 for t in tops)
+    for t in tops:
+        scores = [c["score"] for c in t]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+        assert all(c["class"] == ck.classes[c["index"]] for c in t)
+    assert [t[0]["index"] for t in tops] == list(val.reference[:N_IMAGES].argmax(1))   # as FP32 PyTorch
+
+
+@pytest.mark.parametrize("args,message", [
+    (["MODEL", "missing.png"], "image not found: missing.png"),
+    (["MODEL", "EMPTY"], "has no images"),
+    (["MODEL", "IMAGES", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["nowhere", "IMAGES"], "model not found: nowhere"),
+])
+def test_bad_input_one_error_line(exported, images, tmp_path, capsys, args, message):
+    (tmp_path / "empty").mkdir()
+    subst = {"MODEL": exported[("onnx", "fp32")], "EMPTY": tmp_path / "empty", "IMAGES": images}
+    code, _, err = host(capsys, *[subst.get(a, a) for a in args])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
