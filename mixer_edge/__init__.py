@@ -3,35 +3,39 @@
 Public API (importing this needs only torch and numpy; backends load when used):
     create_model, list_models, load_pretrained, load_checkpoint, save_checkpoint, Preprocess, load_data,
     export
+
+Names resolve on first use (PEP 562), so `mixer-edge --version` and `--help` start without torch.
 """
 __version__ = "0.1.0"
 
-from .data.preprocess import Preprocess
-from .models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .models.mixer import MixerConfig, MlpMixer
-from .models.variants import create_model, list_models
+_API = {  # public name -> "module:attribute", imported on first access
+    "Preprocess": "data.preprocess:Preprocess",
+    "Checkpoint": "models.checkpoint:Checkpoint",
+    "load_checkpoint": "models.checkpoint:load_checkpoint",
+    "save_checkpoint": "models.checkpoint:save_checkpoint",
+    "MixerConfig": "models.mixer:MixerConfig",
+    "MlpMixer": "models.mixer:MlpMixer",
+    "create_model": "models.variants:create_model",
+    "list_models": "models.variants:list_models",
+    "load_pretrained": "models.weights:load_pretrained",   # official .npz, timm .pth/.bin/.safetensors, ours
+    "load_data": "data.sources:load_data",                 # 'digits', 'mnist:DIR', 'imagefolder:DIR', ...
+    "export": "export:export",                             # one validated artifact; see mixer_edge.export
+}
 
 
-def load_pretrained(path, **overrides):
-    """Load official Google .npz, timm state dicts (.pth/.bin/.safetensors) or our checkpoints."""
-    from .models.weights import load_pretrained as _load
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'mixer_edge' has no attribute {name!r}")
+    import importlib
 
-    return _load(path, **overrides)
-
-
-def load_data(spec: str):
-    """Load a data source by spec string: 'digits', 'mnist:DIR', 'cifar10:DIR', 'imagefolder:DIR'."""
-    from .data.sources import load_data as _load
-
-    return _load(spec)
+    module, attr = _API[name].split(":")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
 
 
-def export(checkpoint_or_model, **kwargs):
-    """Export a checkpoint to one validated artifact; see mixer_edge.export.export."""
-    from .export import export as _export
-
-    return _export(checkpoint_or_model, **kwargs)
+def __dir__():
+    return sorted([*globals(), *_API])
 
 
-__all__ = ["export", "__version__", "create_model", "list_models", "load_pretrained", "load_checkpoint",
-           "save_checkpoint", "Checkpoint", "MixerConfig", "MlpMixer", "Preprocess", "load_data"]
+__all__ = ["__version__", *_API]

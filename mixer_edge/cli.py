@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import MixerEdgeError
+from .errors import MixerEdgeError, name_type
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -60,7 +60,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed of the 80/10/10 train/calibration/evaluation split (default 0)")
     p.add_argument("--img-size", type=int, default=None, help="input size (default: the variant's)")
     p.add_argument("--num-classes", type=int, default=None, help="check the data has this many classes")
-    p.add_argument("--gelu", choices=["exact", "tanh"], default=T.gelu, help="GELU form (default exact)")
+    p.add_argument("--gelu", type=name_type("GELU form", ["exact", "tanh"]), default=T.gelu,
+                   help="GELU form: exact or tanh (default exact)")
     p.add_argument("--device", default=T.device, help="auto | cpu | cuda (default auto)")
     p.add_argument("--out", required=True, help="output folder for model.safetensors and model.json")
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.safetensors (last finished epoch)")
@@ -167,13 +168,15 @@ def run_targets(args: argparse.Namespace) -> int:
     from .export.base import PRECISIONS
     from .export.registry import get_target, target_names
 
-    print(f"{'target':10} {'precisions':16} {'installed':9} {'runs here':9}  runtime / note")
+    # "exports here": the packages export and validation need on this machine are installed;
+    # "runs here": the artifact's own runtime executes here (TensorRT needs a GPU, Core ML macOS).
+    print(f"{'target':10} {'precisions':16} {'exports here':13} {'runs here':9}  runtime / note")
     for name in target_names():
         t = get_target(name)
         st = t.status()
         precisions = ",".join(p for p in PRECISIONS if p in t.capabilities.precisions)
         note = t.capabilities.runtime + (f"; {st.reason}" if st.reason else "")
-        print(f"{name:10} {precisions:16} {'yes' if st.installed else 'no':9} {'yes' if st.runs_here else 'no':9}  {note}")
+        print(f"{name:10} {precisions:16} {'yes' if st.installed else 'no':13} {'yes' if st.runs_here else 'no':9}  {note}")
     return 0
 
 
@@ -228,7 +231,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         ") or a saved calib .npz from `mixer-edge calib make`")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
     p.add_argument("--calib-seed", type=int, default=0, help="calibration selection seed (default 0)")
-    p.add_argument("--calib-method", choices=CALIB_METHODS, default=None,
+    p.add_argument("--calib-method", type=name_type("calibration method", CALIB_METHODS), default=None,
                    help="INT8 activation range estimator, the same for every target: minmax, percentile "
                         "(99.99th), entropy (TensorRT's KL search) or mse (least squared int8 error); "
                         "default mse, the most accurate on every target (docs/quantization.md)")
@@ -244,7 +247,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="INT8, every target: keep the most sensitive layers in float, one at a time, until top-1 "
                         "on the validation images is at most POINTS percentage points below FP32 (e.g. 0.1); "
                         "says so when it cannot be met")
-    p.add_argument("--coreml-input", choices=["tensor", "image"], default="tensor",
+    p.add_argument("--coreml-input", type=name_type("Core ML input kind", ["tensor", "image"]), default="tensor",
                    help="Core ML: a float tensor input, or an image input with the preprocessing baked in "
                         "(needs one std for all channels); default tensor")
     p.add_argument("--coreml-target", default="iOS17",
@@ -272,7 +275,11 @@ def export_plan(args: argparse.Namespace):
     from .export.base import ExportSpec
     from .export.registry import expand
 
-    precisions = list(_listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ())
+    from .errors import resolve
+    from .export.base import PRECISIONS
+
+    listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ()
+    precisions = list(dict.fromkeys(resolve("precision", p, PRECISIONS) for p in listed))
     precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
     spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, float_layers=_listed([args.keep_float], ""),
                       max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
@@ -390,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX Runtime / OpenVINO / TensorRT / Core ML in FP32, FP16 or INT8, validate, benchmark.",
         epilog="Run `mixer-edge COMMAND --help` for each command's options.")
     parser.add_argument("--version", action="version", version=f"mixer-edge {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show other packages' warnings, logs and progress bars (coremltools, NNCF, torch); "
+                             "otherwise their output goes to ~/.cache/mixer-edge/third-party.log ($MIXER_EDGE_LOG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -402,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from .noise import configure
+
+    configure(args.verbose)
     try:
         return args.run(args)
     except MixerEdgeError as e:

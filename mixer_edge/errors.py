@@ -32,8 +32,40 @@ class ValidationError(MixerEdgeError):
 
 
 def unknown(kind: str, got: object, accepted) -> UnknownName:
-    """The one way we phrase 'not in the registry': what arrived and every accepted name."""
-    return UnknownName(f"unknown {kind} {got!r}; accepted: {', '.join(sorted(accepted))}")
+    """The one way we phrase 'not in the registry': what arrived, every accepted name, and the
+    closest one when a near miss looks like a typo."""
+    import difflib
+
+    names = sorted(str(a) for a in accepted)
+    lower = {n.lower(): n for n in names}
+    close = difflib.get_close_matches(str(got).lower(), list(lower), n=1, cutoff=0.6)
+    hint = f"; did you mean {lower[close[0]]!r}?" if close else ""
+    return UnknownName(f"unknown {kind} {got!r}; accepted: {', '.join(names)}{hint}")
+
+
+def resolve(kind: str, got: object, accepted, aliases: dict | None = None) -> str:
+    """The registry's spelling of a name given in any case ('ONNX', 'INT8', 't/4'), or an alias
+    ('trt' for 'tensorrt'); unknown names raise unknown() with a suggestion."""
+    table = {str(a).lower(): a for a in accepted}
+    table.update({k.lower(): v for k, v in (aliases or {}).items()})
+    key = str(got).strip().lower()
+    if key in table:
+        return table[key]
+    raise unknown(kind, got, accepted)
+
+
+def name_type(kind: str, accepted, aliases: dict | None = None):
+    """An argparse `type=` that resolves names as resolve() does (any case, aliases, suggestions)
+    and reports a miss through argparse's own one-line usage error."""
+    import argparse
+
+    def parse(value: str):
+        try:
+            return resolve(kind, value, accepted, aliases)
+        except UnknownName as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = kind
+    return parse
 
 
 def require(module: str, extra: str):

@@ -411,7 +411,8 @@ def test_device_script_runs_without_torch_and_mixer_edge(capsys, tmp_path, onnx_
     device.mkdir()
     script = shutil.copy(EDGE_SCRIPT, device / "edge_bench.py")
     env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    probe = subprocess.run([sys.executable, "-c", "import mixer_edge"], env=env, capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, "-c", "import mixer_edge"], env=env, capture_output=True, text=True,
+                           cwd=device)
     assert probe.returncode != 0 and "not on this device" in probe.stderr  # the blocker works
     spec = f"imagefolder:{image_folder}"
     out = device / "result.json"

@@ -116,3 +116,49 @@ def test_every_option_of_every_command_has_help():
         for action in p._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, f"`mixer-edge {name}` option {action.option_strings or action.dest} has no help"
+
+
+def test_names_in_any_case_with_aliases_and_suggestions(capsys):
+    """ONNX, INT8, trt and t/4 are the registry's onnx, int8, tensorrt and T/4; a near miss names
+    the closest accepted name."""
+    from mixer_edge.errors import UnknownName, resolve
+    from mixer_edge.export.registry import ALIASES, TARGETS, expand
+    from mixer_edge.models.variants import VARIANTS, variant_config
+
+    assert expand(["ONNX", "trt", "OpenVINO"]) == ["onnx", "tensorrt", "openvino"]
+    assert resolve("precision", "INT8", ("fp32", "fp16", "int8")) == "int8"
+    assert variant_config("t/4", num_classes=10).variant == "T/4"
+    with pytest.raises(UnknownName, match=r"unknown target 'onxx'; accepted: .*; did you mean 'onnx'\?"):
+        resolve("target", "onxx", TARGETS, ALIASES)
+    with pytest.raises(UnknownName, match=r"unknown model variant 'Q/7'; accepted: B/16, .*Ti/4$"):
+        variant_config("Q/7")   # nothing close: no suggestion
+    assert set(VARIANTS) >= {"T/4", "B/16"}
+
+
+def test_version_and_help_start_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from mixer_edge.cli import build_parser; build_parser(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_third_party_noise_goes_to_the_log_unless_verbose(tmp_path, monkeypatch):
+    import sys
+    import warnings
+
+    from mixer_edge import noise
+
+    monkeypatch.setattr(noise, "LOG", tmp_path / "third-party.log")
+    monkeypatch.setattr(noise, "VERBOSE", False)
+    with noise.third_party():
+        print("Converting PyTorch Frontend ==> MIL Ops: 100%", file=sys.stderr)
+        print("Failed to load _MLModelProxy")
+    assert "MIL Ops" in noise.LOG.read_text() and "_MLModelProxy" in noise.LOG.read_text()
+    with warnings.catch_warnings(record=True) as seen:
+        noise.configure(False)
+        warnings.warn("from elsewhere", FutureWarning)          # this test module is not mixer_edge
+    assert not seen
+    import logging
+    logging.disable(logging.NOTSET)                              # undo configure() for other tests

@@ -393,7 +393,7 @@ def test_device_script_is_self_contained(outcomes, tmp_path):
 def test_engine_builds_stamps_and_matches_pytorch(outcomes, val, name, tmp_path):
     folder = tmp_path / name
     shutil.copytree(outcomes[name].artifact.path, folder)
-    info = trt_target.build_artifact_engine(folder, max_batch=64)
+    info = tb.build_artifact(folder, max_batch=64)
     a = art.load_artifact(folder)
     eng = a.manifest["export"]["engine"]
     assert eng["built"] and eng["tensorrt"] == sys.modules["tensorrt"].__version__ and eng["gpu"]["name"]
@@ -402,7 +402,7 @@ def test_engine_builds_stamps_and_matches_pytorch(outcomes, val, name, tmp_path)
     f = compare(val.reference, runner(val.x), val.labels)
     tol = {"fp32": ("max_abs_diff", 1e-3), "fp16": ("top1_agreement", 0.995), "int8": ("top1_agreement", 0.98)}[name]
     assert (f[tol[0]] <= tol[1]) if tol[0] == "max_abs_diff" else (f[tol[0]] >= tol[1]), f
-    again = trt_target.build_artifact_engine(folder, max_batch=64)
+    again = tb.build_artifact(folder, max_batch=64)
     assert again["timing_cache"]["loaded_bytes"] > 0
 
 

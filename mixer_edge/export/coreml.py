@@ -162,7 +162,8 @@ class CoreMLTarget:
 # ---- the request --------------------------------------------------------------------------------
 
 def _ct():
-    return require("coremltools", CoreMLTarget.capabilities.extra)
+    with _quiet():   # on Linux its import prints "Failed to load _MLModelProxy" eight times
+        return require("coremltools", CoreMLTarget.capabilities.extra)
 
 
 def _predicts_here() -> bool:
@@ -246,9 +247,7 @@ def _convert(ct, model, checkpoint, spec):
 
     cfg = checkpoint.config
     example = torch.zeros(1, cfg.in_chans, *cfg.img_size)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)    # torch.jit.trace's deprecation notice
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor")  # torch deprecates what W8A8 uses
+    with torch.no_grad(), _quiet():   # torch.jit.trace's deprecation notices, coremltools' progress bars
         traced = torch.jit.trace(model, example)
         return ct.convert(traced, inputs=[_input_type(ct, checkpoint, spec.coreml_input)],
                           outputs=[ct.TensorType(name=OUTPUT, dtype=np.float32)], convert_to="mlprogram",
@@ -411,7 +410,9 @@ def _weight_const_names(spec) -> list[str]:
 
 @contextlib.contextmanager
 def _quiet():
-    with warnings.catch_warnings():
+    from ..noise import third_party
+
+    with warnings.catch_warnings(), third_party():
         warnings.simplefilter("ignore")
         yield
 

@@ -164,9 +164,12 @@ def _quantize(ov, checkpoint, calib, spec):
 
 def _compress_weights(nncf, model):
     """--weights-only: INT8 weights (asymmetric, per output channel), activations stay float."""
+    from ..noise import third_party
+
     mode = nncf.CompressWeightsMode.INT8_ASYM
-    return nncf.compress_weights(model, mode=mode), {"tool": "nncf", "api": "compress_weights",
-                                                     "mode": mode.value, "activations": "float"}
+    with third_party():   # NNCF's progress bars
+        compressed = nncf.compress_weights(model, mode=mode)
+    return compressed, {"tool": "nncf", "api": "compress_weights", "mode": mode.value, "activations": "float"}
 
 
 # ---- the runtime --------------------------------------------------------------------------------

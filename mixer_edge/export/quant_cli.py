@@ -11,8 +11,9 @@ from pathlib import Path
 
 
 def add_quant_arguments(p: argparse.ArgumentParser) -> None:
+    from ..errors import name_type
     from .base import CALIB_METHODS
-    from .registry import target_names
+    from .registry import ALIASES, target_names
 
     sub = p.add_subparsers(dest="quant_action", metavar="ACTION", required=True,
                            help="inspect: per-layer INT8 error, activation ranges and outlier channels")
@@ -27,8 +28,10 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
     i.add_argument("--eval-data", default=None,
                    help="held-out images to measure on (default: the checkpoint's eval split when --calib-data "
                         "is its training data, else the calibration images)")
-    i.add_argument("--target", default="onnx", choices=target_names(), help="whose INT8 recipe (default onnx)")
-    i.add_argument("--calib-method", choices=CALIB_METHODS, default=None, help="range estimator (default mse)")
+    i.add_argument("--target", default="onnx", type=name_type("target", target_names(), ALIASES),
+                   help=f"whose INT8 recipe: {', '.join(target_names())} (default onnx)")
+    i.add_argument("--calib-method", type=name_type("calibration method", CALIB_METHODS), default=None,
+                   help=f"range estimator: {', '.join(CALIB_METHODS)} (default mse)")
     i.add_argument("--smooth", type=float, default=0.5, metavar="ALPHA", help="SmoothQuant strength (default 0.5)")
     i.add_argument("--no-smooth", dest="smooth", action="store_const", const=None, help="inspect without smoothing")
     i.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import unknown
+from ..errors import resolve
 
 TARGETS: dict[str, str] = {
     "onnx": "mixer_edge.export.onnx:OnnxTarget",
@@ -13,13 +13,15 @@ TARGETS: dict[str, str] = {
 }
 
 
+ALIASES = {"trt": "tensorrt", "ov": "openvino", "ort": "onnx", "onnxruntime": "onnx", "mlpackage": "coreml"}
+
+
 def target_names() -> list[str]:
     return list(TARGETS)
 
 
 def get_target(name: str):
-    if name not in TARGETS:
-        raise unknown("target", name, TARGETS)
+    name = resolve("target", name, TARGETS, ALIASES)
     module, cls = TARGETS[name].split(":")
     return getattr(importlib.import_module(module), cls)()
 
@@ -28,9 +30,8 @@ def expand(names) -> list[str]:
     """'all' means every registered target; otherwise the names given, each checked."""
     out: list[str] = []
     for n in names:
+        n = resolve("target", n, [*TARGETS, "all"], ALIASES)
         for t in (TARGETS if n == "all" else [n]):
-            if t not in TARGETS:
-                raise unknown("target", t, [*TARGETS, "all"])
             if t not in out:
                 out.append(t)
     return out

@@ -314,18 +314,18 @@ def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_bat
                                onnx_kind=ONNX_KINDS[precision])
 
 
-def build_artifact_engine(folder, **options) -> dict:
-    """`mixer-edge trt build`: build a TensorRT artifact's engine and stamp its manifest."""
+def build_artifact_engine(args) -> int:
+    """`mixer-edge trt build`: trt_build.py's own run on parsed options, its errors as ours."""
     from .artifact import load_artifact
 
-    art = load_artifact(folder)   # not an artifact, or tampered: BadInput
+    art = load_artifact(args.artifact)   # not an artifact, or tampered: BadInput
     if art.target != "tensorrt":
-        raise BadInput(f"{folder} is a {art.target!r} artifact, not a TensorRT one; export one with "
+        raise BadInput(f"{args.artifact} is a {art.target!r} artifact, not a TensorRT one; export one with "
                        f"`mixer-edge export CHECKPOINT --target tensorrt`")
     if not installed("tensorrt"):
         require("tensorrt", "tensorrt")  # MissingDependency naming the extra
     with _trt_errors():
-        return tb.build_artifact(folder, **options)
+        return tb.run_parsed(args)
 
 
 class _trt_errors:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import unknown
+from ..errors import resolve
 from .mixer import MixerConfig, MlpMixer
 
 
@@ -47,8 +47,7 @@ def _square(size) -> tuple[int, int]:
 
 def variant_config(name: str, *, num_classes: int = 1000, img_size=None, in_chans: int = 3,
                    gelu: str = "exact") -> MixerConfig:
-    if name not in VARIANTS:
-        raise unknown("model variant", name, VARIANTS)
+    name = resolve("model variant", name, VARIANTS)
     v = VARIANTS[name]
     return MixerConfig(
         variant=name, num_layers=v.num_layers, patch_size=v.patch_size, hidden_dim=v.hidden_dim,

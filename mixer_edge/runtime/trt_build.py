@@ -620,8 +620,9 @@ def load_tensorrt(folder, manifest: dict, opt=None) -> Backend:
 
 # ---- command line -------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trt_build.py", description=__doc__.split("\n\n")[0])
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """The script's options; `mixer-edge trt build` takes the very same (argparse parents)."""
+    p = argparse.ArgumentParser(prog="trt_build.py", description=__doc__.split("\n\n")[0], add_help=add_help)
     p.add_argument("artifact", help="TensorRT artifact folder (with manifest.json and model.onnx)")
     p.add_argument("--min-batch", type=int, default=None, help="optimization profile minimum batch (default 1)")
     p.add_argument("--opt-batch", type=int, default=None, help="batch TensorRT tunes kernels for (default 1)")
@@ -660,7 +661,10 @@ def bench(folder, args) -> dict:
 
 
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args) -> int:
     if args.no_build and not args.data:
         raise BadInput("--no-build only makes sense with --data (benchmark the engine already built)")
     if not args.no_build:
