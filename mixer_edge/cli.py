@@ -5,7 +5,6 @@ Library code raises MixerEdgeError; main() turns it into one 'error: ...' line a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -15,8 +14,7 @@ from typing import Callable
 
 from .errors import MixerEdgeError, name_type
 
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+from .runtime.edge_bench import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_VALIDATION_FAILED  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def run_train(args: argparse.Namespace) -> int:
         m = result.metrics
         print(f"eval top-1 {m.get('eval_top1', float('nan')):.4f}  top-5 {m.get('eval_top5', float('nan')):.4f}  "
               f"on {m['eval_n']} images; {m['wall_s']:.1f} s; checkpoint: {result.checkpoint}")
-    return 0
+    return EXIT_OK
 
 
 def _launch_torchrun(args: argparse.Namespace) -> int:
@@ -143,7 +141,7 @@ def run_eval(args: argparse.Namespace) -> int:
           f"({args.data}, split {split})")
     if args.json:
         atomic_write_json(Path(args.json), result)
-    return 0
+    return EXIT_OK
 
 
 # ---- models ------------------------------------------------------------------------------------
@@ -159,7 +157,7 @@ def run_models(args: argparse.Namespace) -> int:
             n = count_params(MlpMixer(variant_config(name)))
         print(f"{name:8} {v.num_layers:>6} {v.patch_size:>5} {v.hidden_dim:>5} {v.tokens_mlp_dim:>5} "
               f"{v.channels_mlp_dim:>5} {v.img_size:>5} {n:>13,}  {v.note}")
-    return 0
+    return EXIT_OK
 
 
 # ---- targets -----------------------------------------------------------------------------------
@@ -177,7 +175,7 @@ def run_targets(args: argparse.Namespace) -> int:
         precisions = ",".join(p for p in PRECISIONS if p in t.capabilities.precisions)
         note = t.capabilities.runtime + (f"; {st.reason}" if st.reason else "")
         print(f"{name:10} {precisions:16} {'yes' if st.installed else 'no':13} {'yes' if st.runs_here else 'no':9}  {note}")
-    return 0
+    return EXIT_OK
 
 
 # ---- calib -------------------------------------------------------------------------------------
@@ -203,7 +201,7 @@ def run_calib(args: argparse.Namespace) -> int:
     _warn(calib.warnings)
     path = save_calibration(calib, args.out)
     print(f"calibration set: {len(calib)} images from {calib.source}, sha256 {calib.sha256[:16]}..., saved to {path}")
-    return 0
+    return EXIT_OK
 
 
 def _warn(lines) -> None:
@@ -311,9 +309,9 @@ def run_export(args: argparse.Namespace) -> int:
     if failed:
         print(f"error: {len(failed)} of {len(outcomes)} artifacts failed validation against PyTorch FP32",
               file=sys.stderr)
-        return 1
+        return EXIT_VALIDATION_FAILED
     print(f"{len(outcomes)} artifact(s) validated and written under {args.out}")
-    return 0
+    return EXIT_OK
 
 
 # ---- predict -------------------------------------------------------------------------------------
@@ -337,7 +335,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from .models.checkpoint import atomic_write_json
 
         atomic_write_json(Path(args.json), doc)
-    return 0
+    return EXIT_OK
 
 
 # ---- demo --------------------------------------------------------------------------------------
@@ -350,13 +348,14 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    summary_path = run(Path(args.out), epochs=args.epochs, say=print)
-    print(f"summary: {summary_path}")
-    failed = [a["artifact"] for a in json.loads(summary_path.read_text())["artifacts"] if a["passed"] is False]
-    if failed:
-        print(f"error: {len(failed)} artifact(s) failed validation: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    result = run(Path(args.out), epochs=args.epochs, say=print,
+                 on_export=lambda o: print("      " + validation_line(o)))
+    print(f"summary: {result.path}")
+    if result.failed:
+        print(f"error: {len(result.failed)} artifact(s) failed validation: {', '.join(result.failed)}",
+              file=sys.stderr)
+        return EXIT_VALIDATION_FAILED
+    return EXIT_OK
 
 
 def _lazy(module: str, name: str):
@@ -419,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except MixerEdgeError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -6,6 +6,7 @@ every artifact beside the PyTorch baseline -> report (Markdown + HTML with plots
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -16,10 +17,26 @@ DEMO_MODEL = "T/2"
 DEMO_CALIB_SIZE = 150  # digits' calibration split holds 180 images
 
 
-def run(out: Path, *, epochs: int = 20, say: Callable[[str], None] = print) -> Path:
+@dataclass(frozen=True)
+class DemoResult:
+    summary: dict                 # what summary.json holds
+    path: Path                    # summary.json
+
+    @property
+    def failed(self) -> list[str]:
+        return [a["artifact"] for a in self.summary["artifacts"] if a["passed"] is False]
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def run(out: Path, *, epochs: int = 20, say: Callable[[str], None] = _silent,
+        on_export: Callable[[object], None] | None = None) -> DemoResult:
+    """The whole flow; `say` gets one line per stage, `on_export` each export's Outcome."""
     out = Path(out)
     m, checkpoint = _train(out, epochs, say)
-    outcomes = _export(checkpoint, out / "artifacts", say)
+    outcomes = _export(checkpoint, out / "artifacts", say, on_export)
     kept = [o.dest for o in outcomes if o.artifact is not None]
     bench_json = _bench(checkpoint, kept, out / "bench.json", say)
     report = _report(bench_json, out / "report", say)
@@ -29,7 +46,7 @@ def run(out: Path, *, epochs: int = 20, say: Callable[[str], None] = print) -> P
                "bench": str(bench_json), "report": {"html": str(report.html), "markdown": str(report.markdown)}}
     atomic_write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(_markdown(summary))
-    return out / "summary.json"
+    return DemoResult(summary, out / "summary.json")
 
 
 def _train(out: Path, epochs: int, say):
@@ -44,8 +61,7 @@ def _train(out: Path, epochs: int, say):
     return m, result.checkpoint.parent
 
 
-def _export(checkpoint: Path, out: Path, say) -> list:
-    from .cli import validation_line
+def _export(checkpoint: Path, out: Path, say, on_export) -> list:
     from .export import ExportPlan, run_plan
     from .export.registry import get_target, target_names
 
@@ -54,7 +70,7 @@ def _export(checkpoint: Path, out: Path, say) -> list:
         f"(calibration: {DEMO_CALIB_SIZE} images of the calib split; validation: the eval split)")
     plan = ExportPlan(targets=tuple(targets), precisions=("fp32", "fp16", "int8"), out_dir=str(out),
                       calib_data=DEMO_DATA, calib_size=DEMO_CALIB_SIZE, eval_data=DEMO_DATA, keep_invalid=True)
-    return run_plan(checkpoint, plan, on_done=lambda o: say("      " + validation_line(o)))
+    return run_plan(checkpoint, plan, on_done=on_export)
 
 
 def _bench(checkpoint: Path, artifacts: list, path: Path, say) -> Path:

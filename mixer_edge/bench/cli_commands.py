@@ -63,8 +63,7 @@ def bench_config(args: argparse.Namespace):
                        compile=args.compile, device_name=args.device_name)
 
 
-EXIT_NOT_RUN = 3       # as edge_bench.py: the result is written, but some runtime could not run here
-EXIT_DEVICE_CHECK = 4  # as edge_bench.py: the result is written, but an artifact failed its golden check
+from ..runtime.edge_bench import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK  # noqa: E402  (the one table)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -96,7 +95,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"error: {len(not_run)} of {len(doc['results'])} not run here: "
               + "; ".join(f"{r['name']} ({r['target']}): {r['reason']}" for r in not_run), file=sys.stderr)
         return EXIT_NOT_RUN
-    return 0
+    return EXIT_OK
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,4 +116,4 @@ def run_report(args: argparse.Namespace) -> int:
     for rec in files.recommendations:
         print(f"recommended on {rec.device}: {recommendation_text(rec)}")
     print(f"report: {files.markdown} and {files.html}")
-    return 0
+    return EXIT_OK

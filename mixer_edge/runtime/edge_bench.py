@@ -52,7 +52,14 @@ ARTIFACT_SCHEMA = 1             # of manifest.json
 SCRIPT_VERSION = "1"
 MANIFEST = "manifest.json"
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_DEVICE_CHECK, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
+# The exit codes of every mixer-edge program, host CLI and device scripts alike (the one table;
+# the host imports it from here, the runtime being the leaf).
+EXIT_OK = 0
+EXIT_VALIDATION_FAILED = 1   # export: an artifact disagrees with PyTorch FP32 beyond tolerance
+EXIT_BAD_INPUT = 2           # a file, option or data set that cannot be used as given; missing package
+EXIT_NOT_RUN = 3             # some runtime cannot run here (results written, marked not-run)
+EXIT_DEVICE_CHECK = 4        # an artifact failed its golden check on this device (results written, marked)
+EXIT_INTERRUPTED = 130       # Ctrl-C; nothing half-written is kept
 
 
 class BenchError(Exception):
