@@ -171,7 +171,7 @@ def row(model_name, target, fp32_top1, mine: dict, peer: dict) -> dict:
 
 
 def print_table(rows) -> None:
-    print(f"\n| model | target | mixer-edge INT8 | peer default PTQ | Δ SQNR | accepted |\n|---|---|---|---|---|---|")
+    print("\n| model | target | mixer-edge INT8 | peer default PTQ | Δ SQNR | accepted |\n|---|---|---|---|---|---|")
     for r in rows:
         m, p = r["mixer_edge"], r["peer_figures"]
         print(f"| {r['model']} | {r['target']} | {m['sqnr_db']:.1f} dB, agree {m['top1_agreement']:.3f}, "

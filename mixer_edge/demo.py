@@ -99,7 +99,7 @@ def _report(bench_json: Path, out: Path, say):
 
 def _markdown(s: dict) -> str:
     m = s["train"]
-    lines = [f"# mixer-edge demo\n", f"- model: {s['model']} on `{s['data']}`", f"- checkpoint: `{s['checkpoint']}`",
+    lines = ["# mixer-edge demo\n", f"- model: {s['model']} on `{s['data']}`", f"- checkpoint: `{s['checkpoint']}`",
              f"- eval top-1: {m['eval_top1']:.4f}, top-5: {m['eval_top5']:.4f} on {m['eval_n']} held-out images",
              f"- training wall time: {m['wall_s']:.1f} s ({m['epoch']} epochs, {m['train_n']} images)\n",
              "| artifact | passed | top-1 | agreement | cosine | SQNR dB | max abs diff |", "|---|---|---|---|---|---|---|"]

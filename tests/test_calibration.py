@@ -3,8 +3,6 @@ numpy and a brute-force search, smoothing and recentring against the unmodified 
 logits (exact transforms: tolerance 1e-5), quantization parameters against hand computation."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch

@@ -6,7 +6,6 @@ The analysis is export/inspection.py; this module only parses, prints and writes
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 

@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
