@@ -320,7 +320,8 @@ def test_trt_build_refuses_non_tensorrt_artifacts(tmp_path):
         run_trt(trt_args(tmp_path))
     other = tmp_path / "openvino-fp32"
     other.mkdir()
-    art.write_manifest(other, {"target": "openvino", "precision": "fp32", "files": []})
+    art.write_manifest(other, {"target": "openvino", "precision": "fp32", "files": [], "classes": ["a"],
+                               "preprocess": {"size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.5]}})
     with pytest.raises(BadInput, match="is a 'openvino' artifact, not a TensorRT one"):
         run_trt(trt_args(other, max_batch=8))
 

@@ -3,8 +3,8 @@ calibration, export and on the device.
 
 Raw images are uint8 arrays (H, W) or (H, W, C) with C in {1, 3}. The steps, in order:
 channel conversion (gray -> RGB by repetition, RGB -> gray by ITU-R 601 luma), resize (PIL), scale
-to [0, 1], then (x - mean) / std. The same steps are written out in plain numpy + PIL in every
-artifact's runtime script, so a device reproduces them without mixer_edge.
+to [0, 1], then (x - mean) / std. They are computed by the runtime module every artifact carries
+(runtime/edge_bench.py, numpy + PIL), so a device reproduces them without mixer_edge.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ import numpy as np
 
 from ..errors import BadInput, unknown
 
-RESIZE_METHODS = {"bilinear": 2, "nearest": 0, "bicubic": 3}  # name -> PIL.Image resampling code
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)     # ITU-R 601, as PIL's convert("L")
+from ..runtime.edge_bench import RESIZE_METHODS  # noqa: E402  (the runtime is the one implementation)
 
 
 @dataclass(frozen=True)
@@ -55,59 +54,12 @@ class Preprocess:
                    std=tuple(d["std"]), resize=d.get("resize", "bilinear"))
 
     def __call__(self, images) -> np.ndarray:
-        """images: an array (N, H, W[, C]) uint8 or a list of such single images -> (N, C, H, W) float32."""
-        if isinstance(images, np.ndarray) and images.ndim in (3, 4) and _same_size(images, self.size):
-            batch = _to_channels(images if images.ndim == 4 else images[..., None], self.channels)
-        else:
-            batch = np.stack([self.one(img) for img in images]) if len(images) else \
-                np.zeros((0, *self.size, self.channels), np.float32)
-            return self._normalize(batch)
-        return self._normalize(batch.astype(np.float32))
+        """images: an array (N, H, W[, C]) uint8 or a list of such single images -> (N, C, H, W) float32.
+        The computation is the device runtime's (runtime/edge_bench.preprocess): one implementation,
+        so what a device feeds its model is what training and validation fed."""
+        from ..runtime import edge_bench as eb
 
-    def one(self, img: np.ndarray) -> np.ndarray:
-        """One raw image -> (H, W, C) float32 in 0..255, converted and resized."""
-        img = np.asarray(img)
-        if img.dtype != np.uint8:
-            raise BadInput(f"raw images must be uint8, got dtype {img.dtype}")
-        if img.ndim == 2:
-            img = img[..., None]
-        if img.ndim != 3:
-            raise BadInput(f"an image must be (H, W) or (H, W, C), got shape {img.shape}")
-        img = _to_channels(img[None], self.channels)[0]
-        if img.shape[:2] != self.size:
-            img = _resize(img, self.size, self.resize)
-        return img.astype(np.float32)
-
-    def _normalize(self, batch: np.ndarray) -> np.ndarray:  # (N, H, W, C) in 0..255
-        mean = np.asarray(self.mean, np.float32)
-        std = np.asarray(self.std, np.float32)
-        x = (batch / np.float32(255.0) - mean) / std
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, C, H, W)
-
-
-def _same_size(images: np.ndarray, size) -> bool:
-    return tuple(images.shape[1:3]) == tuple(size)
-
-
-def _to_channels(batch: np.ndarray, channels: int) -> np.ndarray:
-    """(N, H, W, c) uint8 -> (N, H, W, channels); keeps uint8 for 1->1 and 3->3."""
-    have = batch.shape[-1]
-    if have == channels:
-        return batch
-    if have == 1 and channels == 3:
-        return np.repeat(batch, 3, axis=-1)
-    if have == 3 and channels == 1:
-        luma = batch.astype(np.float32) @ LUMA
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
-    raise BadInput(f"images with {have} channels cannot be converted to the model's {channels}; "
-                   f"accepted: 1 (grayscale) or 3 (RGB)")
-
-
-def _resize(img: np.ndarray, size, method: str) -> np.ndarray:
-    from PIL import Image  # a dependency of the data stage only
-
-    h, w = size
-    if img.shape[-1] == 1:
-        out = Image.fromarray(img[..., 0]).resize((w, h), RESIZE_METHODS[method])
-        return np.asarray(out)[..., None]
-    return np.asarray(Image.fromarray(img).resize((w, h), RESIZE_METHODS[method]))
+        try:
+            return eb.preprocess(images, self.to_dict())
+        except eb.BenchError as e:
+            raise BadInput(str(e)) from None

@@ -5,7 +5,6 @@ Runners and benchmarks read only the manifest; loading checks every file's sha25
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -57,26 +56,14 @@ def write_manifest(folder: Path, manifest: dict) -> None:
 
 
 def load_artifact(path, *, verify: bool = True) -> Artifact:
-    """Read an artifact directory; with verify, every listed file must exist with its sha256."""
-    path = Path(path)
-    mf = path / MANIFEST
-    if not mf.is_file():
-        raise BadInput(f"{path} is not a mixer-edge artifact (no {MANIFEST})")
+    """Read an artifact directory with the device runtime's reader (schema, required keys and, with
+    verify, every listed file present with its sha256); its errors become BadInput."""
+    from ..runtime import edge_bench as eb
+
     try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{mf} is not valid JSON: {e}") from None
-    if manifest.get("schema") != SCHEMA:
-        raise BadInput(f"{mf} has artifact schema {manifest.get('schema')!r}; this mixer-edge reads schema {SCHEMA}")
-    if verify:
-        for entry in manifest.get("files", []):
-            f = path / entry["path"]
-            if not f.is_file():
-                raise BadInput(f"artifact {path} is incomplete: {entry['path']} is missing")
-            if sha256_file(f) != entry["sha256"]:
-                raise BadInput(f"artifact {path}: {entry['path']} does not match its sha256 in {MANIFEST} "
-                               f"(modified or corrupt)")
-    return Artifact(path=path, manifest=manifest)
+        return Artifact(path=Path(path), manifest=eb.read_manifest(path, verify=verify))
+    except eb.BenchError as e:
+        raise BadInput(str(e)) from None
 
 
 def check_destination(dest: Path, force: bool) -> None:

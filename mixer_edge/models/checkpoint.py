@@ -47,12 +47,7 @@ class Checkpoint:
         return SplitSpec(**self.meta["split"]) if self.meta.get("split") else SplitSpec()
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..runtime.edge_bench import sha256_file  # noqa: E402,F401  (one implementation: the runtime's)
 
 
 def versions() -> dict:

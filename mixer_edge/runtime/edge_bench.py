@@ -80,8 +80,9 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(folder) -> dict:
-    """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256."""
+def read_manifest(folder, verify: bool = True) -> dict:
+    """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256
+    (verify=False: the manifest alone, for the exporter's own staging folder)."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -96,7 +97,8 @@ def read_manifest(folder) -> dict:
     for key in ("target", "precision", "files", "preprocess", "classes"):
         if key not in manifest:
             raise BenchError(f"{path} has no {key!r} entry")
-    verify_files(folder, manifest)
+    if verify:
+        verify_files(folder, manifest)
     return manifest
 
 
@@ -637,6 +639,8 @@ def _one(img, size, channels: int, method: str) -> np.ndarray:
         raise BenchError(f"raw images must be uint8, got dtype {img.dtype}")
     if img.ndim == 2:
         img = img[..., None]
+    if img.ndim != 3:
+        raise BenchError(f"an image must be (H, W) or (H, W, C), got shape {img.shape}")
     img = _to_channels(img[None], channels)[0]
     if img.shape[:2] != size:
         img = _resize(img, size, method)
@@ -652,7 +656,8 @@ def _to_channels(batch: np.ndarray, channels: int) -> np.ndarray:
     if have == 3 and channels == 1:
         luma = batch.astype(np.float32) @ LUMA
         return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
-    raise BenchError(f"images with {have} channels cannot be converted to the model's {channels}")
+    raise BenchError(f"images with {have} channels cannot be converted to the model's {channels}; "
+                     f"accepted: 1 (grayscale) or 3 (RGB)")
 
 
 def _resize(img: np.ndarray, size, method: str) -> np.ndarray:
