@@ -14,7 +14,7 @@ from typing import Callable
 
 from .errors import MixerEdgeError, name_type
 
-from .runtime.edge_bench import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, EXIT_VALIDATION_FAILED  # noqa: E402
+from .runtime.edge_bench import EXIT_BAD_INPUT, EXIT_OK, EXIT_VALIDATION_FAILED  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -414,14 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     from .noise import configure
 
     configure(args.verbose)
-    try:
-        return args.run(args)
-    except MixerEdgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    from .runtime.edge_bench import error_boundary
+
+    return error_boundary(lambda: args.run(args), ERRORS, "interrupted; nothing half-written was kept")
+
+
+# exception -> exit code: library errors are user errors (2); the runtime's own, as on the device.
+ERRORS = ((MixerEdgeError, EXIT_BAD_INPUT, "error"),)
 
 
 if __name__ == "__main__":

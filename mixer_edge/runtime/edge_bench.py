@@ -1150,15 +1150,29 @@ def check_exit(entry: dict) -> int:
     return EXIT_OK
 
 
-def main(argv=None) -> int:
+def error_boundary(call, errors, interrupted: str) -> int:
+    """The one place a mixer-edge program turns exceptions into exit codes (pypa/build style):
+    errors is a sequence of (exception type, exit code, prefix), first match wins; each becomes one
+    'prefix: message' line on stderr; Ctrl-C becomes EXIT_INTERRUPTED with `interrupted`. The host
+    CLI and the device scripts all end here."""
     try:
-        return run(argv)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return call()
     except KeyboardInterrupt:
-        print("interrupted; no result written", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:
+        for kind, code, prefix in errors:
+            if isinstance(e, kind):
+                print(f"{prefix}: {e}", file=sys.stderr)
+                return code
+        raise
+
+
+ERRORS = ((BenchError, EXIT_BAD_INPUT, "error"), (NotRunnable, EXIT_NOT_RUN, "cannot run here"))
+
+
+def main(argv=None) -> int:
+    return error_boundary(lambda: run(argv), ERRORS, "interrupted; no result written")
 
 
 if __name__ == "__main__":

@@ -704,8 +704,13 @@ def verify_engine(folder) -> bool:
     return True
 
 
+INTERRUPTED = "interrupted; the manifest was not changed unless the build finished"
+
+
 def main(argv=None) -> int:
-    try:
+    if _eb is not None:   # edge_bench's error boundary, as in every artifact
+        return _eb.error_boundary(lambda: run(argv), _eb.ERRORS, INTERRUPTED)
+    try:                  # alone (no edge_bench.py beside it): the same table, written out
         return run(argv)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
@@ -714,7 +719,7 @@ def main(argv=None) -> int:
         print(f"cannot run here: {e}", file=sys.stderr)
         return EXIT_NOT_RUN
     except KeyboardInterrupt:
-        print("interrupted; the manifest was not changed unless the build finished", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
