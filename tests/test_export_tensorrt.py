@@ -427,3 +427,12 @@ def test_device_script_benchmarks_into_edge_bench_schema(outcomes, tmp_path):
 def test_cli_namespace_shape():
     args = trt_args(Path("x"), max_batch=16, opt_batch=2)
     assert isinstance(args, Namespace) and args.trt_action == "build" and args.max_batch == 16 and args.opt_batch == 2
+
+
+def test_runtime_scripts_in_the_artifact_are_the_package_modules(outcomes):
+    import mixer_edge.runtime.edge_bench as eb_module
+    import mixer_edge.runtime.trt_build as tb_module
+
+    folder = outcomes["int8"].artifact.path
+    assert (folder / "edge_bench.py").read_bytes() == Path(eb_module.__file__).read_bytes()
+    assert (folder / "trt_build.py").read_bytes() == Path(tb_module.__file__).read_bytes()

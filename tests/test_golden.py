@@ -147,3 +147,14 @@ def test_artifact_run_from_inside_its_folder_keeps_its_name(artifacts, tmp_path,
                           env=block_imports(tmp_path, "torch", "mixer_edge"))
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["results"][0]["name"] == a.path.name
+
+
+@pytest.mark.parametrize("target,precision", CASES)
+def test_runtime_copied_into_the_artifact_is_the_package_module(artifacts, target, precision):
+    """What a device runs is byte for byte what the host imports: no second copy to drift."""
+    from pathlib import Path
+
+    import mixer_edge.runtime.edge_bench as module
+
+    folder = artifacts[(target, precision)].path
+    assert (folder / "edge_bench.py").read_bytes() == Path(module.__file__).read_bytes()
