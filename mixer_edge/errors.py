@@ -1,4 +1,4 @@
-"""The errors mixer-edge raises. Library code raises these; only cli.py turns them into exit codes.
+"""The errors mixer-edge raises. Library code raises these; the CLI's error boundary turns them into exit codes.
 
 Every message says what arrived and what is accepted, so one line is enough for the user.
 """

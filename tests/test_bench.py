@@ -365,7 +365,7 @@ def test_ctrl_c_in_the_device_script_writes_no_file(capsys, tmp_path, onnx_artif
 
 
 def test_ctrl_c_in_mixer_edge_bench_writes_no_file(tmp_path, onnx_artifact, npz_data, onnx_target, monkeypatch):
-    from mixer_edge.bench import cli_commands
+    from mixer_edge.cli import bench as cli_commands
     from mixer_edge.export import registry
 
     class Interrupting:
@@ -512,7 +512,7 @@ def test_recommendation_is_the_fastest_within_the_budget():
 
 
 def test_every_bench_and_report_option_has_help():
-    from mixer_edge.bench import cli_commands
+    from mixer_edge.cli import bench as cli_commands
 
     for add in (cli_commands.add_bench_arguments, cli_commands.add_report_arguments):
         p = argparse.ArgumentParser()

@@ -32,7 +32,7 @@ from mixer_edge.export.base import ExportSpec, NotRunnableHere  # noqa: E402
 from mixer_edge.export.registry import get_target  # noqa: E402
 from mixer_edge.export.tensorrt import (TensorRTTarget, check_explicit_quantization,  # noqa: E402
                                         check_fp16_model)
-from mixer_edge.export.trt_cli import add_trt_arguments, run_trt  # noqa: E402
+from mixer_edge.cli.trt import add_trt_arguments, run_trt  # noqa: E402
 from mixer_edge.export.validate import compare  # noqa: E402
 from mixer_edge.runtime import trt_build as tb  # noqa: E402
 

@@ -1,11 +1,4 @@
-"""`mixer-edge bench` and `mixer-edge report`: argument definitions and the two run functions.
-
-cli.py registers them:
-    Command("bench", "latency, throughput, memory and accuracy of artifacts and checkpoints",
-            add_bench_arguments, run_bench),
-    Command("report", "merge bench results from one or many devices into report.md / report.html",
-            add_report_arguments, run_report),
-"""
+"""`mixer-edge bench` and `mixer-edge report`: argument definitions and the two run functions."""
 from __future__ import annotations
 
 import argparse
@@ -50,7 +43,7 @@ def bench_config(args: argparse.Namespace):
     """Map CLI options to the harness's BenchConfig, one field each."""
     from ..runtime.edge_bench import BenchError, parse_batch_sizes
     from ..errors import BadInput
-    from .harness import BenchConfig, make_settings
+    from ..bench.harness import BenchConfig, make_settings
 
     try:
         sizes = parse_batch_sizes(args.batch_sizes)
@@ -70,7 +63,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import sys
 
     from ..runtime.edge_bench import format_table
-    from .harness import benchmark, write_results
+    from ..bench.harness import benchmark, write_results
 
     def progress(entry: dict) -> None:
         state = "ok" if entry["status"] == "ok" else f"not run: {entry['reason']}"
@@ -99,7 +92,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    from .report import DEFAULT_BUDGET
+    from ..bench.report import DEFAULT_BUDGET
 
     p.add_argument("results", nargs="+", metavar="RESULT.json",
                    help="result files of `mixer-edge bench` or edge_bench.py, from one or many devices")
@@ -110,7 +103,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .report import recommendation_text, build_report
+    from ..bench.report import recommendation_text, build_report
 
     files = build_report(args.results, args.out, budget=args.budget)
     for rec in files.recommendations:

@@ -1,6 +1,5 @@
 """`mixer-edge trt build ARTIFACT_DIR`: build a TensorRT artifact's engine on this device.
 
-Command functions for cli.py (which registers them): add_trt_arguments(p) and run_trt(args).
 The build itself is mixer_edge/runtime/trt_build.py, the same script every TensorRT artifact
 carries for devices without mixer-edge (`python trt_build.py ARTIFACT_DIR`).
 """
@@ -24,6 +23,6 @@ def add_trt_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_trt(args: argparse.Namespace) -> int:
-    from .tensorrt import build_artifact_engine
+    from ..export.tensorrt import build_artifact_engine
 
     return build_artifact_engine(args)

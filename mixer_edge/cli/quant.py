@@ -1,6 +1,5 @@
 """`mixer-edge quant inspect CHECKPOINT --calib-data SPEC [--target T]`: where INT8 error enters.
 
-Command functions for cli.py (which registers them): add_quant_arguments(p) and run_quant(args).
 The analysis is export/inspection.py; this module only parses, prints and writes the files.
 """
 from __future__ import annotations
@@ -11,8 +10,8 @@ from pathlib import Path
 
 def add_quant_arguments(p: argparse.ArgumentParser) -> None:
     from ..errors import name_type
-    from .base import CALIB_METHODS
-    from .registry import ALIASES, target_names
+    from ..export.base import CALIB_METHODS
+    from ..export.registry import ALIASES, target_names
 
     sub = p.add_subparsers(dest="quant_action", metavar="ACTION", required=True,
                            help="inspect: per-layer INT8 error, activation ranges and outlier channels")
@@ -39,8 +38,8 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_quant(args: argparse.Namespace) -> int:
-    from . import ExportPlan, load_model, prepare_calibration, prepare_validation
-    from .inspection import InspectSpec, inspect, plot, table
+    from ..export import ExportPlan, load_model, prepare_calibration, prepare_validation
+    from ..export.inspection import InspectSpec, inspect, plot, table
 
     ck = load_model(args.checkpoint)
     plan = ExportPlan(targets=(args.target,), precisions=("int8",), out_dir=".", calib_data=args.calib_data,

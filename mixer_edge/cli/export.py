@@ -1,0 +1,111 @@
+"""`mixer-edge export`: options -> ExportPlan, one line per artifact."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..runtime.edge_bench import EXIT_OK, EXIT_VALIDATION_FAILED
+from ..errors import name_type
+from .common import _data_help, _listed
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from ..export.base import CALIB_METHODS, PRECISIONS
+    from ..export.registry import target_names
+
+    p.add_argument("checkpoint", help="a mixer-edge checkpoint (model.safetensors or its folder), or "
+                   "timm / official Google weights")
+    p.add_argument("--target", action="append", default=None,
+                   help=f"one of {', '.join(target_names())}, or all; repeat or comma-separate for several "
+                        "(default onnx)")
+    p.add_argument("--precision", action="append", default=None,
+                   help=f"{' | '.join(PRECISIONS)}; repeat or comma-separate for several (default fp32)")
+    p.add_argument("--int8", action="store_true", help="shorthand for --precision int8")
+    p.add_argument("--fp16", action="store_true", help="shorthand for --precision fp16")
+    p.add_argument("--calib-data", default=None,
+                   help="calibration images for INT8: a data spec (" + _data_help().split(": ", 1)[1] +
+                        ") or a saved calib .npz from `mixer-edge calib make`")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
+    p.add_argument("--calib-seed", type=int, default=0, help="calibration selection seed (default 0)")
+    p.add_argument("--calib-method", type=name_type("calibration method", CALIB_METHODS), default=None,
+                   help="INT8 activation range estimator, the same for every target: minmax, percentile "
+                        "(99.99th), entropy (TensorRT's KL search) or mse (least squared int8 error); "
+                        "default mse, the most accurate on every target (docs/quantization.md)")
+    p.add_argument("--smooth", type=float, default=0.5, metavar="ALPHA",
+                   help="INT8: SmoothQuant strength for the exact LayerNorm -> channel-MLP and -> head folds, "
+                        "0..1 (default 0.5)")
+    p.add_argument("--no-smooth", dest="smooth", action="store_const", const=None,
+                   help="INT8: quantize the model as it is, without smoothing")
+    p.add_argument("--keep-float", default="", metavar="LAYERS",
+                   help="INT8: comma-separated layers (module paths such as blocks.0.mlp_tokens.fc2, see "
+                        "`mixer-edge quant inspect`) kept in float")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="INT8, every target: keep the most sensitive layers in float, one at a time, until top-1 "
+                        "on the validation images is at most POINTS percentage points below FP32 (e.g. 0.1); "
+                        "says so when it cannot be met")
+    p.add_argument("--coreml-input", type=name_type("Core ML input kind", ["tensor", "image"]), default="tensor",
+                   help="Core ML: a float tensor input, or an image input with the preprocessing baked in "
+                        "(needs one std for all channels); default tensor")
+    p.add_argument("--coreml-target", default="iOS17",
+                   help="Core ML minimum deployment target: iOS16, iOS17, iOS18, macOS13, macOS14, macOS15 "
+                        "(default iOS17; W8A8 needs iOS17 / macOS14 or newer)")
+    p.add_argument("--weights-only", action="store_true",
+                   help="with --int8: quantize weights only, activations stay float (Core ML, OpenVINO)")
+    p.add_argument("--eval-data", default=None,
+                   help="images to validate on (its eval split when it is the training data); default: the "
+                        "calibration set, else the checkpoint's own eval split")
+    p.add_argument("--out", required=True, help="output folder; one sub-folder TARGET-PRECISION per artifact")
+    p.add_argument("--force", action="store_true", help="replace output folders that are not mixer-edge artifacts")
+    p.add_argument("--keep-invalid", action="store_true",
+                   help="keep artifacts that fail validation (the exit code still says they failed)")
+
+
+
+
+def export_plan(args: argparse.Namespace):
+    """Map CLI options to the library's ExportPlan and ExportSpec, one field each."""
+    from ..export import ExportPlan
+    from ..export.base import ExportSpec
+    from ..export.registry import expand
+
+    from ..errors import resolve
+    from ..export.base import PRECISIONS
+
+    listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ()
+    precisions = list(dict.fromkeys(resolve("precision", p, PRECISIONS) for p in listed))
+    precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
+    spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, float_layers=_listed([args.keep_float], ""),
+                      max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
+                      weights_only=args.weights_only)
+    return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
+                      out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
+                      calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
+                      keep_invalid=args.keep_invalid, spec=spec)
+
+
+def validation_line(o) -> str:
+    v = o.validation
+    if v.get("skipped"):
+        return f"{o.dest.name:16} validation skipped: {v['skipped']}"
+    acc = f" top-1 {v['top1']:.4f} (PyTorch {v['reference_top1']:.4f})" if "top1" in v else ""
+    verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + ("" if o.artifact else " (discarded)")
+    return (f"{o.dest.name:16} {verdict:6} max|diff| {v['max_abs_diff']:.2e}  agree {v['top1_agreement']:.4f}  "
+            f"cos {v['cosine']:.5f}  SQNR {v['sqnr_db']:.1f} dB{acc}  [{v['samples']} images]")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..export import run_plan
+
+    outcomes = run_plan(args.checkpoint, export_plan(args), on_done=lambda o: print(validation_line(o)))
+    for o in outcomes:
+        for note in o.artifact.manifest["export"].get("notes", []) if o.artifact else []:
+            print(f"note: {o.dest.name}: {note}", file=sys.stderr)
+    failed = [o for o in outcomes if not o.passed]
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} artifacts failed validation against PyTorch FP32",
+              file=sys.stderr)
+        return EXIT_VALIDATION_FAILED
+    print(f"{len(outcomes)} artifact(s) validated and written under {args.out}")
+    return EXIT_OK

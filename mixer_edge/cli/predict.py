@@ -1,0 +1,31 @@
+"""`mixer-edge predict`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..runtime.edge_bench import EXIT_OK
+
+
+# ---- predict -------------------------------------------------------------------------------------
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="an artifact folder (run by its runtime) or a checkpoint (run by PyTorch)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="image files (png/jpg/jpeg/bmp) or folders of them")
+    p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
+    p.add_argument("--json", default=None, help="also write the predictions here as JSON (atomically)")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from ..predict import predict
+
+    doc = predict(args.model, args.images, args.top_k)
+    from ..runtime.edge_bench import format_predictions
+
+    print(format_predictions(doc))
+    if args.json:
+        from ..models.checkpoint import atomic_write_json
+
+        atomic_write_json(Path(args.json), doc)
+    return EXIT_OK

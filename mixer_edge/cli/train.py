@@ -1,0 +1,123 @@
+"""`mixer-edge train` and `mixer-edge eval`."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+from ..runtime.edge_bench import EXIT_OK
+from ..errors import name_type
+from .common import _data_help
+
+
+# ---- train -------------------------------------------------------------------------------------
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    from ..train.config import TrainConfig as T
+
+    p.add_argument("--data", required=True, help=_data_help())
+    p.add_argument("--model", default=T.model, help=f"variant name (see `mixer-edge models`); default {T.model}")
+    p.add_argument("--pretrained", default=None,
+                   help="start from weights: official Google .npz, timm .pth/.bin/.safetensors, or a "
+                        "mixer-edge checkpoint; the head is replaced when the class count differs")
+    p.add_argument("--epochs", type=int, default=T.epochs, help=f"passes over the train split (default {T.epochs})")
+    p.add_argument("--batch-size", type=int, default=T.batch_size,
+                   help=f"global batch size, split across processes (default {T.batch_size})")
+    p.add_argument("--lr", type=float, default=T.lr, help=f"peak AdamW learning rate (default {T.lr})")
+    p.add_argument("--weight-decay", type=float, default=T.weight_decay, help=f"AdamW weight decay (default {T.weight_decay})")
+    p.add_argument("--warmup-epochs", type=float, default=T.warmup_epochs,
+                   help=f"linear warm-up length before cosine decay (default {T.warmup_epochs})")
+    p.add_argument("--label-smoothing", type=float, default=T.label_smoothing, help=f"(default {T.label_smoothing})")
+    p.add_argument("--clip-grad", type=float, default=T.clip_grad, help=f"max gradient norm, 0 = off (default {T.clip_grad})")
+    p.add_argument("--seed", type=int, default=T.seed, help="seed for initialisation and batch order")
+    p.add_argument("--augment-shift", type=int, default=T.augment_shift,
+                   help="random translation of training images by up to this many pixels (default 0 = off)")
+    p.add_argument("--split-seed", type=int, default=T.split_seed,
+                   help="seed of the 80/10/10 train/calibration/evaluation split (default 0)")
+    p.add_argument("--img-size", type=int, default=None, help="input size (default: the variant's)")
+    p.add_argument("--num-classes", type=int, default=None, help="check the data has this many classes")
+    p.add_argument("--gelu", type=name_type("GELU form", ["exact", "tanh"]), default=T.gelu,
+                   help="GELU form: exact or tanh (default exact)")
+    p.add_argument("--device", default=T.device, help="auto | cpu | cuda (default auto)")
+    p.add_argument("--out", required=True, help="output folder for model.safetensors and model.json")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/resume.safetensors (last finished epoch)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes via torchrun (gloo on CPU, NCCL on GPU); default 1")
+
+
+def train_config(args: argparse.Namespace):
+    """Map CLI options to the library's TrainConfig, one field each."""
+    from ..train.config import TrainConfig
+
+    return TrainConfig(
+        data=args.data, out=args.out, model=args.model, pretrained=args.pretrained, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
+        seed=args.seed, img_size=args.img_size, num_classes=args.num_classes, gelu=args.gelu,
+        split_seed=args.split_seed, resume=args.resume, device=args.device, augment_shift=args.augment_shift)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return _launch_torchrun(args)
+    from ..train import train
+
+    result = train(train_config(args))
+    if int(os.environ.get("RANK", "0")) == 0:
+        m = result.metrics
+        print(f"eval top-1 {m.get('eval_top1', float('nan')):.4f}  top-5 {m.get('eval_top5', float('nan')):.4f}  "
+              f"on {m['eval_n']} images; {m['wall_s']:.1f} s; checkpoint: {result.checkpoint}")
+    return EXIT_OK
+
+
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """Re-run this same train command under torchrun, minus --nproc (the children must not relaunch)."""
+    from ..train.distributed import launch_command
+
+    child = _drop_option(args.argv[args.argv.index("train") + 1:], "--nproc")
+    return subprocess.call(launch_command(args.nproc, child))
+
+
+def _drop_option(argv: list[str], option: str) -> list[str]:
+    """argv without 'OPTION VALUE' and 'OPTION=VALUE'."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == option:
+            i += 2
+            continue
+        if not argv[i].startswith(option + "="):
+            out.append(argv[i])
+        i += 1
+    return out
+
+
+# ---- eval --------------------------------------------------------------------------------------
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a mixer-edge checkpoint (model.safetensors or its folder)")
+    p.add_argument("--data", required=True, help=_data_help())
+    p.add_argument("--split", default="auto", choices=["auto", "all", "train", "calib", "eval"],
+                   help="which part of the data: auto = the held-out eval split when DATA is the data "
+                        "the model was trained on, else all of it")
+    p.add_argument("--json", default=None, help="also write the result as JSON to this path")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from ..data.dataset import take_split
+    from ..data.sources import load_data
+    from ..models.checkpoint import atomic_write_json, load_checkpoint
+    from ..train.evaluate import evaluate
+
+    ck = load_checkpoint(args.checkpoint)
+    data = load_data(args.data)
+    split = args.split
+    if split == "auto":
+        split = "eval" if ck.meta.get("data") == args.data else "all"
+    result = {"checkpoint": str(ck.path), "checkpoint_sha256": ck.sha256, "data": args.data, "split": split,
+              **evaluate(ck, take_split(data, split, ck.split))}
+    print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  on {result['n']} images "
+          f"({args.data}, split {split})")
+    if args.json:
+        atomic_write_json(Path(args.json), result)
+    return EXIT_OK
