@@ -27,6 +27,10 @@ class CalibrationError(MixerEdgeError):
     """The calibration set is missing, too small, or does not fit the model."""
 
 
+class DeviceCheckFailed(MixerEdgeError):
+    """An artifact does not compute on this machine what was validated at export (its golden set)."""
+
+
 class ValidationError(MixerEdgeError):
     """An exported artifact disagrees with the PyTorch reference beyond tolerance."""
 

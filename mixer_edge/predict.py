@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInput
+from .errors import BadInput, DeviceCheckFailed
 from .runtime import edge_bench as eb
 
 
@@ -39,3 +39,5 @@ def _runtime(fn, *args):
         return fn(*args)
     except (eb.BenchError, eb.NotRunnable) as e:
         raise BadInput(str(e)) from None
+    except eb.DeviceCheckFailed as e:
+        raise DeviceCheckFailed(f"device check failed: {e}") from None

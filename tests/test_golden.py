@@ -158,3 +158,23 @@ def test_runtime_copied_into_the_artifact_is_the_package_module(artifacts, targe
 
     folder = artifacts[(target, precision)].path
     assert (folder / "edge_bench.py").read_bytes() == Path(module.__file__).read_bytes()
+
+
+def test_predict_refuses_a_tampered_artifact(artifacts, tmp_path, digits_npz, capsys):
+    """An application loading an artifact gets the device check first: a tampered one is refused
+    (exit 4 from the CLI and the device script), not used."""
+    import shutil
+
+    from mixer_edge.cli import main
+
+    folder = tmp_path / "copy"
+    shutil.copytree(artifacts[("onnx", "fp32")].path, folder)
+    _rehash(folder, _tamper_onnx(folder))
+    with pytest.raises(eb.DeviceCheckFailed, match="logit SQNR"):
+        eb.load(folder)
+    with np.load(digits_npz) as z:
+        from PIL import Image
+        Image.fromarray(z["images"][0][..., 0]).save(tmp_path / "one.png")
+    assert main(["predict", str(folder), str(tmp_path / "one.png")]) == eb.EXIT_DEVICE_CHECK
+    assert "device check failed" in capsys.readouterr().err
+    assert eb.main([str(folder), "--predict", str(tmp_path / "one.png")]) == eb.EXIT_DEVICE_CHECK

@@ -8,8 +8,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import MixerEdgeError
-from ..runtime.edge_bench import EXIT_BAD_INPUT
+from ..errors import DeviceCheckFailed, MixerEdgeError
+from ..runtime.edge_bench import EXIT_BAD_INPUT, EXIT_DEVICE_CHECK
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # exception -> exit code: library errors are user errors (2); the runtime's own, as on the device.
-ERRORS = ((MixerEdgeError, EXIT_BAD_INPUT, "error"),)
+ERRORS = ((DeviceCheckFailed, EXIT_DEVICE_CHECK, "error"), (MixerEdgeError, EXIT_BAD_INPUT, "error"))
 
 
 if __name__ == "__main__":

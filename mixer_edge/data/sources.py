@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, unknown
+from ..runtime import edge_bench as eb
 from .dataset import ImageSet
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = eb.IMAGE_SUFFIXES
 PROGRESS_ABOVE = 500  # files; fewer read in well under a second, a bar would only flicker
 
 
@@ -83,8 +84,8 @@ def _bare_path(spec: str) -> ImageSet:
 
 
 def _guess_kind(root: Path) -> str:
-    has_images = bool(_images_in(root))
-    has_classes = any(_images_in(d) for d in _class_dirs(root))
+    has_images = bool(eb._images_in(root))
+    has_classes = any(eb._images_in(d) for d in eb._class_dirs(root))
     if has_images == has_classes:
         found = "both loose images and class sub-folders" if has_images else "no images"
         raise BadInput(f"cannot tell what folder {root} holds ({found}); "
@@ -318,76 +319,35 @@ def _unpickle(path: Path):
 
 def load_imagefolder(root: Path) -> ImageSet:
     """imagefolder:DIR  one sub-folder of png/jpg/bmp images per class; sorted folder names are the classes."""
-    class_dirs = _class_dirs(root)
-    if not class_dirs:
-        raise BadInput(f"no class sub-folders in {root}; imagefolder:DIR wants one folder per class "
-                       f"(use folder:DIR for unlabeled images)")
-    files, labels = [], []
-    for index, d in enumerate(class_dirs):
-        found = _images_in(d)
-        if not found:
-            raise BadInput(f"class folder {d} has no images (png/jpg/jpeg/bmp)")
-        files += found
-        labels += [index] * len(found)
-    classes = tuple(d.name for d in class_dirs)
-    return ImageSet(_read_images(files), np.array(labels, np.int64), classes, f"imagefolder:{root}")
+    d = _runtime(eb.read_imagefolder, root, _progress)
+    return ImageSet(_images(d.images), d.labels, d.classes, f"imagefolder:{root}")
 
 
 def load_folder(root: Path) -> ImageSet:
     """folder:DIR  a folder of unlabeled png/jpg/bmp images (for calibration or prediction)."""
-    files = _images_in(root)
-    if not files:
-        raise BadInput(f"folder {root} has no images (png/jpg/jpeg/bmp)")
-    return ImageSet(_read_images(files), None, (), f"folder:{root}")
+    d = _runtime(eb.read_folder, root, _progress)
+    return ImageSet(_images(d.images), None, (), f"folder:{root}")
 
 
-def _visible(folder: Path) -> list[Path]:
-    """Sorted entries without the hidden ones: .DS_Store, ._x.jpg (macOS resource forks), .git."""
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+# The image-folder readers are the device runtime's (one implementation, so a device reads a folder
+# as training did); these adapt them to ImageSet and BadInput.
+
+def _runtime(fn, *args):
+    try:
+        return fn(*args)
+    except eb.BenchError as e:
+        raise BadInput(str(e)) from None
 
 
-def _class_dirs(root: Path) -> list[Path]:
-    return [p for p in _visible(root) if p.is_dir()]
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-
-
-def _read_images(files: list[Path]):
+def _images(images):
     """Stacked (N, H, W, C) when every image has one shape, else a tuple of (H, W, C) arrays."""
+    return images if isinstance(images, np.ndarray) else tuple(images)
+
+
+def _progress(files):
     from ..progress import progress
 
-    bar = progress(files, desc="reading images", enabled=len(files) > PROGRESS_ABOVE, leave=False)
-    images = [_read_image(p) for p in bar]
-    if len({im.shape for im in images}) == 1:
-        return np.stack(images)
-    return tuple(images)
-
-
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
-
-
-def _read_image(path: Path) -> np.ndarray:
-    """(H, W, 1) for grayscale files, (H, W, 3) for everything else; alpha is dropped."""
-    from PIL import Image  # the data stage's dependency only
-
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so a corrupt file fails here with its name
-            return _to_uint8(img)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadInput(f"cannot read image {path}: {e}") from None
-
-
-def _to_uint8(img) -> np.ndarray:
-    if img.mode not in GRAY_MODES:
-        return np.asarray(img.convert("RGB"))
-    if img.mode.startswith("I"):
-        # 16-bit PNGs open as "I;16" or "I"; scale 0..65535 to 0..255 (convert("L") would clip).
-        wide = np.asarray(img, dtype=np.float64)
-        return np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)[..., None]
-    return np.asarray(img.convert("L"))[..., None]  # "1" -> 0/255, "LA" drops alpha, "F" clips
+    return progress(files, desc="reading images", enabled=len(files) > PROGRESS_ABOVE, leave=False)
 
 
 SOURCES = {

@@ -66,6 +66,10 @@ class BenchError(Exception):
     """A problem with the input the user can fix; main() prints it as one line, exit 2."""
 
 
+class DeviceCheckFailed(Exception):
+    """The artifact does not compute, on this device, what was validated at export (golden set)."""
+
+
 class NotRunnable(Exception):
     """The artifact's runtime is missing or cannot execute on this machine; says why."""
 
@@ -336,6 +340,11 @@ class Predictor:
         self.manifest = read_manifest(self.folder)
         self.backend = load_backend(self.folder, self.manifest, options or Options())
         self.classes = self.manifest["classes"]
+        # Before the first answer: does this device compute what was validated? (on a Mac, the
+        # first Core ML prediction is this check)
+        self.device_check = device_check(self.folder, self.manifest, self.backend.run, batch_axis(self.manifest))
+        if self.device_check["status"] == "failed":
+            raise DeviceCheckFailed(self.device_check["reason"])
 
     def logits(self, images) -> np.ndarray:
         """images: raw uint8 arrays (H, W[, C]) or a list of image file paths."""
@@ -514,10 +523,13 @@ def _images_in(folder: Path) -> list:
     return [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
 
 
-def read_imagefolder(root: Path) -> Data:
+def read_imagefolder(root: Path, wrap=None) -> Data:
+    """imagefolder:DIR: one sub-folder of images per class; sorted folder names are the classes.
+    wrap: an optional iterator wrapper over the files (the host's progress bar)."""
     dirs = _class_dirs(root)
     if not dirs:
-        raise BenchError(f"no class sub-folders in {root}; imagefolder:DIR wants one folder per class")
+        raise BenchError(f"no class sub-folders in {root}; imagefolder:DIR wants one folder per class "
+                         f"(use folder:DIR for unlabeled images)")
     files, labels = [], []
     for index, d in enumerate(dirs):
         found = _images_in(d)
@@ -525,37 +537,43 @@ def read_imagefolder(root: Path) -> Data:
             raise BenchError(f"class folder {d} has no images (png/jpg/jpeg/bmp)")
         files += found
         labels += [index] * len(found)
-    return Data(_read_images(files), np.array(labels, np.int64), tuple(d.name for d in dirs), f"imagefolder:{root}")
+    return Data(_read_images(files, wrap), np.array(labels, np.int64), tuple(d.name for d in dirs),
+                f"imagefolder:{root}")
 
 
-def read_folder(root: Path) -> Data:
+def read_folder(root: Path, wrap=None) -> Data:
+    """folder:DIR: unlabeled images (calibration, prediction)."""
     files = _images_in(root)
     if not files:
         raise BenchError(f"folder {root} has no images (png/jpg/jpeg/bmp)")
-    return Data(_read_images(files), None, None, f"folder:{root}")
+    return Data(_read_images(files, wrap), None, None, f"folder:{root}")
 
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
 
 
-def _read_images(files: list):
+def _read_images(files: list, wrap=None):
+    """Stacked (N, H, W, C) uint8 when every image has one shape, else a list of (H, W, C) arrays."""
+    images = [read_image(p) for p in (wrap(files) if wrap else files)]
+    return np.stack(images) if len({im.shape for im in images}) == 1 else images
+
+
+def read_image(path) -> np.ndarray:
+    """(H, W, 1) uint8 for grayscale files, (H, W, 3) for everything else; alpha dropped; 16-bit
+    scaled to 8; Pillow's decompression-bomb limit enforced (a huge image is refused, not decoded)."""
     from PIL import Image  # only when decoding image files
 
-    images = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img.load()
-                if img.mode not in GRAY_MODES:
-                    images.append(np.asarray(img.convert("RGB")))
-                elif img.mode.startswith("I"):  # 16-bit: scale 0..65535 to 0..255
-                    wide = np.asarray(img, dtype=np.float64)
-                    images.append(np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)[..., None])
-                else:
-                    images.append(np.asarray(img.convert("L"))[..., None])
-        except (OSError, SyntaxError, ValueError) as e:
-            raise BenchError(f"cannot read image {path}: {e}") from None
-    return np.stack(images) if len({im.shape for im in images}) == 1 else images
+    try:
+        with Image.open(path) as img:
+            img.load()  # decode now, so a corrupt file fails here with its name
+            if img.mode not in GRAY_MODES:
+                return np.asarray(img.convert("RGB"))
+            if img.mode.startswith("I"):  # 16-bit PNGs: scale 0..65535 to 0..255 (convert("L") would clip)
+                wide = np.asarray(img, dtype=np.float64)
+                return np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)[..., None]
+            return np.asarray(img.convert("L"))[..., None]  # "1" -> 0/255, "LA" drops alpha, "F" clips
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BenchError(f"cannot read image {path}: {e}") from None
 
 
 def check_classes(manifest: dict, data: Data) -> None:
@@ -1168,7 +1186,8 @@ def error_boundary(call, errors, interrupted: str) -> int:
         raise
 
 
-ERRORS = ((BenchError, EXIT_BAD_INPUT, "error"), (NotRunnable, EXIT_NOT_RUN, "cannot run here"))
+ERRORS = ((BenchError, EXIT_BAD_INPUT, "error"), (NotRunnable, EXIT_NOT_RUN, "cannot run here"),
+          (DeviceCheckFailed, EXIT_DEVICE_CHECK, "error: device check failed"))
 
 
 def main(argv=None) -> int:
