@@ -178,3 +178,40 @@ def test_predict_refuses_a_tampered_artifact(artifacts, tmp_path, digits_npz, ca
     assert main(["predict", str(folder), str(tmp_path / "one.png")]) == eb.EXIT_DEVICE_CHECK
     assert "device check failed" in capsys.readouterr().err
     assert eb.main([str(folder), "--predict", str(tmp_path / "one.png")]) == eb.EXIT_DEVICE_CHECK
+
+
+def _flat(x, pre=""):
+    if isinstance(x, dict):
+        return {k2: v2 for k, v in x.items() for k2, v2 in _flat(v, f"{pre}.{k}" if pre else k).items()}
+    if isinstance(x, list) and x and isinstance(x[0], dict):
+        return {k2: v2 for i, v in enumerate(x) for k2, v2 in _flat(v, f"{pre}[{i}]").items()}
+    return {pre: x}
+
+
+# What may differ between two runs of one measurement: timings, memory, timestamps; and what says
+# who ran it (tool, the host's extra package versions, how the artifact path was spelled).
+VARYING = ("latency", "load_s", "first_inference", "throughput", "rss", "created", "images_per_s")
+WHO = ("tool", "versions.mixer_edge", "versions.torch", "results[0].artifact")
+
+
+@pytest.mark.parametrize("target", list(RUNS_HERE))
+def test_host_bench_and_device_script_write_the_same_json(artifacts, target, tmp_path, digits_npz):
+    """One runtime, one result: `mixer-edge bench` on the host and the artifact's own script on the
+    same data agree key by key, apart from timings, memory, timestamps and who ran it."""
+    from mixer_edge.cli import main
+
+    folder = artifacts[(target, "int8")].path
+    host = tmp_path / "host.json"
+    assert main(["bench", str(folder), "--data", str(digits_npz), "--iters", "3", "--batch-sizes", "1,4",
+                 "--json", str(host)]) == 0
+    done, device = edge_bench(folder, tmp_path, digits_npz, "--batch-sizes", "1,4")
+    assert done.returncode == 0, done.stderr
+    a, b = _flat(json.loads(host.read_text())), _flat(device)
+    versions = {k: v for k, v in b.items() if k.startswith("versions.")}
+    assert versions and all(a.get(k) == v for k, v in versions.items())   # the host lists more packages
+    keys = {k for k in set(a) | set(b) if not any(v in k for v in VARYING) and k not in WHO
+            and not k.startswith("versions.")}
+    assert keys >= {"results[0].accuracy.top1", "results[0].device_check.sqnr_db", "results[0].runtime.what",
+                    "results[0].quantization.calib_method", "results[0].sha256.golden.npz", "device.cpu"}
+    differ = {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
+    assert not differ, differ

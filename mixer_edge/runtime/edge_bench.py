@@ -224,7 +224,8 @@ def load_openvino(folder: Path, manifest: dict, opt: Options) -> Backend:
         config["applied_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
     except (RuntimeError, AttributeError, TypeError):  # not every device reports these
         pass
-    return Backend(run, config, f"openvino {ov.__version__} {device} {hint}", {"openvino": ov.__version__})
+    release = ov.__version__.split("-")[0]   # "2026.4.1-22982-e213a147257-releases/..." -> "2026.4.1"
+    return Backend(run, config, f"openvino {release} {device} {hint}", {"openvino": ov.__version__})
 
 
 def _usable_cpus() -> int:
