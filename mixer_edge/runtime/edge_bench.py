@@ -27,6 +27,11 @@ failed (the result, marked, is still written); 130 interrupted.
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":   # run as a script: trt_build.py's `import edge_bench` must find this very module
+    sys.modules.setdefault("edge_bench", sys.modules[__name__])
+
 import argparse
 import gzip
 import hashlib
@@ -37,7 +42,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -237,22 +241,18 @@ def _usable_cpus() -> int:
 
 
 def load_tensorrt(folder: Path, manifest: dict, opt: Options) -> Backend:
-    """The engine runner lives in trt_build.py, which every TensorRT artifact carries beside this
-    script (it owns the engine build, buffers and version checks)."""
-    script = Path(folder) / "trt_build.py"
-    if not script.is_file():
-        raise NotRunnable(f"{folder} has no trt_build.py; re-export it with mixer-edge export --target tensorrt")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mixer_edge_trt_build", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The engine runner lives in trt_build.py (engine build, buffers, version checks), imported as
+    an ordinary module: the package's sibling on the host, the script beside this one in every
+    TensorRT artifact. It raises this module's own error classes."""
     try:
-        return module.load_tensorrt(folder, manifest, opt)
-    except module.BadInput as e:
-        raise BenchError(str(e)) from None
-    except module.NotRunnable as e:
-        raise NotRunnable(str(e)) from None
+        from . import trt_build            # inside the mixer_edge package
+    except ImportError:
+        try:
+            import trt_build               # a script in an artifact folder, trt_build.py beside it
+        except ImportError:
+            raise NotRunnable("trt_build.py is not beside edge_bench.py; re-export the artifact with "
+                              "mixer-edge export --target tensorrt") from None
+    return trt_build.load_tensorrt(folder, manifest, opt)
 
 
 def load_coreml(folder: Path, manifest: dict, opt: Options) -> Backend:

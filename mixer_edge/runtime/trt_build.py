@@ -646,7 +646,6 @@ def bench(folder, args) -> dict:
     """Benchmark the built engine with edge_bench's measurements; returns its result document."""
     if _eb is None:
         raise BadInput("benchmarking needs edge_bench.py beside trt_build.py (every artifact carries it)")
-    _eb.BACKENDS["tensorrt"] = load_tensorrt
     settings = _eb.Settings(warmup=args.warmup, iters=args.iters, batch_sizes=_eb.parse_batch_sizes(args.batch_sizes))
     data = _eb.read_data(args.data)
     entry, versions = _eb.bench_artifact(folder, data, settings, _eb.Options(), args.split, args.limit,
