@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import BadInput, CalibrationError, require
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status
+from .onnx_graph import tensor_types, toposort
 
 MODEL = "model.onnx"
 INPUT, OUTPUT = "input", "logits"
@@ -107,7 +108,7 @@ def to_fp16(onnx_model, block_ops=FP16_BLOCK_OPS):
     blocked_div = _risky_divs(onnx_model)
     m16 = convert_float_to_float16(onnx_model, keep_io_types=True, op_block_list=list(block_ops),
                                    node_block_list=blocked_div or None)
-    _toposort(m16.graph)  # the converter appends its input casts at the end of the node list
+    toposort(m16.graph)  # the converter appends its input casts at the end of the node list
     kept = Counter(n.op_type for n in m16.graph.node if n.op_type in block_ops)
     return m16, {"keep_io_types": True, "block_ops": list(block_ops), "blocked_div_nodes": blocked_div,
                  "kept_fp32": dict(sorted(kept.items()))}
@@ -127,24 +128,6 @@ def _risky_divs(onnx_model) -> list[str]:
         if d is None or not np.all(np.abs(numpy_helper.to_array(d)) >= 1):
             risky.append(n.name)
     return risky
-
-
-def _toposort(graph) -> None:
-    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
-    pending, ordered = list(graph.node), []
-    while pending:
-        rest = []
-        for n in pending:
-            if all(i in ready for i in n.input):
-                ordered.append(n)
-                ready.update(n.output)
-            else:
-                rest.append(n)
-        if len(rest) == len(pending):
-            raise BadInput(f"ONNX graph has a cycle or a dangling input at {[n.name for n in rest[:3]]}")
-        pending = rest
-    del graph.node[:]
-    graph.node.extend(ordered)
 
 
 def cpu_fp32_fallback(path) -> dict:
@@ -172,12 +155,10 @@ def cpu_fp32_fallback(path) -> dict:
 def _input_float_types(model) -> dict:
     """node name -> (op type, set of float element types among its inputs)."""
     onnx = require("onnx", "onnx")
-    m = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in [*m.graph.value_info, *m.graph.input, *m.graph.output]}
-    types.update({i.name: i.data_type for i in m.graph.initializer})
+    types = tensor_types(model)
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
     return {n.name: (n.op_type, {types.get(i) for i in n.input if types.get(i) in floats})
-            for n in m.graph.node if n.op_type != "Cast"}
+            for n in model.graph.node if n.op_type != "Cast"}
 
 
 # ---- int8 ----------------------------------------------------------------------------------------
