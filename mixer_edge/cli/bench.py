@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.edge_bench import PRECISION_HINTS
+from ..runtime.edge_bench import add_measurement_arguments
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,30 +13,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True,
                    help="evaluation data: digits, mnist:DIR, cifar10:DIR, imagefolder:DIR, folder:DIR "
                         "(unlabeled: no accuracy), or FILE.npz with uint8 'images' (N,H,W[,C]) and 'labels'")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 after warm-up (default 100)")
-    how.add_argument("--duration", type=float, default=None,
-                     help="time calls for this many seconds instead of a fixed count (also per batch size)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first, timed one (default 10)")
-    p.add_argument("--batch-sizes", default="1,8,32",
-                   help="throughput batch sizes, comma-separated, when the batch axis is dynamic (default 1,8,32)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="runtime threads (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch); "
-                        "default: the runtime's own")
-    p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
-                   help="OpenVINO INFERENCE_PRECISION_HINT (default f32); noted as not applied for other targets")
-    p.add_argument("--provider", default=None,
-                   help="ONNX Runtime execution provider (e.g. CUDAExecutionProvider) or OpenVINO device (e.g. GPU)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
-    p.add_argument("--split", default="auto", choices=["auto", "all", "eval"],
-                   help="auto: the held-out eval split when --data is the data the model was trained on, else all")
-    p.add_argument("--reference", default=None,
-                   help="FP32 artifact or checkpoint for top-1 agreement and logit cosine "
-                        "(default: the first checkpoint given, if any)")
     p.add_argument("--compile", action="store_true",
                    help="also benchmark each checkpoint with torch.compile (a failure is recorded, not fatal)")
-    p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
-    p.add_argument("--json", default=None, help="write the versioned result JSON here (atomically)")
+    add_measurement_arguments(p)   # the device script's own options, one definition
 
 
 def bench_config(args: argparse.Namespace):

@@ -1104,23 +1104,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict", nargs="+", default=None, metavar="IMAGE_OR_FOLDER",
                    help="instead of benchmarking: print each image's top classes (with --top-k, --json)")
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image with --predict (default 5)")
+    add_measurement_arguments(p)
+    return p
+
+
+def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
+    """The measurement options this script and `mixer-edge bench` share, defined once."""
     how = p.add_mutually_exclusive_group()
-    how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 (default 100)")
-    how.add_argument("--duration", type=float, default=None, help="time calls for this many seconds instead")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first one (default 10)")
-    p.add_argument("--batch-sizes", default="1,8,32", help="throughput batch sizes, comma-separated (default 1,8,32)")
-    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the runtime's own)")
+    how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 after warm-up (default 100)")
+    how.add_argument("--duration", type=float, default=None,
+                     help="time calls for this many seconds instead of a fixed count (also per batch size)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first, timed one (default 10)")
+    p.add_argument("--batch-sizes", default="1,8,32",
+                   help="throughput batch sizes, comma-separated, when the batch axis is dynamic (default 1,8,32)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="runtime threads (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch); "
+                        "default: the runtime's own")
     p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
                    help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
     p.add_argument("--provider", default=None,
-                   help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device (default CPU)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N evaluation images")
+                   help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device "
+                        "(default CPU)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     p.add_argument("--split", default="auto", choices=["auto", "all", "eval"],
-                   help="auto: the held-out eval split when --data is the model's training data, else all")
-    p.add_argument("--reference", default=None, help="FP32 artifact folder for top-1 agreement and logit cosine")
+                   help="auto: the held-out eval split when --data is the data the model was trained on, else all")
+    p.add_argument("--reference", default=None,
+                   help="FP32 artifact (or, with mixer-edge bench, checkpoint) for top-1 agreement and logit cosine")
     p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
-    p.add_argument("--json", default=None, help="write the result JSON here (atomically)")
-    return p
+    p.add_argument("--json", default=None, help="write the versioned result JSON here (atomically)")
 
 
 def run(argv=None) -> int:
