@@ -48,96 +48,33 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 try:  # inside the mixer_edge package
     from . import edge_bench as _eb
 except ImportError:
-    try:  # a script in an artifact folder, edge_bench.py beside it
+    try:  # a script in an artifact folder: every TensorRT artifact carries edge_bench.py beside it
         import edge_bench as _eb
     except ImportError:
-        _eb = None
+        raise SystemExit("error: trt_build.py needs edge_bench.py beside it (every TensorRT artifact carries "
+                         "both); re-export the artifact with mixer-edge export --target tensorrt") from None
 
 SCRIPT_VERSION = "1"
-MANIFEST = "manifest.json"
-ARTIFACT_SCHEMA = 1
 ENGINE = "model.engine"
 TIMING_CACHE = "timing.cache"
 MIN_MAJOR = 10                     # JetPack 6.1 / 6.2 ship TensorRT 10.3; 11.x also builds these files
 DEFAULT_BATCH = {"min_batch": 1, "opt_batch": 1, "max_batch": 32}
 GPU_NODES = ("/dev/nvidia0", "/dev/nvgpu/igpu0", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu")
-EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_DEVICE_CHECK, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
-if _eb is not None:  # one error vocabulary with edge_bench, so its loop marks "not-run" results
-    BadInput, NotRunnable = _eb.BenchError, _eb.NotRunnable
-    Backend = _eb.Backend
-else:
-    class BadInput(Exception):
-        """A problem with the input the user can fix (exit 2)."""
-
-    class NotRunnable(Exception):
-        """tensorrt or a GPU is missing here; says why (exit 3)."""
-
-    class Backend(NamedTuple):
-        run: object
-        config: dict
-        what: str
-        versions: dict
-
-
-# ---- small file helpers (edge_bench's when it is beside us) -------------------------------------
-
-def sha256_file(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def read_manifest(folder) -> dict:
-    """ARTIFACT/manifest.json with every listed file present and matching its sha256."""
-    if _eb is not None:
-        return _eb.read_manifest(folder)
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise BadInput(f"{folder} is not a mixer-edge artifact (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path} is not valid JSON: {e}") from None
-    if manifest.get("schema") != ARTIFACT_SCHEMA:
-        raise BadInput(f"{path} has artifact schema {manifest.get('schema')!r}; this script reads {ARTIFACT_SCHEMA}")
-    for entry in manifest.get("files", []):
-        f = folder / entry["path"]
-        if not f.is_file() or sha256_file(f) != entry["sha256"]:
-            raise BadInput(f"artifact {folder}: {entry['path']} is missing or does not match its sha256")
-    return manifest
+# One vocabulary with edge_bench: its errors, exit codes, file helpers and result types.
+BadInput, NotRunnable, Backend = _eb.BenchError, _eb.NotRunnable, _eb.Backend
+EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN = _eb.EXIT_OK, _eb.EXIT_BAD_INPUT, _eb.EXIT_NOT_RUN
+EXIT_DEVICE_CHECK, EXIT_INTERRUPTED = _eb.EXIT_DEVICE_CHECK, _eb.EXIT_INTERRUPTED
+MANIFEST, sha256_file, read_manifest = _eb.MANIFEST, _eb.sha256_file, _eb.read_manifest
+atomic_write_bytes, atomic_write_json = _eb.atomic_write_bytes, _eb.atomic_write_json
 
 
 def engine_section(manifest: dict) -> dict:
@@ -644,8 +581,6 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
 def bench(folder, args) -> dict:
     """Benchmark the built engine with edge_bench's measurements; returns its result document."""
-    if _eb is None:
-        raise BadInput("benchmarking needs edge_bench.py beside trt_build.py (every artifact carries it)")
     settings = _eb.Settings(warmup=args.warmup, iters=args.iters, batch_sizes=_eb.parse_batch_sizes(args.batch_sizes))
     data = _eb.read_data(args.data)
     entry, versions = _eb.bench_artifact(folder, data, settings, _eb.Options(), args.split, args.limit,
@@ -688,9 +623,6 @@ def run_parsed(args) -> int:
 def verify_engine(folder) -> bool:
     """The freshly built engine against the artifact's golden set (edge_bench.device_check); prints
     the outcome. False when it failed; True when it passed or could not be checked (says why)."""
-    if _eb is None:
-        print("note: device check skipped: edge_bench.py is not beside trt_build.py", file=sys.stderr)
-        return True
     manifest = read_manifest(folder)
     backend = load_tensorrt(folder, manifest)
     check = _eb.device_check(folder, manifest, backend.run, _eb.batch_axis(manifest))
@@ -707,19 +639,7 @@ INTERRUPTED = "interrupted; the manifest was not changed unless the build finish
 
 
 def main(argv=None) -> int:
-    if _eb is not None:   # edge_bench's error boundary, as in every artifact
-        return _eb.error_boundary(lambda: run(argv), _eb.ERRORS, INTERRUPTED)
-    try:                  # alone (no edge_bench.py beside it): the same table, written out
-        return run(argv)
-    except BadInput as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except NotRunnable as e:
-        print(f"cannot run here: {e}", file=sys.stderr)
-        return EXIT_NOT_RUN
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return _eb.error_boundary(lambda: run(argv), _eb.ERRORS, INTERRUPTED)
 
 
 if __name__ == "__main__":
