@@ -82,6 +82,33 @@ class Target(Protocol):
     def validation_runner(self, artifact) -> LoadedRunner: ...  # what validates here (may differ)
 
 
+def runtime_runner(loader, artifact, **options) -> LoadedRunner:
+    """The device runtime's backend for an artifact (runtime/edge_bench.py: the one implementation
+    of session setup), wrapped for the host: chunked calls, the input shape checked, its errors as
+    mixer-edge's (BadInput, NotRunnableHere)."""
+    from ..errors import BadInput
+    from ..runtime import edge_bench as eb
+
+    try:
+        backend = loader(artifact.path, artifact.manifest, eb.Options(**options))
+    except eb.BenchError as e:
+        raise BadInput(str(e)) from None
+    except eb.NotRunnable as e:
+        raise NotRunnableHere(str(e)) from None
+    chw = tuple(artifact.manifest["input"]["shape"][1:])
+    classes = artifact.manifest["output"]["shape"][-1]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or tuple(x.shape[1:]) != chw:
+            raise BadInput(f"the model takes (N, {', '.join(map(str, chw))}) float32, got shape {list(x.shape)}")
+        if len(x) == 0:
+            return np.zeros((0, classes), np.float32)
+        return np.concatenate([np.asarray(backend.run(x[i:i + 256]), np.float32) for i in range(0, len(x), 256)])
+
+    return LoadedRunner(run=run, config=backend.config, what=backend.what)
+
+
 def installed(*modules: str) -> bool:
     """Is every module importable? Checked without importing it (find_spec)."""
     return all(importlib.util.find_spec(m) is not None for m in modules)

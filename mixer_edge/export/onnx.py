@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, CalibrationError, require
-from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status
+from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
 from .onnx_graph import tensor_types, toposort
 
 MODEL = "model.onnx"
@@ -248,10 +248,11 @@ class OnnxTarget:
             details = _PRECISIONS[spec.precision](model, fp32, out, checkpoint, calib, spec)
         return Exported(files=(MODEL,), details={**base, **details})
 
-    def load_runner(self, artifact, threads: int | None = None, provider=None) -> LoadedRunner:
-        providers = [provider] if isinstance(provider, str) else provider
-        providers = providers or artifact.manifest.get("export", {}).get("providers")
-        return ort_runner(artifact.file(MODEL), threads, providers)
+    def load_runner(self, artifact, threads: int | None = None, provider: str | None = None) -> LoadedRunner:
+        """The runtime's ONNX Runtime backend (runtime/edge_bench.load_onnx), as a device runs it."""
+        from ..runtime.edge_bench import load_onnx
+
+        return runtime_runner(load_onnx, artifact, threads=threads, provider=provider)
 
     def validation_runner(self, artifact) -> LoadedRunner:
         return self.load_runner(artifact)

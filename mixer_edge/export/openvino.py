@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import BadInput, CalibrationError, require, unknown
-from .base import Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status
+from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
 
 XML, BIN = "model.xml", "model.bin"
-CHUNK = 256                                  # images per inference call
 PRECISION_HINTS = ("f32", "bf16", "f16")     # INFERENCE_PRECISION_HINT values the CPU plugin takes
-VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
 
 
 class OpenVinoTarget:
@@ -66,22 +61,17 @@ class OpenVinoTarget:
 
     def load_runner(self, artifact, threads: int | None = None, precision_hint: str | None = None,
                     device: str = "CPU") -> LoadedRunner:
-        ov = _ov()
-        hint = precision_hint or "f32"
-        if hint not in PRECISION_HINTS:
-            raise unknown("OpenVINO precision hint", hint, PRECISION_HINTS)
+        """The runtime's OpenVINO backend (runtime/edge_bench.load_openvino): an explicit precision
+        hint (f32 unless asked) and thread count, both recorded with what the plugin applied."""
+        from ..runtime.edge_bench import load_openvino
+
+        _ov()   # a missing openvino names the pip extra
+        if precision_hint is not None and precision_hint not in PRECISION_HINTS:
+            raise unknown("OpenVINO precision hint", precision_hint, PRECISION_HINTS)
         if threads is not None and threads < 1:
             raise BadInput(f"threads must be at least 1, got {threads}")
-        threads = threads or _cpu_count()
-        core = ov.Core()
-        _check_device(core, device)
-        compiled = core.compile_model(core.read_model(str(artifact.file(XML))), device,
-                                      {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
-        config = {"device": device, "precision_hint": hint, "threads": threads,
-                  **_applied(compiled, device)}
-        shape = tuple(artifact.manifest["input"]["shape"][1:])
-        run = _runner(compiled, shape, artifact.manifest["output"]["shape"][-1])
-        return LoadedRunner(run, config=config, what=f"openvino {_short(ov.__version__)} {device} {hint}")
+        return runtime_runner(load_openvino, artifact, threads=threads, precision_hint=precision_hint,
+                              provider=device)
 
     def validation_runner(self, artifact) -> LoadedRunner:
         return self.load_runner(artifact, precision_hint="f32", device="CPU")
@@ -170,62 +160,3 @@ def _compress_weights(nncf, model):
     with third_party():   # NNCF's progress bars
         compressed = nncf.compress_weights(model, mode=mode)
     return compressed, {"tool": "nncf", "api": "compress_weights", "mode": mode.value, "activations": "float"}
-
-
-# ---- the runtime --------------------------------------------------------------------------------
-
-def _compile(ov, model):
-    """What export measures with: CPU, f32 execution, so only quantization changes the logits."""
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                  "INFERENCE_NUM_THREADS": _cpu_count()})
-
-
-def _infer(compiled, x: np.ndarray) -> np.ndarray:
-    request = compiled.create_infer_request()
-    return np.concatenate([np.array(request.infer({0: x[i:i + CHUNK]})[0], np.float32)
-                           for i in range(0, len(x), CHUNK)])
-
-
-def _runner(compiled, chw: tuple, num_classes: int):
-    request = compiled.create_infer_request()  # one request: a runner serves one thread at a time
-
-    def run(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(chw):
-            raise BadInput(f"the model takes (N, {', '.join(map(str, chw))}) float32, got shape {list(x.shape)}")
-        if len(x) == 0:
-            return np.zeros((0, num_classes), np.float32)
-        return np.concatenate([np.array(request.infer({0: x[i:i + CHUNK]})[0], np.float32)
-                               for i in range(0, len(x), CHUNK)])
-    return run
-
-
-def _check_device(core, device: str) -> None:
-    if device.split(":")[0] in VIRTUAL_DEVICES:
-        return
-    available = core.available_devices            # e.g. ["CPU", "GPU.0", "GPU.1"]
-    if device not in available and device not in {d.split(".")[0] for d in available}:
-        raise NotRunnableHere(f"OpenVINO device {device!r} is not available here; available: {', '.join(available)}")
-
-
-def _applied(compiled, device: str) -> dict:
-    """What the plugin actually uses: a CPU without BF16 runs a bf16 hint in f32, say so."""
-    out = {}
-    try:
-        out["applied_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        out["applied_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
-    except (RuntimeError, AttributeError, TypeError):  # not every device reports these
-        pass
-    return out
-
-
-def _cpu_count() -> int:
-    """CPUs this process may use (a container's affinity mask, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def _short(version: str) -> str:
-    return version.split("-")[0]
