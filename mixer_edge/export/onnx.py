@@ -13,7 +13,6 @@ The functions above OnnxTarget are plain functions: the TensorRT target calls th
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from collections import Counter
@@ -28,7 +27,6 @@ from .onnx_graph import tensor_types, toposort
 MODEL = "model.onnx"
 INPUT, OUTPUT = "input", "logits"
 MIN_OPSET = 17                 # LayerNormalization is an ONNX op from opset 17 on
-CHUNK = 256                    # images per inference call
 PROVIDER = "CPUExecutionProvider"
 
 # FP16: these stay float32. LayerNorm's variance and the token mean are reductions whose sums
@@ -185,36 +183,6 @@ def quantized_op_types(onnx_model) -> dict:
                   if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
                   and len(n.input) >= 2 and all(i in produced_by_dq for i in n.input[:2]))
     return dict(sorted(ops.items()))
-
-
-# ---- runner --------------------------------------------------------------------------------------
-
-def ort_runner(path, threads: int | None = None, providers=None) -> LoadedRunner:
-    ort = require("onnxruntime", "onnx")
-    providers = list(providers or [PROVIDER])
-    available = ort.get_available_providers()
-    missing = [p for p in providers if p not in available]
-    if missing:
-        raise BadInput(f"ONNX Runtime provider(s) {missing} are not available here; available: {', '.join(available)}")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or os.cpu_count() or 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(path), so, providers=providers)
-    name = session.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4:
-            raise BadInput(f"the runner takes (N, C, H, W) images, got shape {list(x.shape)}")
-        outs = [session.run(None, {name: x[i:i + CHUNK]})[0] for i in range(0, len(x), CHUNK)]
-        return np.concatenate(outs).astype(np.float32, copy=False) if outs else \
-            np.zeros((0, session.get_outputs()[0].shape[1]), np.float32)
-
-    used = session.get_providers()
-    return LoadedRunner(run=run, config={"provider": used[0], "providers": used,
-                                         "threads": so.intra_op_num_threads, "graph_optimization": "all"},
-                        what=f"onnxruntime {ort.__version__} {used[0]}")
 
 
 # ---- the target ----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ islands, engine build); check_explicit_quantization and check_fp16_model state t
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -191,34 +190,26 @@ class TensorRTTarget:
 
 
 def ort_validation_runner(path, precision: str) -> LoadedRunner:
-    """ONNX Runtime (CPU) on the TensorRT-ready ONNX, as validation here."""
-    from .onnx import ort_runner
+    """ONNX Runtime (CPU) on the TensorRT-ready ONNX, as validation here. INT8 runs with basic
+    optimizations only: Q/DQ execute as written (round to int8, float GEMM), the arithmetic of
+    TensorRT's INT32-accumulating kernels. With all optimizations ONNX Runtime fuses them into its
+    CPU integer kernels, which saturate on CPUs without VNNI: 22.8 dB logit SQNR instead of 39.2 dB
+    on the digits model (MinMax, an AVX2 machine), which would misreport what TensorRT computes."""
+    from ..runtime import edge_bench as eb
 
-    ort = require("onnxruntime", "onnx")
-    what = f"onnxruntime {ort.__version__} CPUExecutionProvider (TensorRT-ready ONNX; engine not built here)"
-    if precision != "int8":
-        base = ort_runner(path)
-        return LoadedRunner(run=base.run, config=base.config, what=what)
-    # Basic optimizations only: Q/DQ run as written (round to int8, float GEMM), the arithmetic of
-    # TensorRT's INT32-accumulating kernels. With all optimizations ONNX Runtime fuses them into its
-    # CPU integer kernels, which saturate on CPUs without VNNI: 22.8 dB logit SQNR instead of 39.2 dB
-    # on the digits model here (MinMax), which would misreport what TensorRT computes.
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = os.cpu_count() or 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.log_severity_level = 3
-    session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    basic = precision == "int8"
+    backend = eb.onnx_backend(path, optimization="basic" if basic else "all")
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)
         if x.ndim != 4:
             raise BadInput(f"the runner takes (N, C, H, W) images, got shape {list(x.shape)}")
-        return np.concatenate([session.run(None, {name: x[i:i + 256]})[0] for i in range(0, max(len(x), 1), 256)])
+        return np.concatenate([backend.run(x[i:i + 256]) for i in range(0, max(len(x), 1), 256)])
 
-    config = {"provider": "CPUExecutionProvider", "threads": so.intra_op_num_threads,
-              "graph_optimization": "basic (Q/DQ executed as written, not fused into integer kernels)"}
-    return LoadedRunner(run=run, config=config, what=what)
+    config = {**backend.config, "graph_optimization": "basic (Q/DQ executed as written, not fused into integer kernels)"
+              if basic else "all"}
+    return LoadedRunner(run=run, config=config,
+                        what=f"{backend.what} (TensorRT-ready ONNX; engine not built here)")
 
 
 def _check_spec(ck, spec, calib) -> list[str]:

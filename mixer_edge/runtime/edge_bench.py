@@ -179,20 +179,28 @@ def load_onnx(folder: Path, manifest: dict, opt: Options) -> Backend:
     if opt.precision_hint is not None:
         raise BenchError(f"--precision-hint applies to openvino artifacts; "
                          f"ONNX Runtime runs {manifest['precision']} as exported")
+    return onnx_backend(model_file(folder, manifest, ".onnx"), opt.threads, opt.provider)
+
+
+def onnx_backend(path, threads: int | None = None, provider: str | None = None,
+                 optimization: str = "all") -> Backend:
+    """An ONNX Runtime session on one .onnx file: the one place sessions are set up, for devices,
+    `mixer-edge bench` and export validation. optimization "basic" runs Q/DQ as written (what
+    TensorRT's kernels compute) instead of fusing them into ONNX Runtime's integer kernels."""
     ort = _import("onnxruntime", "onnx")
     so = ort.SessionOptions()
-    # The defaults of mixer_edge's own ONNX runner, so a device run and `mixer-edge bench` match.
-    so.intra_op_num_threads = opt.threads or os.cpu_count() or 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[optimization]
     so.log_severity_level = 3
     # Nodes an accelerator provider does not take fall back to the CPU provider, as ORT intends.
-    wanted = [opt.provider or "CPUExecutionProvider"]
+    wanted = [provider or "CPUExecutionProvider"]
     if wanted[0] != "CPUExecutionProvider":
         wanted.append("CPUExecutionProvider")
     available = ort.get_available_providers()
     if wanted[0] not in available:
         raise NotRunnable(f"needs ONNX Runtime provider {wanted[0]}; this onnxruntime has {', '.join(available)}")
-    sess = ort.InferenceSession(str(model_file(folder, manifest, ".onnx")), so, providers=wanted)
+    sess = ort.InferenceSession(str(path), so, providers=wanted)
     if sess.get_providers()[0] != wanted[0]:
         raise NotRunnable(f"ONNX Runtime could not start {wanted[0]} (session runs on {sess.get_providers()})")
     in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
@@ -201,7 +209,7 @@ def load_onnx(folder: Path, manifest: dict, opt: Options) -> Backend:
         return sess.run([out_name], {in_name: x})[0]
 
     config = {"provider": wanted[0], "providers": sess.get_providers(), "threads": so.intra_op_num_threads,
-              "graph_optimization": "all"}
+              "graph_optimization": optimization}
     return Backend(run, config, f"onnxruntime {ort.__version__} {wanted[0]}", {"onnxruntime": ort.__version__})
 
 
