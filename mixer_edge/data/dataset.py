@@ -57,28 +57,12 @@ class SplitSpec:
 
 def split_indices(labels: np.ndarray | None, n: int, spec: SplitSpec = SplitSpec()) -> dict[str, np.ndarray]:
     """Seeded, class-stratified split: each class is shuffled and cut by the fractions, so every
-    split keeps the class balance. Returns sorted index arrays for 'train', 'calib', 'eval'."""
-    rng = np.random.default_rng(spec.seed)
-    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    # Cut the whole set by rounded cumulative counts, then hand out per class in that proportion;
-    # rounding the totals (not per class) makes 10,000 -> exactly 8,000 / 1,000 / 1,000.
-    want = _counts(n, spec)
-    parts = {s: [] for s in SPLITS}
-    order = np.concatenate([rng.permutation(g) for g in groups])
-    # Interleave classes so that a cut at any point is stratified: sort by rank within class.
-    ranks = np.concatenate([np.arange(len(g)) / max(len(g), 1) for g in groups])
-    order = order[np.argsort(ranks, kind="stable")]
-    start = 0
-    for s in SPLITS:
-        parts[s] = np.sort(order[start:start + want[s]])
-        start += want[s]
-    return parts
+    split keeps the class balance. Returns sorted index arrays for 'train', 'calib', 'eval'. The
+    computation is the device runtime's (runtime/edge_bench.split_indices): a device selects the very
+    images training held out."""
+    from ..runtime.edge_bench import split_indices as runtime_split
 
-
-def _counts(n: int, spec: SplitSpec) -> dict[str, int]:
-    train = int(round(n * spec.train))
-    calib = int(round(n * spec.calib))
-    return {"train": train, "calib": calib, "eval": n - train - calib}
+    return runtime_split(labels, n, spec.to_dict())
 
 
 def take_split(data: ImageSet, split: str, spec: SplitSpec = SplitSpec()) -> ImageSet:

@@ -82,7 +82,7 @@ class Target(Protocol):
     def validation_runner(self, artifact) -> LoadedRunner: ...  # what validates here (may differ)
 
 
-def runtime_runner(loader, artifact, **options) -> LoadedRunner:
+def runtime_runner(loader, artifact, chunk: int = 256, **options) -> LoadedRunner:
     """The device runtime's backend for an artifact (runtime/edge_bench.py: the one implementation
     of session setup), wrapped for the host: chunked calls, the input shape checked, its errors as
     mixer-edge's (BadInput, NotRunnableHere)."""
@@ -104,7 +104,7 @@ def runtime_runner(loader, artifact, **options) -> LoadedRunner:
             raise BadInput(f"the model takes (N, {', '.join(map(str, chw))}) float32, got shape {list(x.shape)}")
         if len(x) == 0:
             return np.zeros((0, classes), np.float32)
-        return np.concatenate([np.asarray(backend.run(x[i:i + 256]), np.float32) for i in range(0, len(x), 256)])
+        return np.concatenate([np.asarray(backend.run(x[i:i + chunk]), np.float32) for i in range(0, len(x), chunk)])
 
     return LoadedRunner(run=run, config=backend.config, what=backend.what)
 

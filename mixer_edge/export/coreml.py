@@ -20,23 +20,20 @@ was skipped. coremltools is imported inside functions only.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import json
-import operator
 import platform
-import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import BadInput, CalibrationError, require, unknown
-from .base import Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status
+from .base import (Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status,
+                   runtime_runner)
+from .coreml_w8a8 import _quiet, quantize_w8a8
 from .coreml_program import (DEPLOYMENT_TARGETS, INPUT, MAX_BATCH, OUTPUT, WEIGHT_OPS,  # noqa: F401
                              DeploymentTarget, _op_name, _operations, check_program)
-from .validate import compare
 
 MODEL = "model.mlpackage"
 INPUT_KINDS = ("tensor", "image")
@@ -47,25 +44,6 @@ W8A8_STAND_IN = "quantized PyTorch model (coremltools.optimize.torch), not the C
 COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16", "int8": "FLOAT16"}  # -> ct.precision.*
 COMPUTE_UNITS = {"all": "ALL", "cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU",
                  "cpu_and_ne": "CPU_AND_NE"}                                   # -> ct.ComputeUnit.*
-
-@dataclass(frozen=True)
-class W8A8Recipe:
-    """How LinearQuantizer is set up. Measured on the digits T/2 model (100 calibration images,
-    logit SQNR against FP32 on the 179 eval images): residual adds kept float 36.1 dB, quantized
-    35.0 dB (top-1 agreement 1.0 both); min_max and moving-average observers within 0.2 dB.
-    min_max is the plain PTQ choice: the range of the whole calibration set, independent of order."""
-    weight_dtype: str = "qint8"               # symmetric, per output channel
-    activation_dtype: str = "quint8"          # LinearQuantizer's only 8-bit activation type; with the
-    quantization_scheme: str = "affine"    # symmetric scheme the zero point is 0 or 128 (signed data)
-    activation_observer: str = "min_max"
-    weight_observer: str = "min_max"
-    modules: tuple[str, ...] = ("Linear", "Conv2d")   # LayerNorm, GELU and the mean stay float
-    float_ops: tuple[str, ...] = ("add",)             # residual adds: they feed LayerNorm
-    calib_batch: int = 32
-
-
-W8A8 = W8A8Recipe()
-
 
 class CoreMLTarget:
     name = "coreml"
@@ -88,7 +66,7 @@ class CoreMLTarget:
         model = copy.deepcopy(checkpoint.model).to("cpu").float().eval()  # the caller's stays as it is
         quantized = None
         if w8a8:
-            quantized, details["quantization"] = _quantize_w8a8(model, calib, spec.float_layers, spec.calib_method)
+            quantized, details["quantization"] = quantize_w8a8(model, calib, spec.float_layers, spec.calib_method)
         mlmodel = _convert(ct, quantized if w8a8 else model, checkpoint, spec)
         if spec.precision == "int8" and spec.weights_only:
             mlmodel, details["quantization"] = _quantize_weights(ct, mlmodel)
@@ -115,19 +93,15 @@ class CoreMLTarget:
         return Exported(files=(MODEL,), details=details, stand_in=stand_in)
 
     def load_runner(self, artifact, compute_units: str = "all") -> LoadedRunner:
-        """The .mlpackage through Core ML: macOS only."""
+        """The .mlpackage through Core ML, by the runtime's backend (runtime/edge_bench.load_coreml):
+        macOS only, batches of at most MAX_BATCH (the tensor input's range)."""
+        from ..runtime.edge_bench import load_coreml
+
         if compute_units not in COMPUTE_UNITS:
             raise unknown("Core ML compute units", compute_units, COMPUTE_UNITS)
         if not _predicts_here():
             raise NotRunnableHere(f"Core ML prediction needs macOS (this is {platform.system()})")
-        ct = _ct()
-        mlmodel = ct.models.MLModel(str(artifact.file(MODEL)), compute_units=getattr(ct.ComputeUnit,
-                                                                                      COMPUTE_UNITS[compute_units]))
-        image = artifact.manifest.get("export", {}).get("coreml", {}).get("input", {}).get("kind") == "image"
-        run = _coreml_runner(mlmodel, artifact.manifest, image)
-        config = {"compute_units": compute_units, "input": "image" if image else "tensor",
-                  "max_batch": 1 if image else MAX_BATCH}
-        return LoadedRunner(run, config=config, what=f"coremltools {ct.__version__} Core ML {compute_units}")
+        return runtime_runner(load_coreml, artifact, chunk=MAX_BATCH, provider=COMPUTE_UNITS[compute_units])
 
     def validation_runner(self, artifact) -> LoadedRunner:
         """macOS: the program itself on the CPU. Elsewhere nothing can run it: the W8A8 export hands
@@ -256,106 +230,6 @@ def _describe(mlmodel, checkpoint, spec) -> None:
 
 # ---- INT8 ---------------------------------------------------------------------------------------
 
-def _quantize_w8a8(model, calib, float_layers=(), method=None):
-    """LinearQuantizer as post-training quantization: prepare; observers on, fake quantization off
-    for the calibration passes (milestones [0, n, n, -1]: every observer sees float activations);
-    then the input range of every quantized layer replaced by the shared estimator's (`method`,
-    calibration/ranges.py), so Core ML gets the ranges every other target gets; then fake
-    quantization on, observers off; finalize into a reference-quantized model."""
-    import torch
-    from coremltools.optimize.torch.quantization import (LinearQuantizer, LinearQuantizerConfig,
-                                                         ModuleLinearQuantizerConfig)
-
-    batches = [torch.from_numpy(np.ascontiguousarray(b, np.float32)) for b in calib.batches(W8A8.calib_batch)]
-    module_cfg = ModuleLinearQuantizerConfig(
-        quantization_scheme=W8A8.quantization_scheme, weight_dtype=W8A8.weight_dtype,
-        activation_dtype=W8A8.activation_dtype, weight_per_channel=True,
-        activation_observer=W8A8.activation_observer, weight_observer=W8A8.weight_observer,
-        milestones=[0, len(batches), len(batches), -1])
-    types = {getattr(torch.nn, m): module_cfg for m in W8A8.modules}
-    types.update({getattr(operator, op): None for op in W8A8.float_ops})
-    quantizer = LinearQuantizer(model, LinearQuantizerConfig(module_type_configs=types,
-                                                             module_name_configs={n: None for n in float_layers}))
-    with _quiet():
-        prepared = quantizer.prepare(example_inputs=(batches[0][:1],))
-        with torch.no_grad():
-            for b in batches:
-                quantizer.step()
-                prepared(b)
-            ranged = _set_input_ranges(prepared, model, calib.x, method)
-            quantizer.step()          # step n: fake quantization on, observers off
-        final = quantizer.finalize().eval()
-    outputs_freed = _float_outputs(final)
-    x = torch.from_numpy(calib.x)
-    with torch.no_grad(), _quiet():
-        closeness = compare(model(x).numpy(), final(x).numpy())
-    quantized = [n for n, m in final.named_modules() if hasattr(m, "weight_scale")]
-    acts = sum(1 for node in final.graph.nodes if node.target is torch.quantize_per_tensor)
-    return final, {
-        "mode": "w8a8", "tool": "coremltools.optimize.torch", "api": "LinearQuantizer",
-        "procedure": "prepare; observer-only calibration passes (no training); finalize; ct.convert",
-        "recipe": asdict(W8A8), "weights": f"int8 {W8A8.quantization_scheme}, per output channel",
-        "activations": f"8-bit per tensor, {W8A8.quantization_scheme}; layer inputs ranged by the shared estimator",
-        "calibration": ranged, "output_quantizers_removed": outputs_freed,
-        "quantized_modules": quantized,
-        "float_modules": [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)],
-        "activation_quantizers": acts, "calibration_images": len(calib), "calibration_batches": len(batches),
-        "on_calibration_images": {k: round(closeness[k], 4) for k in ("sqnr_db", "top1_agreement", "cosine")},
-    }
-
-
-def _float_outputs(final) -> int:
-    """Drop the quantize / dequantize pairs LinearQuantizer puts on layer *outputs* (before the
-    residual Add, the LayerNorm, the logits): the placement every target follows quantizes layer
-    inputs only (docs/quantization.md). Measured on the MNIST T/4 model: 34.9 -> 39.1 dB logit SQNR.
-    A pair is kept when its dequantized value feeds a quantized module. Returns pairs removed."""
-    import torch
-
-    graph, removed = final.graph, 0
-    for node in list(graph.nodes):
-        if node.target is not torch.quantize_per_tensor or len(node.users) != 1:
-            continue
-        dq = next(iter(node.users))
-        if dq.op == "call_method" and dq.target == "dequantize" and not any(u.op == "call_module" for u in dq.users):
-            dq.replace_all_uses_with(node.args[0])
-            graph.erase_node(dq)
-            graph.erase_node(node)
-            removed += 1
-    graph.lint()
-    final.recompile()
-    return removed
-
-
-def _set_input_ranges(prepared, model, x, method) -> dict:
-    """Overwrite the observed range of the fake quantizer in front of each quantized layer with
-    the estimator's (lo, hi) of that layer's input, measured on the float model. Core ML's
-    LinearQuantizer offers min/max observers only; this is how percentile, entropy and MSE reach it."""
-    import torch
-
-    from ..calibration import ranges
-    from ..calibration.observe import input_stats
-
-    name, estimate = ranges.method(method)
-    fronts = {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) == "call_module":
-            fq = prepared.get_submodule(node.args[0].target)
-            if hasattr(fq, "activation_post_process") and not hasattr(prepared.get_submodule(node.target), "normalized_shape"):
-                fronts[node.target] = fq
-    stats = input_stats(model, x, list(fronts))
-    applied = {}
-    for layer, fq in fronts.items():
-        lo, hi = estimate(stats[layer], W8A8.quantization_scheme == "symmetric")
-        obs = fq.activation_post_process
-        obs.min_val.copy_(torch.tensor(float(lo)))
-        obs.max_val.copy_(torch.tensor(float(hi)))
-        scale, zero_point = obs.calculate_qparams()
-        fq.scale.copy_(scale)
-        fq.zero_point.copy_(zero_point)
-        applied[layer] = [round(float(lo), 6), round(float(hi), 6)]
-    return {"method": name, "estimator": ranges.describe(name), "ranges": applied}
-
-
 def _quantize_weights(ct, mlmodel):
     """--weights-only: every linear / conv weight to int8 (symmetric, per output channel), whatever
     its size (coremltools' default skips weights under 2048 elements, i.e. most of a small model);
@@ -386,15 +260,6 @@ def _weight_const_names(spec) -> list[str]:
     return names
 
 
-@contextlib.contextmanager
-def _quiet():
-    from ..noise import third_party
-
-    with warnings.catch_warnings(), third_party():
-        warnings.simplefilter("ignore")
-        yield
-
-
 # ---- runners ------------------------------------------------------------------------------------
 
 def _check_batch(x, manifest) -> np.ndarray:
@@ -417,33 +282,3 @@ def _torch_runner(model, manifest):
         with torch.no_grad(), _quiet():  # torch deprecates quantize_per_tensor; the reference model uses it
             return np.concatenate([model(torch.from_numpy(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
     return run
-
-
-def _coreml_runner(mlmodel, manifest, image: bool):
-    """MLModel.predict on chunks of at most MAX_BATCH; an image model gets each preprocessed tensor
-    mapped back to the 8-bit image it came from (exact for images that were uint8)."""
-    from ..data.preprocess import Preprocess
-
-    k = manifest["output"]["shape"][-1]
-    pre = Preprocess.from_dict(manifest["preprocess"])
-
-    def run(x: np.ndarray) -> np.ndarray:
-        x = _check_batch(x, manifest)
-        if len(x) == 0:
-            return np.zeros((0, k), np.float32)
-        if image:
-            return np.concatenate([np.asarray(mlmodel.predict({INPUT: img})[OUTPUT], np.float32).reshape(1, k)
-                                   for img in _to_images(x, pre)])
-        return np.concatenate([np.asarray(mlmodel.predict({INPUT: x[i:i + MAX_BATCH]})[OUTPUT], np.float32)
-                               for i in range(0, len(x), MAX_BATCH)])
-    return run
-
-
-def _to_images(x: np.ndarray, pre):
-    from PIL import Image
-
-    mean = np.asarray(pre.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(pre.std, np.float32).reshape(1, -1, 1, 1)
-    pixels = np.clip(np.rint((x * std + mean) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    for p in pixels:  # (H, W, C)
-        yield Image.fromarray(p[..., 0], "L") if p.shape[-1] == 1 else Image.fromarray(p, "RGB")
