@@ -190,3 +190,32 @@ def test_artifact_reproduces_recorded_accuracy_without_mixer_edge(mnist_checkpoi
         assert proc.returncode == 0, proc.stdout + proc.stderr
         result = json.loads(proc.stdout)
         assert result["images"] == 1000 and result["top1"] == o.validation["top1"] > 0.5
+
+
+def test_non_finite_logits_fail_validation():
+    """NaN compares False with every tolerance: an all-NaN artifact must fail, not pass."""
+    from mixer_edge.export.validate import compare, failures
+
+    ref = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
+    for bad in (np.full_like(ref, np.nan), np.where(np.arange(10) == 3, np.inf, ref).astype(np.float32)):
+        f = compare(ref, bad)
+        assert f["finite"] is False
+        for precision in ("fp32", "fp16", "int8"):
+            assert "the artifact's logits contain NaN or infinity" in failures(precision, f)
+    assert failures("fp32", compare(ref, ref.copy())) == []
+    assert any("no validation images" in p for p in failures("int8", compare(ref[:0], ref[:0])))
+
+
+def test_export_summary_never_counts_skipped_as_validated(capsys, digits_checkpoint, tmp_path):
+    """Core ML FP32 cannot be run off macOS: its check is skipped, and the summary says so apart."""
+    import platform
+
+    pytest.importorskip("coremltools")
+    if platform.system() == "Darwin":
+        pytest.skip("on macOS Core ML validates in its runtime")
+    code = main(["export", str(digits_checkpoint), "--target", "onnx,coreml", "--eval-data", "digits",
+                 "--out", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert code == 0
+    assert last.startswith("1 artifact(s) validated against PyTorch FP32, 1 written with validation skipped "
+                           "(runtime not available here: coreml-fp32)"), last

@@ -30,10 +30,14 @@ def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None
     if reference.shape != logits.shape:
         raise ValidationError(f"artifact output shape {logits.shape} differs from PyTorch's {reference.shape}")
     ref, out = reference.astype(np.float64), logits.astype(np.float64)
+    finite = bool(np.all(np.isfinite(out)))
+    if not finite:   # NaN > tol is False: without this, all-NaN logits would pass every tolerance
+        out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     err = out - ref
     cos = (ref * out).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)
     figures = {
         "samples": int(len(ref)),
+        "finite": finite,
         "max_abs_diff": float(np.abs(err).max()) if err.size else 0.0,
         "mean_abs_diff": float(np.abs(err).mean()) if err.size else 0.0,
         "cosine": float(cos.mean()) if len(cos) else 1.0,
@@ -50,7 +54,9 @@ def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None
 def failures(precision: str, figures: dict) -> list[str]:
     """Every tolerance the figures break, as readable lines."""
     tol = TOLERANCES[precision]
-    out = []
+    out = [] if figures.get("finite", True) else ["the artifact's logits contain NaN or infinity"]
+    if figures["samples"] == 0:
+        out.append("no validation images: nothing was compared")
     if tol.max_abs_diff is not None and figures["max_abs_diff"] > tol.max_abs_diff:
         out.append(f"max |logit diff| {figures['max_abs_diff']:.3g} > {tol.max_abs_diff:g}")
     if tol.top1_agreement is not None and figures["top1_agreement"] < tol.top1_agreement:
