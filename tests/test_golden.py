@@ -215,3 +215,25 @@ def test_host_bench_and_device_script_write_the_same_json(artifacts, target, tmp
                     "results[0].quantization.calib_method", "results[0].sha256.golden.npz", "device.cpu"}
     differ = {k: (a.get(k), b.get(k)) for k in keys if a.get(k) != b.get(k)}
     assert not differ, differ
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.onnx", "sub/../../outside.onnx", ""])
+def test_manifest_paths_are_confined_to_the_artifact(artifacts, tmp_path, path, digits_npz):
+    """A manifest names files inside its folder; an absolute path or a way out is refused with one
+    line, by the device script and the host alike."""
+    import shutil
+
+    from mixer_edge.errors import BadInput
+    from mixer_edge.export.artifact import load_artifact
+
+    folder = tmp_path / "copy"
+    shutil.copytree(artifacts[("onnx", "fp32")].path, folder)
+    (tmp_path / "outside.onnx").write_bytes(b"x")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"].append({"path": path, "sha256": eb.sha256_file(tmp_path / "outside.onnx")})
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BadInput, match="manifest file path"):
+        load_artifact(folder)
+    done, _ = edge_bench(folder, tmp_path, digits_npz)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == eb.EXIT_BAD_INPUT and lines[-1].startswith("error: manifest file path"), done.stderr

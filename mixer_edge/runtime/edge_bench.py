@@ -112,9 +112,24 @@ def read_manifest(folder, verify: bool = True) -> dict:
     return manifest
 
 
+def confined(folder: Path, name) -> Path:
+    """folder/name, refused unless name is a relative path that stays inside folder (no absolute
+    path, no '..' out of it, no link leading out): a manifest names files, it cannot point elsewhere."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        raise BenchError(f"manifest file path {name!r} is not a relative path inside the artifact folder")
+    root = Path(folder).resolve()
+    path = (root / name).resolve()
+    if path != root and root not in path.parents:
+        raise BenchError(f"manifest file path {name!r} leads outside the artifact folder {folder}")
+    return Path(folder) / name
+
+
 def verify_files(folder: Path, manifest: dict) -> None:
+    if not isinstance(manifest["files"], list) or not all(isinstance(e, dict) and "path" in e and "sha256" in e
+                                                          for e in manifest["files"]):
+        raise BenchError(f"{folder}/{MANIFEST}: 'files' must be a list of {{path, sha256}} entries")
     for entry in manifest["files"]:
-        f = folder / entry["path"]
+        f = confined(folder, entry["path"])
         if not f.is_file():
             raise BenchError(f"artifact {folder} is incomplete: {entry['path']} is missing")
         if sha256_file(f) != entry["sha256"]:
