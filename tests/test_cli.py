@@ -162,3 +162,32 @@ def test_third_party_noise_goes_to_the_log_unless_verbose(tmp_path, monkeypatch)
     assert not seen
     import logging
     logging.disable(logging.NOTSET)                              # undo configure() for other tests
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--data", "digits", "--lr", "-1", "--weight-decay", "-0.1", "--augment-shift", "-2", "--out", "{OUT}"],
+     "--lr must be > 0, got -1.0; --weight-decay must be >= 0, got -0.1; --augment-shift must be >= 0 (0 = off), got -2"),
+    (["bench", "{CKPT}", "--data", "digits", "--json", "{DIR}"], "--json {DIR} is a folder; give a file path"),
+    (["bench", "{CKPT}", "--data", "digits", "--json", "{FILE}/result.json"], "{FILE} is a file, not a folder"),
+    (["report", "{FILE}", "--out", "{FILE}"], "--out {FILE}: {FILE} is a file; give a folder"),
+    (["export", "{CKPT}", "--out", "{FILE}/below"], "{FILE} is a file; give a folder"),
+    (["eval", "{CKPT}", "--data", "digits", "--json", "{DIR}"], "--json {DIR} is a folder; give a file path"),
+])
+def test_output_and_option_mistakes_are_refused_before_any_work(capsys, tmp_path, digits_checkpoint, argv, message):
+    """Issue 10's tracebacks: each is now one `error:` line naming what arrived, exit 2, before the
+    work starts (a benchmark does not run first and then lose its results)."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    names = {"OUT": tmp_path / "o", "DIR": tmp_path / "dir", "CKPT": digits_checkpoint, "FILE": tmp_path / "file"}
+    code = main([a.format(**names) for a in argv])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert message.format(**names) in err[0], err
+
+
+def test_eval_json_into_a_new_folder_is_written(capsys, tmp_path, digits_checkpoint):
+    import json
+
+    out = tmp_path / "new" / "deeper" / "eval.json"
+    assert main(["eval", str(digits_checkpoint), "--data", "digits", "--json", str(out)]) == 0
+    assert "top1" in json.dumps(json.loads(out.read_text()))

@@ -41,6 +41,10 @@ from ..runtime.edge_bench import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK  # noq
 def run_bench(args: argparse.Namespace) -> int:
     import sys
 
+    from .common import output_file
+
+    output_file(args.json, "--json")   # before the benchmark, not after it
+
     from ..runtime.edge_bench import format_table
     from ..bench.harness import benchmark, write_results
 
@@ -83,6 +87,9 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from ..bench.report import recommendation_text, build_report
+    from .common import output_folder
+
+    output_folder(args.out, "--out")
 
     files = build_report(args.results, args.out, budget=args.budget)
     for rec in files.recommendations:

@@ -97,7 +97,9 @@ def validation_line(o) -> str:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..export import run_plan
+    from .common import output_folder
 
+    output_folder(args.out, "--out")
     outcomes = run_plan(args.checkpoint, export_plan(args), on_done=lambda o: print(validation_line(o)))
     for o in outcomes:
         for note in o.artifact.manifest["export"].get("notes", []) if o.artifact else []:

@@ -19,7 +19,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..predict import predict
+    from .common import output_file
 
+    output_file(args.json, "--json")
     doc = predict(args.model, args.images, args.top_k)
     from ..runtime.edge_bench import format_predictions
 

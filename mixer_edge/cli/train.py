@@ -104,6 +104,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from .common import output_file
+
+    output_file(args.json, "--json")
     from ..data.dataset import take_split
     from ..data.sources import load_data
     from ..models.checkpoint import atomic_write_json, load_checkpoint

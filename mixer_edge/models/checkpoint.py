@@ -60,6 +60,7 @@ def versions() -> dict:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then os.replace: readers never see half a file."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
