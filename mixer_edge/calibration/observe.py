@@ -1,6 +1,6 @@
-"""Statistics of PyTorch module inputs over calibration images, for targets that quantize on the
-PyTorch side (Core ML's W8A8): the same TensorStats, hence the same range estimators, as the ONNX
-graph's activation statistics give the Q/DQ targets."""
+"""Tensors inside a PyTorch model over calibration images, for what quantizes on the PyTorch side
+(Core ML's W8A8, smoothing, the token-mixing rule): the same TensorStats, hence the same range
+estimators, as the ONNX graph's activation statistics give the Q/DQ targets."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,40 +9,33 @@ import torch
 from . import ranges
 
 
-def input_stats(model, x: np.ndarray, names, batch: int = 64) -> dict[str, ranges.TensorStats]:
-    """TensorStats of the first input of each named module over images x (N, C, H, W): two passes,
-    the range then the histogram, so memory stays one batch of activations."""
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
-    hist = {n: np.zeros(ranges.HIST_BINS, np.int64) for n in names}
-
-    def extremes(name):
-        def hook(_module, args):
-            v = args[0].detach()
-            lo[name], hi[name] = min(lo[name], float(v.min())), max(hi[name], float(v.max()))
-        return hook
-
-    def histogram(name):
-        def hook(_module, args):
-            a = max(abs(lo[name]), abs(hi[name]), 1e-30)
-            hist[name] += np.histogram(args[0].detach().numpy(), bins=ranges.HIST_BINS, range=(-a, a))[0]
-        return hook
-
-    for make in (extremes, histogram):
-        run_with_hooks(model, x, {n: make(n) for n in names}, pre=True, batch=batch)
-    return {n: ranges.TensorStats(lo[n], hi[n], hist[n]) for n in names}
-
-
-def run_with_hooks(model, x: np.ndarray, hooks: dict, *, pre: bool, batch: int = 64) -> None:
-    """Run the model over images x in batches with {module name: hook} attached (forward pre-hooks
-    with pre=True, forward hooks otherwise), then remove them."""
+def module_tensors(model, x: np.ndarray, names, *, inputs: bool, batch: int = 64):
+    """A re-callable generator of {module name: its first input (inputs=True) or its output} as
+    numpy, one dict per batch of images x (N, C, H, W)."""
     modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_pre_hook(h) if pre else modules[n].register_forward_hook(h)
-               for n, h in hooks.items()]
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch):
-                model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))
-    finally:
-        for h in handles:
-            h.remove()
+
+    def batches():
+        seen: dict[str, np.ndarray] = {}
+
+        def hook(name):
+            if inputs:
+                return lambda _m, args: seen.__setitem__(name, args[0].detach().numpy())
+            return lambda _m, _args, out: seen.__setitem__(name, out.detach().numpy())
+
+        handles = [modules[n].register_forward_pre_hook(hook(n)) if inputs else
+                   modules[n].register_forward_hook(hook(n)) for n in names]
+        try:
+            with torch.no_grad():
+                for i in range(0, len(x), batch):
+                    seen.clear()
+                    model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))
+                    yield dict(seen)
+        finally:
+            for h in handles:
+                h.remove()
+    return batches
+
+
+def input_stats(model, x: np.ndarray, names, batch: int = 64) -> dict[str, ranges.TensorStats]:
+    """TensorStats of the first input of each named module over images x."""
+    return ranges.collect(module_tensors(model, x, names, inputs=True, batch=batch))

@@ -43,24 +43,28 @@ class TensorStats:
         return self.hist[half:] + self.hist[:half][::-1]
 
 
-def collect(batches, bins: int = HIST_BINS) -> TensorStats:
-    """Statistics of one tensor from a re-iterable of arrays: a pass for the range, one for the
-    histogram (its range is the first pass's)."""
-    lo, hi = np.inf, -np.inf
-    for v in batches():
-        if v.size:
-            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-    if not np.isfinite(lo):
-        lo = hi = 0.0
-    amax = max(abs(lo), abs(hi), 1e-30)
-    hist = np.zeros(bins, np.int64)
-    for v in batches():
-        hist += np.histogram(v, bins=bins, range=(-amax, amax))[0]
-    return TensorStats(lo, hi, hist)
+def collect(batches, bins: int = HIST_BINS) -> dict[str, TensorStats]:
+    """Statistics of named tensors from a re-callable generator of {name: array} per batch: one
+    pass for each tensor's range, one for its histogram over that range, so memory stays one
+    batch of activations. The one collector behind the ONNX graph's and PyTorch's statistics."""
+    lo: dict[str, float] = {}
+    hi: dict[str, float] = {}
+    for outs in batches():
+        for n, v in outs.items():
+            if v.size:
+                lo[n], hi[n] = min(lo.get(n, np.inf), float(v.min())), max(hi.get(n, -np.inf), float(v.max()))
+            else:
+                lo.setdefault(n, 0.0), hi.setdefault(n, 0.0)
+    hist = {n: np.zeros(bins, np.int64) for n in lo}
+    for outs in batches():
+        for n, v in outs.items():
+            a = max(abs(lo[n]), abs(hi[n]), 1e-30)
+            hist[n] += np.histogram(v, bins=bins, range=(-a, a))[0]
+    return {n: TensorStats(lo[n], hi[n], hist[n]) for n in lo}
 
 
 def from_array(x: np.ndarray, bins: int = HIST_BINS) -> TensorStats:
-    return collect(lambda: [np.asarray(x, np.float64)], bins)
+    return collect(lambda: [{"x": np.asarray(x, np.float64)}], bins)["x"]
 
 
 # ---- estimators: TensorStats -> (lo, hi) -------------------------------------------------------------

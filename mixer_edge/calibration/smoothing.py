@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .observe import run_with_hooks
+from .observe import module_tensors
 
 DEFAULT_ALPHA = 0.5
 MIN_SCALE = 1e-5
@@ -46,16 +46,12 @@ def folds(model) -> list[Fold]:
 
 def channel_amax(model, x: np.ndarray, names, batch: int = 64) -> dict[str, torch.Tensor]:
     """max |output| per channel (last axis) of the named modules over images x (N, C, H, W)."""
-    modules = dict(model.named_modules())
-    amax = {n: torch.zeros(modules[n].normalized_shape[-1]) for n in names}
-
-    def hook(name):
-        def record(_module, _inputs, out):      # out: (B, N, C)
-            amax[name] = torch.maximum(amax[name], out.detach().abs().reshape(-1, out.shape[-1]).amax(0))
-        return record
-
-    run_with_hooks(model, x, {n: hook(n) for n in names}, pre=False, batch=batch)
-    return amax
+    amax: dict[str, np.ndarray] = {}
+    for outs in module_tensors(model, x, names, inputs=False, batch=batch)():
+        for n, v in outs.items():                                   # v: (B, N, C)
+            m = np.abs(v).reshape(-1, v.shape[-1]).max(0)
+            amax[n] = m if n not in amax else np.maximum(amax[n], m)
+    return {n: torch.from_numpy(amax[n]) for n in names}
 
 
 def smooth(model, x: np.ndarray, alpha: float = DEFAULT_ALPHA):

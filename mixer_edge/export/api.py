@@ -198,7 +198,7 @@ def _with_runtime_script(exported: Exported, folder: Path) -> Exported:
     if not (folder / RUNTIME_SCRIPT.name).exists():
         shutil.copyfile(RUNTIME_SCRIPT, folder / RUNTIME_SCRIPT.name)
     files = exported.files if RUNTIME_SCRIPT.name in exported.files else (*exported.files, RUNTIME_SCRIPT.name)
-    return Exported(files=files, details=exported.details, stand_in=exported.stand_in)
+    return replace(exported, files=files)
 
 
 def _validate(target, artifact, precision: str, val: ValidationData, stand_in=None) -> tuple[dict, list[str]]:

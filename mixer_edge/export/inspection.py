@@ -128,12 +128,6 @@ def _spreads(graph, x, acts) -> dict[str, dict]:
     return out
 
 
-def row_spreads(graph, x, inputs: dict[str, str]) -> dict[str, float]:
-    """{layer: max / median of per-row max |x|} for 3-D layer inputs {layer: tensor} over images x."""
-    spread = _spreads(graph, x, list(inputs.values()))
-    return {layer: spread[t].get("spread_rows", 1.0) for layer, t in inputs.items()}
-
-
 def _ratio(amax: np.ndarray) -> float:
     return round(float(amax.max() / max(np.median(amax), 1e-12)), 2)
 

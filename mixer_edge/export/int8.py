@@ -71,12 +71,16 @@ def token_mixing_rule(model, x: np.ndarray) -> dict:
     """Spread (max / median of per-row max |x|) of every token-mixing layer's input over images x
     (rows are the model's channels there), and the layers whose spread exceeds TOKEN_ROW_SPREAD, to
     be kept in float: an outlier channel of norm1 makes its row of fc1's input and, through GELU,
-    of fc2's input large."""
-    from .inspection import row_spreads
+    of fc2's input large. Measured on the PyTorch model: no extra ONNX export."""
+    from ..calibration.observe import module_tensors
 
-    graph = fp32_onnx(model)
-    nodes = [n for n in qdq.quant_nodes(graph) if ".mlp_tokens." in qdq.layer_name(n.name)]
-    spreads = row_spreads(graph, x, {qdq.layer_name(n.name): n.input[0] for n in nodes})
+    names = [n for n in layer_macs(model) if ".mlp_tokens." in n]
+    rows: dict[str, np.ndarray] = {}
+    for inputs in module_tensors(model, x, names, inputs=True)():
+        for n, v in inputs.items():                                 # v: (B, C, D): rows are channels
+            m = np.abs(v).max(axis=(0, 2))
+            rows[n] = m if n not in rows else np.maximum(rows[n], m)
+    spreads = {n: round(float(rows[n].max() / max(np.median(rows[n]), 1e-12)), 2) for n in names}
     return {"threshold": TOKEN_ROW_SPREAD, "row_spread": spreads,
             "kept_float": [n for n, v in spreads.items() if v > TOKEN_ROW_SPREAD]}
 

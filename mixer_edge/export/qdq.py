@@ -101,19 +101,8 @@ def run_tensors(onnx_model, x: np.ndarray, names, batch: int = STATS_BATCH):
 
 
 def activation_stats(onnx_model, x: np.ndarray, names) -> dict[str, ranges.TensorStats]:
-    """TensorStats of each named tensor over images x: two passes (range, then histogram)."""
-    batches = run_tensors(onnx_model, x, names)
-    lo = {n: np.inf for n in names}
-    hi = {n: -np.inf for n in names}
-    for outs in batches():
-        for n, v in outs.items():
-            lo[n], hi[n] = min(lo[n], float(v.min())), max(hi[n], float(v.max()))
-    hist = {n: np.zeros(ranges.HIST_BINS, np.int64) for n in names}
-    for outs in batches():
-        for n, v in outs.items():
-            a = max(abs(lo[n]), abs(hi[n]), 1e-30)
-            hist[n] += np.histogram(v, bins=ranges.HIST_BINS, range=(-a, a))[0]
-    return {n: ranges.TensorStats(lo[n], hi[n], hist[n]) for n in names}
+    """TensorStats of each named tensor over images x (ranges.collect: range, then histogram)."""
+    return ranges.collect(run_tensors(onnx_model, x, names))
 
 
 # ---- placement -------------------------------------------------------------------------------------
