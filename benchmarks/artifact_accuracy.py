@@ -3,17 +3,20 @@
 
 Knows nothing of mixer_edge (never imports it, nor torch): it reads manifest.json, loads the model
 with the plain runtime the manifest names (onnxruntime or openvino), reads raw MNIST IDX images,
-applies the recorded preprocessing, recomputes the recorded split, and compares top-1 with
+applies the recorded preprocessing, holds out the images the manifest reserves (recognised by
+content, computed here from the pixels), and compares top-1 with
 manifest["validation"]["top1"].
 
-    python benchmarks/artifact_accuracy.py ARTIFACT_DIR --mnist DIR [--split eval|all]
+    python benchmarks/artifact_accuracy.py ARTIFACT_DIR --mnist DIR [--images held-out|all]
 
 Exit status 0 when the accuracy matches the manifest exactly, 1 when it does not.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import gzip
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -35,16 +38,15 @@ def read_mnist(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return read_idx(images)[..., None], read_idx(labels).astype(np.int64)  # (N, 28, 28, 1), (N,)
 
 
-def eval_indices(labels: np.ndarray, split: dict) -> np.ndarray:
-    """The seeded, class-stratified split the manifest records (80/10/10 by default)."""
-    rng = np.random.default_rng(split["seed"])
-    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    order = np.concatenate([rng.permutation(g) for g in groups])
-    ranks = np.concatenate([np.arange(len(g)) / len(g) for g in groups])
-    order = order[np.argsort(ranks, kind="stable")]
-    n = len(labels)
-    start = int(round(n * split["train"])) + int(round(n * split["calib"]))
-    return np.sort(order[start:])
+def held_out(images: np.ndarray, manifest: dict) -> np.ndarray:
+    """Positions of the images the manifest does not reserve (trained on, kept for or used in
+    calibration). An image's key: the first 8 bytes of BLAKE2b over its int64 (H, W, C) shape and
+    its uint8 pixels, little-endian; the manifest lists the reserved keys as base64 uint64."""
+    reserved = np.frombuffer(base64.b64decode(manifest["images"]["reserved"]), "<u8")
+    keys = np.array([int.from_bytes(hashlib.blake2b(np.asarray(im.shape, "<i8").tobytes() + im.tobytes(),
+                                                    digest_size=8).digest(), "little") for im in images],
+                    dtype=np.uint64)
+    return np.flatnonzero(~np.isin(keys, reserved))
 
 
 def preprocess(images: np.ndarray, spec: dict) -> np.ndarray:
@@ -85,12 +87,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifact", type=Path, help="an artifact directory with manifest.json")
     p.add_argument("--mnist", type=Path, required=True, help="folder with the t10k IDX files")
-    p.add_argument("--split", choices=["eval", "all"], default="eval", help="the images to score (default eval)")
+    p.add_argument("--images", choices=["held-out", "all"], default="held-out",
+                   help="the images to score (default: those not reserved by the manifest)")
     args = p.parse_args(argv)
     manifest = json.loads((args.artifact / "manifest.json").read_text())
     images, labels = read_mnist(args.mnist)
-    if args.split == "eval":
-        idx = eval_indices(labels, manifest["model"]["split"])
+    if args.images == "held-out":
+        idx = held_out(images, manifest)
         images, labels = images[idx], labels[idx]
     run = RUNNERS[manifest["target"]](args.artifact, manifest)
     x = preprocess(images, manifest["preprocess"])

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     ck = me.load_checkpoint(args.checkpoint)
-    calib = make_calibration(args.calib_data, ck.preprocess, size=300, training_data=ck.meta.get("data"),
+    calib = make_calibration(args.calib_data, ck.preprocess, size=300, trained=ck.trained_keys,
                              split=ck.split)
     ev = me.load_data(args.eval_data)
     x = ck.preprocess(ev.images)

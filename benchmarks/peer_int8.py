@@ -202,7 +202,7 @@ def main(argv=None) -> int:
 
     ck = me.load_checkpoint(args.checkpoint)
     calib = make_calibration(args.calib_data, ck.preprocess, size=args.calib_size,
-                             training_data=ck.meta.get("data"), split=ck.split)
+                             trained=ck.trained_keys, split=ck.split)
     ev = load_data(args.eval_data)
     x = ck.preprocess(ev.images)
     outliers, where = inject_outliers(ck.model)

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         make_model(args.checkpoint, args.data, args.out, args.epochs)
     ck = me.load_checkpoint(args.out)
     print(f"largest norm1 scale: {max(float(b.norm1.weight.detach().abs().max()) for b in ck.model.blocks):.1f}")
-    calib = make_calibration(args.data, ck.preprocess, size=300, training_data=ck.meta.get("data"), split=ck.split)
+    calib = make_calibration(args.data, ck.preprocess, size=300, trained=ck.trained_keys, split=ck.split)
     ev = me.load_data(args.eval_data)
     val = api.validation_data(ck, ck.preprocess(ev.images), ev.labels, args.eval_data)
     print(f"FP32 top-1 {100 * (val.reference.argmax(1) == ev.labels).mean():.1f}%\n")

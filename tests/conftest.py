@@ -63,7 +63,7 @@ def ck(digits_checkpoint):
 def calib(ck):
     from mixer_edge.calibration import make_calibration
 
-    return make_calibration("digits", ck.preprocess, size=100, training_data="digits")
+    return make_calibration("digits", ck.preprocess, size=100, trained=ck.trained_keys, split=ck.split)
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +74,34 @@ def val(ck):
 
     part = take_split(load_data("digits"), "eval")
     return api.validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)")
+
+
+@pytest.fixture(scope="session")
+def digits_onnx_artifact(ck, val, tmp_path_factory) -> Path:
+    """The digits model exported to ONNX FP32, validated: a real artifact folder (~2 s)."""
+    from mixer_edge.export import api
+    from mixer_edge.export.base import ExportSpec
+
+    out = tmp_path_factory.mktemp("digits-artifacts")
+    return api.export_one(ck, "onnx", ExportSpec("fp32"), None, out, validation=val).artifact.path
+
+
+@pytest.fixture(scope="session")
+def digits_bench_result(digits_onnx_artifact, tmp_path_factory) -> Path:
+    """A real `mixer-edge bench` result JSON of that artifact (a few timed calls)."""
+    from mixer_edge.cli import main
+
+    path = tmp_path_factory.mktemp("digits-bench") / "result.json"
+    assert main(["bench", str(digits_onnx_artifact), "--data", "digits", "--iters", "2", "--warmup", "0",
+                 "--batch-sizes", "1", "--json", str(path)]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_calib_file(digits_checkpoint, tmp_path_factory) -> Path:
+    """A calibration set saved by `mixer-edge calib make` (20 images): calib.npz + calib.json."""
+    from mixer_edge.cli import main
+
+    path = tmp_path_factory.mktemp("digits-calib") / "calib.npz"
+    assert main(["calib", "make", str(digits_checkpoint), "--data", "digits", "--size", "20", "--out", str(path)]) == 0
+    return path

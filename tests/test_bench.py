@@ -20,7 +20,7 @@ from mixer_edge.runtime import edge_bench as eb
 ort = pytest.importorskip("onnxruntime")
 
 CLASSES = [str(i) for i in range(10)]
-FAST = ["--iters", "5", "--warmup", "1", "--batch-sizes", "1,4"]
+FAST = ["--iters", "5", "--warmup", "1", "--batch-sizes", "1,4", "--min-calls", "5", "--min-time", "0"]
 EDGE_SCRIPT = Path(eb.__file__)
 
 
@@ -134,7 +134,8 @@ def _edge_json(capsys, tmp_path, artifact, data, *extra) -> dict:
 def _config(data: str, **kw):
     from mixer_edge.bench.harness import BenchConfig, make_settings
 
-    return BenchConfig(data=data, settings=make_settings(warmup=1, iters=5, batch_sizes=(1, 4)), **kw)
+    return BenchConfig(data=data, settings=make_settings(warmup=1, iters=5, batch_sizes=(1, 4), min_calls=5,
+                                                         min_seconds=0), **kw)
 
 
 # ---- the timing loop ----------------------------------------------------------------------------
@@ -145,12 +146,16 @@ def test_latency_stats_matches_numpy():
     a = np.array(samples)
     assert s["count"] == len(samples)
     assert s["min"] == a.min() and s["max"] == a.max()
-    for key, p in (("p50", 50), ("p90", 90), ("p99", 99)):
+    for key, p in (("p10", 10), ("p50", 50), ("p90", 90), ("p99", 99)):
         assert s[key] == pytest.approx(np.percentile(a, p), rel=1e-12)
     assert s["mean"] == pytest.approx(a.mean(), rel=1e-12)
     assert s["std"] == pytest.approx(a.std(), rel=1e-12)
-    assert eb.latency_stats([4.0]) == {"min": 4.0, "mean": 4.0, "p50": 4.0, "p90": 4.0, "p99": 4.0,
-                                       "max": 4.0, "std": 0.0, "count": 1}
+    # n = 12: the 95% interval of the median is (x(3), x(10)) of the sorted samples, coverage
+    # 1 - 2 (1 + 12 + 66) / 4096 = 0.961426 (P(B <= 2) = 0.0193 <= 0.025 < P(B <= 3) = 0.0730).
+    assert s["p50_ci"] == [2.0, 7.5] and s["p50_ci_coverage"] == pytest.approx(1 - 2 * 79 / 4096, abs=1e-12)
+    assert eb.latency_stats([4.0]) == {"min": 4.0, "mean": 4.0, "p10": 4.0, "p50": 4.0, "p90": 4.0, "p99": 4.0,
+                                       "max": 4.0, "std": 0.0, "count": 1, "p50_ci": [4.0, 4.0],
+                                       "p50_ci_coverage": 0.0}
 
 
 class FakeClock:
@@ -187,7 +192,10 @@ def test_time_calls_by_duration_stops_after_enough_time():
         eb.time_calls(clock.run, 0, iters=3, duration=1.0, clock=clock)
 
 
-def test_exactly_iters_timed_calls_ran(capsys, tmp_path, onnx_artifact, npz_data, monkeypatch):
+@pytest.mark.parametrize("min_calls,timed_1,timed_4", [(1, 7, 2), (5, 7, 5), (9, 9, 9)])
+def test_timed_calls_are_iters_with_a_floor(capsys, tmp_path, onnx_artifact, npz_data, monkeypatch, min_calls,
+                                            timed_1, timed_4):
+    """Batch 1: max(--iters, --min-calls) timed calls; batch 4: max(ceil(iters / 4), --min-calls)."""
     calls: dict[int, int] = {}
     real = eb.BACKENDS["onnx"]
 
@@ -202,14 +210,50 @@ def test_exactly_iters_timed_calls_ran(capsys, tmp_path, onnx_artifact, npz_data
     monkeypatch.setitem(eb.BACKENDS, "onnx", counting)
     out = tmp_path / "r.json"
     code, _, err = _edge(capsys, onnx_artifact, "--data", npz_data, "--warmup", "2", "--iters", "7",
-                         "--batch-sizes", "1,4", "--limit", "8", "--json", out)
+                         "--min-calls", min_calls, "--min-time", "0", "--batch-sizes", "1,4", "--limit", "8",
+                         "--json", out)
     assert code == 0, err
     r = json.loads(out.read_text())["results"][0]
-    assert calls[1] == 1 + 2 + 7                # first, warm-up, timed (batch 1 throughput reuses them)
-    assert calls[4] == 1 + 1 + 3                # first, ceil(2/4) warm-up, max(3, ceil(7/4)) timed
+    assert calls[1] == 1 + 2 + timed_1          # first, warm-up, timed (batch 1 throughput reuses them)
+    assert calls[4] == 1 + 1 + timed_4          # first, ceil(2/4) warm-up, timed
     assert calls[8] == 1                        # accuracy: the 8 images in one batch
-    assert r["latency_ms"]["count"] == 7
-    assert [(t["batch"], t["iters"]) for t in r["throughput"]] == [(1, 7), (4, 3)]
+    assert r["latency_ms"]["count"] == timed_1
+    assert [(t["batch"], t["calls"]) for t in r["throughput"]] == [(1, timed_1), (4, timed_4)]
+
+
+def test_time_calls_floors_in_calls_and_seconds():
+    """Timed calls stop only when the count (or duration) and both floors are met."""
+    clock = FakeClock([1.0] * 100)
+    assert len(eb.time_calls(clock.run, 0, iters=5, min_calls=20, clock=clock).samples_ms) == 20
+    clock = FakeClock([15.625] * 100)  # binary fractions: the fake time adds up exactly
+    t = eb.time_calls(clock.run, 0, iters=2, min_seconds=0.0625, clock=clock)
+    assert len(t.samples_ms) == 4          # 4 x 15.625 ms = 62.5 ms
+    clock = FakeClock([15.625] * 100)
+    t = eb.time_calls(clock.run, 0, duration=0.03125, min_calls=5, clock=clock)
+    assert len(t.samples_ms) == 5          # the duration was met after 2 calls, the floor after 5
+    with pytest.raises(ValueError):
+        eb.time_calls(clock.run, 0, iters=3, min_calls=0, clock=clock)
+    with pytest.raises(eb.BenchError, match="--min-calls"):
+        eb.Settings(min_seconds=-1)
+
+
+def test_time_calls_reads_after_the_first_call_only():
+    clock = FakeClock([250.0, 1.0, 1.0, 1.0])
+    seen = []
+    t = eb.time_calls(clock.run, 1, iters=2, clock=clock, after_first=lambda: seen.append(clock.calls) or "noted")
+    assert seen == [1] and t.after_first == "noted" and t.first_ms == pytest.approx(250.0)
+    assert t.samples_ms == pytest.approx([1.0, 1.0])   # the hook's time is in no sample
+
+
+def test_throughput_stats_by_hand():
+    """Batch 8, calls of 1..10 ms: median 5.5 ms -> 8000 / 5.5 images/s; the median's interval
+    (x(2), x(9)) = (2, 9) ms -> (8000 / 9, 8000 / 2); p10 / p90 = 1.9 / 9.1 ms."""
+    t = eb.throughput_stats(8, [float(v) for v in (7, 1, 10, 3, 5, 2, 9, 4, 8, 6)])
+    assert t["batch"] == 8 and t["calls"] == 10 and t["seconds"] == pytest.approx(0.055, rel=1e-12)
+    assert t["images_per_s"] == pytest.approx(8000 / 5.5, rel=1e-12)
+    assert t["images_per_s_ci"] == pytest.approx([8000 / 9, 8000 / 2], rel=1e-12)
+    assert t["images_per_s_p10_p90"] == pytest.approx([8000 / 9.1, 8000 / 1.9], rel=1e-12)
+    assert t["call_ms"]["p50_ci"] == [2.0, 9.0]
 
 
 # ---- preprocessing and data parity with mixer_edge ----------------------------------------------
@@ -226,15 +270,6 @@ def test_edge_preprocess_is_mixer_edge_preprocess(shape, channels, resize):
     expected = p(images)
     assert np.array_equal(eb.preprocess(images, p.to_dict()), expected)
     assert np.array_equal(eb.preprocess(list(images), p.to_dict()), p(list(images)))
-
-
-def test_edge_eval_split_is_mixer_edge_split():
-    from mixer_edge.data.dataset import split_indices
-
-    labels = np.random.default_rng(5).integers(0, 7, 503)
-    mine, theirs = eb.split_indices(labels, len(labels)), split_indices(labels, len(labels))
-    for s in ("train", "calib", "eval"):
-        assert np.array_equal(mine[s], theirs[s])
 
 
 # ---- accuracy: harness, device script and plain onnxruntime agree -------------------------------
@@ -262,12 +297,13 @@ def test_harness_and_edge_accuracy_equal_plain_onnxruntime(capsys, tmp_path, onn
     art, eager = doc["results"]
     assert art["status"] == eager["status"] == "ok"
     assert art["accuracy"] == pytest.approx(expected)
-    assert art["data"] == {"spec": spec, "split": "all", "n": 20}
+    assert {k: art["data"][k] for k in ("spec", "selection", "n", "reserved_in_data", "labels")} == \
+        {"spec": spec, "selection": "held-out", "n": 20, "reserved_in_data": 0, "labels": "by name"}
     # The checkpoint is the default reference: the ONNX export agrees with PyTorch FP32.
     assert art["agreement"]["top1_agreement"] == 1.0 and art["agreement"]["cosine"] > 0.99999
     assert eager["target"] == "pytorch-eager" and eager["accuracy"] == pytest.approx(expected)
     assert art["latency_ms"]["count"] == 5 and art["first_inference_ms"] > 0 and art["load_s"] > 0
-    assert art["peak_rss_mb"] > 0 and art["size_bytes"] == (onnx_artifact / "model.onnx").stat().st_size
+    assert art["process_peak_rss_mb"] > art["model_rss_mb"] >= 0 and art["size_bytes"] == (onnx_artifact / "model.onnx").stat().st_size
     edge = _edge_json(capsys, tmp_path, onnx_artifact, spec, "--reference", onnx_artifact)
     assert edge["results"][0]["accuracy"] == pytest.approx(expected)
     assert edge["results"][0]["agreement"]["top1_agreement"] == 1.0
@@ -312,7 +348,9 @@ def test_tampered_artifact_is_refused(capsys, tmp_path, onnx_artifact, npz_data,
     assert code == 2 and "model.onnx is missing" in err
 
 
-def test_class_count_mismatch_is_refused(capsys, tmp_path, onnx_artifact, onnx_target):
+def test_foreign_classes_give_agreement_but_no_top1(capsys, tmp_path, onnx_artifact, onnx_target):
+    """Labels that are not the model's classes: no top-1 (the reason names both lists), the rest
+    of the row measured, on the device script and the host alike."""
     from PIL import Image
 
     from mixer_edge.bench.harness import benchmark
@@ -321,10 +359,11 @@ def test_class_count_mismatch_is_refused(capsys, tmp_path, onnx_artifact, onnx_t
         (tmp_path / c).mkdir()
         Image.fromarray(_images(1, 28, 1, seed=6)[0, ..., 0]).save(tmp_path / c / "x.png")
     spec = f"imagefolder:{tmp_path}"
-    code, _, err = _edge(capsys, onnx_artifact, "--data", spec)
-    assert code == 2 and err.strip() == f"error: data {spec!r} has 3 classes but the model has 10 outputs"
-    with pytest.raises(BadInput, match="has 3 classes but onnx-fp32 has 10 outputs"):
-        benchmark([str(onnx_artifact)], _config(spec))
+    device = _edge_json(capsys, tmp_path, onnx_artifact, spec)["results"][0]
+    host = benchmark([str(onnx_artifact)], _config(spec))["results"][0]
+    why = "the data's classes [a, b, c] are not the model's classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"
+    for row in (device, host):
+        assert row["accuracy"] is None and row["data"]["labels"] == why and row["latency_ms"]["p50"] > 0
 
 
 def test_result_of_another_schema_is_refused(tmp_path):
@@ -456,6 +495,10 @@ def test_torch_compile_failure_is_recorded(npz_data, checkpoint, tensorrt_artifa
 
 # ---- report -------------------------------------------------------------------------------------
 
+def _scaled(v, factor):
+    return [x * factor for x in v] if isinstance(v, list) else v * factor
+
+
 def _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data) -> list[Path]:
     from mixer_edge.bench.harness import benchmark
 
@@ -467,9 +510,10 @@ def _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_dat
     board["device"]["name"] = "board"
     for r in board["results"]:
         if r["status"] == "ok":  # the board: 4x slower, still the same accuracy
-            r["latency_ms"] = {k: v * 4 if k != "count" else v for k, v in r["latency_ms"].items()}
+            r["latency_ms"] = {k: _scaled(v, 4) if k not in ("count", "p50_ci_coverage") else v
+                               for k, v in r["latency_ms"].items()}
             for t in r["throughput"]:
-                t["images_per_s"] /= 4
+                t["images_per_s"], t["images_per_s_ci"] = t["images_per_s"] / 4, _scaled(t["images_per_s_ci"], 0.25)
     paths.append(tmp_path / "board.json")
     paths[1].write_text(json.dumps(board))
     return paths

@@ -87,7 +87,8 @@ def test_num_classes_disagrees_with_data(capsys, out):
 def test_eval_class_count_mismatch(capsys, digits_checkpoint, tmp_path):
     root = _image_folder(tmp_path / "imgs", size=(8, 8))
     code, err = _run(capsys, "eval", str(digits_checkpoint), "--data", f"imagefolder:{root}")
-    assert code == 2 and err == [f"error: data 'imagefolder:{root}' has 2 classes but the model has 10 outputs"]
+    assert code == 2 and err == [f"error: cannot compute top-1 on 'imagefolder:{root}': the data's classes [a, b] "
+                                 f"are not the model's classes [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"]
 
 
 def test_user_error_in_a_real_process_prints_no_traceback(tmp_path):
@@ -102,7 +103,9 @@ def test_eval_reports_accuracy_and_writes_json(capsys, digits_checkpoint, tmp_pa
     code = main(["eval", str(digits_checkpoint), "--data", "digits", "--json", str(tmp_path / "r.json")])
     assert code == 0
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["split"] == "eval" and result["n"] == 179  # auto -> the held-out split of its own data
+    # held-out by content: on its own training data, exactly the eval split (179 of 1,797 digits)
+    assert result["images"]["selection"] == "held-out" and result["n"] == 179
+    assert result["images"]["excluded"] == 1797 - 179 and result["labels"] == "by name"
     from mixer_edge import load_checkpoint
     assert result["top1"] == pytest.approx(load_checkpoint(digits_checkpoint).meta["metrics"]["eval_top1"])
     assert f"top-1 {result['top1']:.4f}" in capsys.readouterr().out

@@ -401,7 +401,7 @@ def test_folder_errors(tmp_path):
 # ---- splits -------------------------------------------------------------------------------------
 
 def test_mnist_split_sizes_disjoint_stratified(mnist):
-    parts = split_indices(mnist.labels, len(mnist), SplitSpec(seed=0))
+    parts = split_indices(mnist, SplitSpec(seed=0))
     assert {k: len(v) for k, v in parts.items()} == {"train": 8000, "calib": 1000, "eval": 1000}
     union = np.concatenate(list(parts.values()))
     assert len(np.unique(union)) == 10000

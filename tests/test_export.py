@@ -84,9 +84,11 @@ def test_too_few_calibration_images(digits_checkpoint):
     from mixer_edge.calibration import make_calibration
 
     ck = load_checkpoint(digits_checkpoint)
-    with pytest.raises(CalibrationError, match="asked for 500 images but digits \\(calib split\\) has only 180"):
-        make_calibration("digits", ck.preprocess, size=500, training_data="digits")
-    small = make_calibration("digits", ck.preprocess, size=50, training_data="digits")
+    # The digits' train split (1,438) is the model's, the eval split (179) validation's: 180 remain.
+    with pytest.raises(CalibrationError, match="asked for 500 images but digits .180 of 1797 images: not "
+                                               "trained on, not held out for validation. has only 180"):
+        make_calibration("digits", ck.preprocess, size=500, trained=ck.trained_keys, split=ck.split)
+    small = make_calibration("digits", ck.preprocess, size=50, trained=ck.trained_keys, split=ck.split)
     assert small.warnings and "small" in small.warnings[0]
 
 
@@ -219,3 +221,54 @@ def test_export_summary_never_counts_skipped_as_validated(capsys, digits_checkpo
     assert code == 0
     assert last.startswith("1 artifact(s) validated against PyTorch FP32, 1 written with validation skipped "
                            "(runtime not available here: coreml-fp32)"), last
+
+
+def _failing_fp32(monkeypatch):
+    """Every fp32 artifact now fails validation: no logit difference is small enough."""
+    from mixer_edge.export import validate
+
+    monkeypatch.setitem(validate.TOLERANCES, "fp32", validate.Tolerance(max_abs_diff=-1.0))
+
+
+def test_failed_reexport_leaves_nothing_that_looks_current(capsys, digits_checkpoint, tmp_path, monkeypatch):
+    """The same model exported twice into one folder, the second time failing validation: the
+    previous artifact is removed (not moved aside) and the error says so; nothing hidden is left."""
+    dest = tmp_path / "onnx-fp32"
+    assert _run(capsys, "export", digits_checkpoint, "--eval-data", "digits", "--out", tmp_path, "--force")[0] == 0
+    assert json.loads((dest / "manifest.json").read_text())["validation"]["passed"] is True
+    _failing_fp32(monkeypatch)
+    code = main(["export", str(digits_checkpoint), "--eval-data", "digits", "--out", str(tmp_path), "--force"])
+    out = capsys.readouterr().out
+    assert code == 1 and not dest.exists() and list(tmp_path.iterdir()) == []
+    assert f"(discarded; the previous artifact at {dest} was removed, so that nothing there looks current)" in out
+
+
+def test_failed_reexport_with_keep_invalid_replaces_it_marked(capsys, digits_checkpoint, tmp_path, monkeypatch):
+    dest = tmp_path / "onnx-fp32"
+    assert _run(capsys, "export", digits_checkpoint, "--eval-data", "digits", "--out", tmp_path)[0] == 0
+    _failing_fp32(monkeypatch)
+    assert _run(capsys, "export", digits_checkpoint, "--eval-data", "digits", "--out", tmp_path,
+                "--keep-invalid")[0] == 1
+    manifest = json.loads((dest / "manifest.json").read_text())
+    assert manifest["validation"]["passed"] is False and [p.name for p in tmp_path.iterdir()] == ["onnx-fp32"]
+
+
+def test_reexport_refused_by_a_structural_check_removes_the_old_one(digits_checkpoint, tmp_path, monkeypatch):
+    from mixer_edge import load_checkpoint
+    from mixer_edge.errors import ValidationError
+    from mixer_edge.export import api
+    from mixer_edge.export import onnx as onnx_target
+    from mixer_edge.export.base import ExportSpec
+
+    ck = load_checkpoint(digits_checkpoint)
+    val = api.validation_data(ck, np.zeros((4, 1, 8, 8), np.float32), None, "zeros")
+    assert api.export_one(ck, "onnx", ExportSpec(), None, tmp_path, validation=val).passed
+
+    def refused(*a, **k):
+        raise ValidationError("the program is not what was asked for")
+
+    monkeypatch.setattr(onnx_target.OnnxTarget, "export", refused)
+    o = api.export_one(ck, "onnx", ExportSpec(), None, tmp_path, validation=val)
+    assert not o.passed and o.retired and not (tmp_path / "onnx-fp32").exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(ValidationError, match="was removed, so that nothing there looks current"):
+        api.raise_for([o])

@@ -237,3 +237,22 @@ def test_manifest_paths_are_confined_to_the_artifact(artifacts, tmp_path, path, 
     done, _ = edge_bench(folder, tmp_path, digits_npz)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == eb.EXIT_BAD_INPUT and lines[-1].startswith("error: manifest file path"), done.stderr
+
+
+@pytest.mark.parametrize("target, unlisted, said", [
+    ("openvino", "model.bin", "'model.bin' is not among the files manifest.json lists and hashes"),
+    ("onnx", "golden.npz", "'golden.npz' is not among the files manifest.json lists and hashes")])
+def test_a_file_the_manifest_does_not_list_is_not_opened(artifacts, tmp_path, digits_npz, target, unlisted, said):
+    """OpenVINO's read_model opens model.bin beside model.xml by itself, and the golden set is read
+    by name: both must be listed (hence hashed), else refused with one line."""
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(artifacts[(target, "fp32")].path, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"] = [e for e in manifest["files"] if e["path"] != unlisted]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    done, _ = edge_bench(folder, tmp_path, digits_npz)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == eb.EXIT_BAD_INPUT and "Traceback" not in done.stderr, done.stderr
+    assert lines[-1].startswith("error:") and said in lines[-1], lines

@@ -175,7 +175,7 @@ def test_quant_inspect_names_the_outlier_channels(ck, tmp_path):
         assert rows[layer]["spread_reduction"] > 20
     worst = {r["layer"] for r in report["worst"]}
     assert worst <= {"head"} | {f"blocks.{i}.mlp_channels.fc1" for i in range(4)}, worst
-    assert report["data"]["measured_on"] == "digits (eval split)"
+    assert report["data"]["measured_on"] == "digits (its held-out eval split, 179 images not trained or calibrated on)"
 
 
 @pytest.mark.parametrize("target", ["onnx", "tensorrt"])
@@ -195,3 +195,109 @@ def test_report_shows_float_layers_and_their_cost(budget_outcomes, target, tmp_p
     md = report.markdown([doc], report.rows_of([doc]), [], 0.5)
     assert "## INT8 layers kept in float" in md and mp["float_layers"][0] in md
     assert ("ms at export" in md) if target == "onnx" else ("not measured here" in md)
+
+
+# ---- quantized as the recipe says: the op count ---------------------------------------------------
+
+def hand_count(model) -> int:
+    """The matrix multiplies of a Mixer, counted from its module list: the patch-stem Conv2d and every
+    Linear (token and channel MLPs, head). T/2: 1 + 4 blocks x 4 + 1 = 18."""
+    import torch
+
+    return sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in model.modules())
+
+
+PLAIN = [("onnx", False), ("tensorrt", False), ("openvino", False), ("coreml", False),
+         ("openvino", True), ("coreml", True)]   # (target, weights only)
+
+
+@pytest.fixture(scope="module")
+def plain_outcomes(ck, calib, val, tmp_path_factory):
+    out = {}
+    for t, wo in PLAIN:
+        pytest.importorskip(NEEDS[t])
+        out[t, wo] = api.export_one(ck, t, ExportSpec("int8", weights_only=wo), None if wo else calib,
+                                    tmp_path_factory.mktemp(f"plain-{t}-{wo}"), validation=val)
+    return out
+
+
+@pytest.mark.parametrize("target, weights_only", PLAIN)
+def test_int8_exports_quantize_every_matmul_of_the_model(plain_outcomes, ck, target, weights_only):
+    o = plain_outcomes[target, weights_only]
+    q = o.artifact.manifest["validation"]["quantized_ops"]
+    assert hand_count(ck.model) == 18
+    assert o.passed and q["status"] == "passed", (o.problems, q)
+    assert q["counted"] == q["intended"] == hand_count(ck.model) and q["float_layers"] == [] and q["float_ops"] == []
+
+
+@pytest.mark.parametrize("target", ["openvino", "coreml"])
+def test_a_weights_only_file_checked_as_w8a8_fails_the_count(plain_outcomes, ck, target):
+    """A model file that quantizes fewer ops than W8A8 intends (here none of the activations: the
+    weights-only artifact) fails, with both numbers and the reason."""
+    from mixer_edge.export import int8
+
+    o = plain_outcomes[target, True]
+    q = int8.quantized_ops_check(target, o.dest, ck.model, ExportSpec("int8"))
+    assert q["status"] == "failed" and q["counted"] == 0 and q["intended"] == 18
+    assert "quantizes the weights and activations of 0 of its 18 matrix multiplies; the recipe says 18" in q["reason"]
+
+
+def _leaving_float(monkeypatch, layers):
+    """A target that quietly quantizes less than asked: its Q/DQ placement skips `layers` as well."""
+    from mixer_edge.export import qdq
+
+    real = qdq.insert_qdq
+    monkeypatch.setattr(qdq, "insert_qdq", lambda m, r, f, float_layers=frozenset(): real(
+        m, r, f, frozenset(float_layers) | set(layers)))
+
+
+@pytest.mark.parametrize("target", ["onnx", "tensorrt", "openvino"])
+def test_a_graph_that_quantizes_less_than_intended_fails_validation(ck, calib, val, tmp_path, monkeypatch, target):
+    """Its figures are within tolerance (less quantization, less error): only the count catches it."""
+    pytest.importorskip(NEEDS[target])
+    _leaving_float(monkeypatch, ["head"])
+    o = api.export_one(ck, target, ExportSpec("int8"), calib, tmp_path, validation=val, keep_invalid=True)
+    v = o.artifact.manifest["validation"]
+    q = v["quantized_ops"]
+    assert v["passed"] is False and q["status"] == "failed" and (q["counted"], q["intended"]) == (17, 18)
+    assert len(q["float_ops"]) == 1 and "head" in q["float_ops"][0].lower()
+    assert o.problems == (q["reason"],) and "of 17 of its 18 matrix multiplies; the recipe says 18" in q["reason"]
+
+
+def test_quantizing_less_never_wins_a_max_drop_step(budget_outcomes, hard, calib, tmp_path, monkeypatch):
+    """--max-drop takes the first step that passes. A graph that quietly leaves float the layers the
+    honest search ends with meets the budget on accuracy at the all-INT8 step, but its count fails
+    it (and every step after whose recipe says fewer float layers); the step chosen is the one whose
+    recipe says what the graph does."""
+    from mixer_edge.export import int8
+
+    honest = budget_outcomes["onnx"].artifact.manifest["export"]["mixed_precision"]
+    kept = honest["float_layers"]
+    monkeypatch.setattr(int8, "sensitivity", lambda *a, **k: honest["sensitivity"]["layers"])
+    _leaving_float(monkeypatch, kept)
+    c, v = hard
+    o = api.export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib, tmp_path, validation=v,
+                       keep_invalid=True)
+    mp = o.artifact.manifest["export"]["mixed_precision"]
+    first = mp["steps"][0]
+    assert first["drop_points"] <= BUDGET, "on accuracy alone the all-INT8 claim would have won"
+    assert first["passed"] is False and first["quantized_ops"] == 18 - len(kept)
+    assert [s["passed"] for s in mp["steps"]] == [False] * len(kept) + [True]
+    assert o.passed and mp["met"] and mp["float_layers"] == kept
+    assert o.artifact.manifest["validation"]["quantized_ops"]["status"] == "passed"
+
+
+def test_max_drop_steps_record_their_counts(budget_outcomes, ck):
+    for target, o in budget_outcomes.items():
+        mp = o.artifact.manifest["export"]["mixed_precision"]
+        q = o.artifact.manifest["validation"]["quantized_ops"]
+        assert q["status"] == "passed" and q["counted"] == hand_count(ck.model) - len(mp["float_layers"]), target
+        assert [s["quantized_ops"] for s in mp["steps"]] == [hand_count(ck.model) - s["float_layers"]
+                                                            for s in mp["steps"]], target
+
+
+def test_weights_only_refuses_layer_choices(ck, val, tmp_path):
+    for spec in (ExportSpec("int8", weights_only=True, float_layers=("head",)),
+                 ExportSpec("int8", weights_only=True, max_drop=0.5)):
+        with pytest.raises(BadInput, match="--weights-only quantizes the weights of every layer"):
+            api.export_one(ck, "openvino", spec, None, tmp_path, validation=val)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.dataset import ImageSet, SplitSpec, take_split
+from ..data.dataset import ImageSet
 from ..errors import BadInput, MissingDependency, UnknownName
 from ..export import registry
 from ..export.artifact import MANIFEST, load_artifact
@@ -40,7 +40,7 @@ class BenchConfig:
     precision_hint: str | None = None
     provider: str | None = None
     limit: int | None = None
-    split: str = "auto"                 # auto | all | eval
+    images: str = "held-out"            # held-out (not trained or calibrated on, by content) | all
     reference: str | None = None        # FP32 artifact or checkpoint; default: a checkpoint benchmarked
     compile: bool = False               # also benchmark torch.compile for each checkpoint
     device_name: str | None = None
@@ -48,8 +48,8 @@ class BenchConfig:
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
             raise BadInput(f"--limit must be at least 1, got {self.limit}")
-        if self.split not in ("auto", "all", "eval"):
-            raise BadInput(f"unknown split {self.split!r}; accepted: auto, all, eval")
+        if self.images not in eb.SELECTIONS:
+            raise BadInput(f"unknown image selection {self.images!r}; accepted: {', '.join(eb.SELECTIONS)}")
         if self.threads is not None and self.threads < 1:
             raise BadInput(f"--threads must be at least 1, got {self.threads}")
 
@@ -89,11 +89,11 @@ class Subject:
     size_bytes: int
     preprocess: object                  # mixer_edge.data.preprocess.Preprocess
     num_classes: int
-    model_data: str | None              # the data spec the model was trained on
-    split: SplitSpec
+    identity: dict                      # manifest keys "classes", "classes_named", "images" (reserved keys)
     fixed_batch: int | None             # None: the batch axis is dynamic
     load: Callable[["BenchConfig"], LoadedRunner]
     quantization: dict | None = None    # an INT8 artifact's recipe in brief (edge_bench.quantization_summary)
+    validation: dict | None = None      # an artifact's export check, as its manifest has it (validation_summary)
     manifest: dict | None = None        # an artifact's manifest (its golden set is checked before timing)
 
 
@@ -116,13 +116,12 @@ def _artifact_subject(path: Path) -> Subject:
 
     art = load_artifact(path)  # checks every file's sha256
     m = art.manifest
-    model = m.get("model") or {}
     return Subject(path=path, name=path.name, target=m["target"], precision=m["precision"],
                    sha256=eb.file_hashes(m), size_bytes=eb.artifact_size(path, m),
                    preprocess=Preprocess.from_dict(m["preprocess"]), num_classes=len(m["classes"]),
-                   model_data=model.get("data"), split=SplitSpec(**model["split"]) if model.get("split") else SplitSpec(),
+                   identity={k: m[k] for k in ("classes", "classes_named", "images") if k in m},
                    fixed_batch=eb.batch_axis(m), load=lambda cfg: _registry_runner(art, cfg),
-                   quantization=eb.quantization_summary(m), manifest=m)
+                   quantization=eb.quantization_summary(m), validation=eb.validation_summary(m), manifest=m)
 
 
 def _load_checkpoint(path: Path):
@@ -135,8 +134,7 @@ def _checkpoint_subject(ck, target: str, loader) -> Subject:
     return Subject(path=ck.path, name=ck.path.parent.name if ck.path.name == WEIGHTS_NAME else ck.path.stem,
                    target=target, precision="fp32", sha256={ck.path.name: ck.sha256},
                    size_bytes=ck.path.stat().st_size, preprocess=ck.preprocess, num_classes=ck.config.num_classes,
-                   model_data=ck.meta.get("data"),
-                   split=ck.split,
+                   identity=ck.identity,
                    fixed_batch=None, load=loader)
 
 
@@ -199,13 +197,20 @@ def _torch_run(model):
     return run
 
 
+def _fresh_model(ck):
+    """A copy of the checkpoint's model, made as the load: the checkpoint was read before the
+    memory mark, and its model's memory would otherwise leave out the weights."""
+    import copy
+
+    return copy.deepcopy(ck.model).eval()
+
+
 def _eager_loader(ck):
     def load(config: BenchConfig) -> LoadedRunner:
         import torch
 
         cfg = _torch_config(config)
-        ck.model.eval()
-        return LoadedRunner(_torch_run(ck.model), cfg, f"pytorch {torch.__version__} eager")
+        return LoadedRunner(_torch_run(_fresh_model(ck)), cfg, f"pytorch {torch.__version__} eager")
     return load
 
 
@@ -218,10 +223,9 @@ def _compile_loader(ck):
         import torch
 
         cfg = _torch_config(config)
-        ck.model.eval()
         t0 = time.perf_counter()
         try:
-            compiled = torch.compile(ck.model)
+            compiled = torch.compile(_fresh_model(ck))
             run = _torch_run(compiled)
             # Compile now, on one image of the input shape, so load time includes compilation.
             c = ck.config
@@ -267,26 +271,14 @@ def load_images(spec: str) -> ImageSet:
     return load_data(spec)
 
 
-def check_classes(subject: Subject, data: ImageSet) -> None:
-    if data.labels is None:
-        return
-    if data.classes and data.num_classes != subject.num_classes:
-        raise BadInput(f"data {data.spec!r} has {data.num_classes} classes but {subject.name} "
-                       f"has {subject.num_classes} outputs")
-    if len(data.labels) and (data.labels.min() < 0 or data.labels.max() >= subject.num_classes):
-        raise BadInput(f"data {data.spec!r} has label {int(data.labels.max())} but {subject.name} "
-                       f"has {subject.num_classes} outputs")
-
-
-def evaluation_images(subject: Subject, data: ImageSet, config: BenchConfig) -> tuple[ImageSet, str]:
-    """The eval split when the data is the data the model was trained on (or --split eval), else all."""
-    split = config.split
-    if split == "auto":
-        split = "eval" if subject.model_data == data.spec else "all"
-    part = take_split(data, split, subject.split)
-    if config.limit is not None:
-        part = part.subset(np.arange(min(config.limit, len(part))))
-    return part, split
+def evaluation_images(subject: Subject, data: ImageSet, config: BenchConfig) -> tuple:
+    """(raw images, labels as model outputs or None, what they are): by default every image the
+    model was not trained on and the artifact not calibrated on (edge_bench.select, by content)."""
+    raw = eb.Data(data.images, data.labels, data.classes or None, data.spec)
+    with _bad_input():
+        part, about = eb.select(raw, config.images, subject.identity, config.limit)
+        labels, how = eb.model_labels(subject.identity, part)
+    return part.images, labels, {**about, "labels": how}
 
 
 # ---- the benchmark ------------------------------------------------------------------------------
@@ -298,21 +290,18 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
     if not subjects:
         raise BadInput("nothing to benchmark: give artifact folders or checkpoints")
     data = load_images(config.data)
-    for s in subjects:
-        check_classes(s, data)
     reference = config.reference or next((str(s.path) for s in subjects if s.target == "pytorch-eager"), None)
-    inputs: dict[str, tuple] = {}   # one preprocessed copy per (split, preprocess), shared by subjects
+    inputs: dict[str, tuple] = {}   # one preprocessed copy per (image selection, preprocess), shared by subjects
     results = []
     for s in subjects:
-        key = json.dumps([config.split, s.model_data == data.spec, s.split.to_dict(), s.preprocess.to_dict()])
+        images, labels, about = evaluation_images(s, data, config)
+        key = json.dumps([about["fingerprint"], s.preprocess.to_dict()])
         if key not in inputs:
-            part, split = evaluation_images(s, data, config)
-            x = s.preprocess(part.images)
-            ref = None if reference is None else _reference_logits(reference, x, config)
-            inputs[key] = (x, part.labels, split, ref)
-        x, labels, split, ref = inputs[key]
+            x = s.preprocess(images)
+            inputs[key] = (x, None if reference is None else _reference_logits(reference, x, config))
+        x, ref = inputs[key]
         entry = bench_subject(s, x, labels, config, ref, reference)
-        entry["data"] = {"spec": config.data, "split": split, "n": int(len(x))}
+        entry["data"] = about
         results.append(entry)
         if on_result:
             on_result(entry)
@@ -322,16 +311,16 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
 def bench_subject(s: Subject, x: np.ndarray, labels, config: BenchConfig, ref_logits=None,
                   reference: str | None = None) -> dict:
     base = dict(artifact=str(s.path), name=s.name, target=s.target, precision=s.precision, sha256=s.sha256,
-                size_bytes=s.size_bytes, quantization=s.quantization)
-    scoped = eb.reset_peak_rss()
-    before = eb.current_rss_mb()
+                size_bytes=s.size_bytes, quantization=s.quantization, validation=s.validation)
+    eb.import_runtime(s.target)
+    mark = eb.mark_memory()
     t0 = time.perf_counter()
     try:
         runner = s.load(config)
         load_s = time.perf_counter() - t0
         with _bad_input():
             check = None if s.manifest is None else eb.device_check(s.path, s.manifest, runner.run, s.fixed_batch)
-            speed = eb.measure_speed(runner.run, x, config.settings, s.fixed_batch)
+            speed = eb.measure_speed(runner.run, x, config.settings, s.fixed_batch, memory=mark)
             logits = eb.predict(runner.run, x, config.settings.eval_batch, s.fixed_batch)
     except (NotRun, CompileFailed) as why:
         return eb.result_entry(**base, status="not-run", reason=str(why))
@@ -339,9 +328,7 @@ def bench_subject(s: Subject, x: np.ndarray, labels, config: BenchConfig, ref_lo
         agree = None if ref_logits is None else eb.agreement(ref_logits, logits, reference)
     return eb.result_entry(
         **base, status="ok", runtime={**runner.config, "what": runner.what}, load_s=load_s, **speed,
-        peak_rss_mb=eb.peak_rss_mb(since_reset=scoped), rss_before_load_mb=before,
-        peak_rss_scope="since load (process total)" if scoped else "process",
-        accuracy=eb.accuracy(logits, labels), agreement=agree, device_check=check)
+        **eb.process_memory(mark), accuracy=eb.accuracy(logits, labels), agreement=agree, device_check=check)
 
 
 def _versions() -> dict:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..data.dataset import ImageSet, SplitSpec, take_split
+from ..data.dataset import ImageSet, SplitSpec, split_indices
 from ..errors import BadInput, CalibrationError
 from ..models.checkpoint import atomic_write_bytes, atomic_write_json
 
@@ -31,6 +31,7 @@ class CalibrationSet:
     sha256: str
     preprocess: dict
     warnings: tuple[str, ...] = field(default=())
+    keys: np.ndarray | None = None    # (N,) uint64 content keys of the raw images; None: unknown (old .npz)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -40,7 +41,10 @@ class CalibrationSet:
             yield self.x[i:i + batch_size]
 
     def manifest(self) -> dict:
+        from ..runtime.edge_bench import fingerprint
+
         return {"source": self.source, "size": len(self), "seed": self.seed, "sha256": self.sha256,
+                "fingerprint": None if self.keys is None else fingerprint(self.keys),
                 "preprocess": self.preprocess, "shape": list(self.x.shape)}
 
 
@@ -52,20 +56,32 @@ def content_sha256(x: np.ndarray, labels: np.ndarray | None) -> str:
 
 
 def make_calibration(spec: str, preprocess, *, size: int = DEFAULT_SIZE, seed: int = 0,
-                     training_data: str | None = None, split: SplitSpec = SplitSpec()) -> CalibrationSet:
-    """Draw `size` images from a data spec (or load a saved .npz). When the spec is the data the
-    model was trained on, draw from its calibration split, never from train or eval images."""
+                     trained=None, split: SplitSpec = SplitSpec()) -> CalibrationSet:
+    """Draw `size` images from a data spec (or load a saved .npz). Never an image the model was
+    trained on (`trained`: content keys), nor one of the data's eval split (by content, with the
+    model's split seed): validation without --eval-data takes its images from there."""
     if spec.endswith(".npz"):
         return load_calibration(spec, preprocess)
     from ..data.sources import load_data
 
-    data = load_data(spec)
-    pool, where = (take_split(data, "calib", split), f"{spec} (calib split)") if spec == training_data \
-        else (data, spec)
+    return draw_calibration(load_data(spec), preprocess, size=size, seed=seed, trained=trained, split=split)
+
+
+def calibration_pool(data: ImageSet, trained, split: SplitSpec) -> tuple[ImageSet, str]:
+    """The train and calib splits of the data, less the images the model was trained on. On the
+    model's own training data that is exactly its calib split."""
+    parts = split_indices(data, split)
+    pool = data.subset(np.sort(np.concatenate([parts["train"], parts["calib"]]))).without(trained)
+    return pool, f"{data.spec} ({len(pool)} of {len(data)} images: not trained on, not held out for validation)"
+
+
+def draw_calibration(data: ImageSet, preprocess, *, size: int, seed: int, trained=None,
+                     split: SplitSpec = SplitSpec()) -> CalibrationSet:
     if size < 1:
         raise CalibrationError(f"--calib-size must be at least 1, got {size}")
+    pool, where = calibration_pool(data, trained, split)
     if len(pool) == 0:
-        raise CalibrationError(f"no readable images in calibration data {where}")
+        raise CalibrationError(f"no usable images in calibration data {where}")
     if len(pool) < size:
         raise CalibrationError(f"calibration asked for {size} images but {where} has only {len(pool)}; "
                                f"use --calib-size {len(pool)} or more data")
@@ -75,7 +91,7 @@ def make_calibration(spec: str, preprocess, *, size: int = DEFAULT_SIZE, seed: i
         if size < WARN_BELOW else ()
     return CalibrationSet(x=x, labels=chosen.labels, source=where, seed=seed,
                           sha256=content_sha256(x, chosen.labels), preprocess=preprocess.to_dict(),
-                          warnings=warn)
+                          warnings=warn, keys=chosen.keys)
 
 
 def _select(pool: ImageSet, size: int, seed: int) -> np.ndarray:
@@ -98,11 +114,15 @@ def save_calibration(calib: CalibrationSet, path) -> Path:
         raise BadInput(f"calibration sets are saved as .npz, got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    arrays = {"x": calib.x} if calib.labels is None else {"x": calib.x, "labels": calib.labels}
+    arrays = {"x": calib.x, **{k: v for k, v in (("labels", calib.labels), ("keys", calib.keys)) if v is not None}}
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
-    atomic_write_json(path.with_suffix(".json"), {"format": "mixer-edge-calibration", "schema": 1,
-                                                  **calib.manifest()})
+    try:
+        atomic_write_json(path.with_suffix(".json"), {"format": "mixer-edge-calibration", "schema": 1,
+                                                      **calib.manifest()})
+    except BaseException:   # Ctrl-C or a full disk between the two files: keep neither, not half a set
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -111,23 +131,58 @@ def load_calibration(path, preprocess) -> CalibrationSet:
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"calibration file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            x = f["x"].astype(np.float32, copy=False)
-            labels = f["labels"] if "labels" in f.files else None
-    except (ValueError, OSError, KeyError) as e:
-        raise CalibrationError(f"cannot read calibration set {path}: {e}") from None
+    x, labels, keys = _read_arrays(path)
     want = (preprocess.channels, *preprocess.size)
     if x.ndim != 4 or tuple(x.shape[1:]) != want:
         raise CalibrationError(f"calibration set {path} holds images of shape {list(x.shape[1:])} but the "
                                f"model takes {list(want)} (channels, height, width)")
-    meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = _read_sidecar(path)
     sha = content_sha256(x, labels)
     if meta.get("sha256") not in (None, sha):
-        raise CalibrationError(f"calibration set {path} does not match the sha256 in {meta_path}")
+        raise CalibrationError(f"calibration set {path} does not match the sha256 in {path.with_suffix('.json')}")
     if meta.get("preprocess") not in (None, preprocess.to_dict()):
         raise CalibrationError(f"calibration set {path} was made with preprocessing {meta['preprocess']}, "
                                f"the model uses {preprocess.to_dict()}")
-    return CalibrationSet(x=x, labels=labels, source=meta.get("source", str(path)),
-                          seed=int(meta.get("seed", 0)), sha256=sha, preprocess=preprocess.to_dict())
+    seed = meta.get("seed", 0)
+    return CalibrationSet(x=x, labels=labels, source=str(meta.get("source", path)),
+                          seed=seed if isinstance(seed, int) else 0, sha256=sha,
+                          preprocess=preprocess.to_dict(), keys=keys)
+
+
+def _read_arrays(path: Path):
+    """x float (N, C, H, W); labels integer (N,) or absent; keys uint64 (N,) or absent (older sets)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in ("x", "labels", "keys") if k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise CalibrationError(f"cannot read calibration set {path}: {e}") from None
+    x, labels, keys = arrays.get("x"), arrays.get("labels"), arrays.get("keys")
+    problems = []
+    if x is None or x.dtype.kind not in "fiu":
+        problems.append("'x' must be a numeric (N, C, H, W) array" if x is not None else "no 'x' array")
+    n = None if x is None else len(x)
+    if labels is not None and (labels.dtype.kind not in "iu" or labels.shape != (n,)):
+        problems.append(f"'labels' is {labels.dtype} {list(labels.shape)}; expected integers of shape [{n}]")
+    if keys is not None and (keys.dtype != np.uint64 or keys.shape != (n,)):
+        problems.append(f"'keys' is {keys.dtype} {list(keys.shape)}; expected uint64 of shape [{n}]")
+    if problems:
+        raise CalibrationError(f"calibration set {path}: " + "; ".join(problems) +
+                               " (a set written by `mixer-edge calib make`)")
+    return x.astype(np.float32, copy=False), None if labels is None else labels.astype(np.int64), keys
+
+
+def _read_sidecar(path: Path) -> dict:
+    """The JSON beside the .npz, when there is one: a dict with the documented keys."""
+    meta_path = path.with_suffix(".json")
+    if not meta_path.is_file():
+        return {}
+    from ..runtime.edge_bench import BenchError, read_json
+
+    try:
+        meta = read_json(meta_path, "calibration sidecar")
+    except BenchError as e:
+        raise CalibrationError(str(e)) from None
+    if not isinstance(meta, dict) or meta.get("format", "mixer-edge-calibration") != "mixer-edge-calibration":
+        raise CalibrationError(f"calibration sidecar {meta_path} is not a mixer-edge calibration manifest "
+                               f"(expected an object with format 'mixer-edge-calibration')")
+    return meta

@@ -12,8 +12,8 @@ from .common import _data_help, _warn
 def add_calib_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["make"], help="make: draw a calibration set and save it")
     p.add_argument("checkpoint", help="the checkpoint whose preprocessing the set is made with")
-    p.add_argument("--data", required=True, help=_data_help() + "; the training data's calib split is used "
-                   "when DATA is what the model was trained on")
+    p.add_argument("--data", required=True, help=_data_help() + "; never an image the model was trained on "
+                   "nor one of DATA's held-out eval split (recognised by content)")
     p.add_argument("--size", type=int, default=300, help="number of images (default 300; < 100 warns)")
     p.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
     p.add_argument("--out", required=True, help="output .npz (a .json manifest with its sha256 is written beside it)")
@@ -23,10 +23,12 @@ def run_calib(args: argparse.Namespace) -> int:
     from ..calibration import make_calibration
     from ..calibration.sets import save_calibration
     from ..export import load_model
+    from .common import output_file
 
+    output_file(args.out, "--out")
     ck = load_model(args.checkpoint)
     calib = make_calibration(args.data, ck.preprocess, size=args.size, seed=args.seed,
-                             training_data=ck.meta.get("data"), split=ck.split)
+                             trained=ck.trained_keys, split=ck.split)
     _warn(calib.warnings)
     path = save_calibration(calib, args.out)
     print(f"calibration set: {len(calib)} images from {calib.source}, sha256 {calib.sha256[:16]}..., saved to {path}")

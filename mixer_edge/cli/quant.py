@@ -24,8 +24,8 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
     i.add_argument("checkpoint", help="a mixer-edge checkpoint, or timm / official Google weights")
     i.add_argument("--calib-data", required=True, help="calibration images: a data spec or a saved calib .npz")
     i.add_argument("--eval-data", default=None,
-                   help="held-out images to measure on (default: the checkpoint's eval split when --calib-data "
-                        "is its training data, else the calibration images)")
+                   help="images to measure on, less any the model was trained or calibrated on (default: the "
+                        "held-out eval split of --calib-data)")
     i.add_argument("--target", default="onnx", type=name_type("target", target_names(), ALIASES),
                    help=f"whose INT8 recipe: {', '.join(target_names())} (default onnx)")
     i.add_argument("--calib-method", type=name_type("calibration method", CALIB_METHODS), default=None,
@@ -38,14 +38,17 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_quant(args: argparse.Namespace) -> int:
-    from ..export import ExportPlan, load_model, prepare_calibration, prepare_validation
+    from ..export import ExportPlan, load_model, prepare_data
     from ..export.inspection import InspectSpec, inspect, plot, table
 
+    from .common import output_folder
+
+    if args.out:
+        output_folder(args.out, "--out")   # before the work, not after it
     ck = load_model(args.checkpoint)
     plan = ExportPlan(targets=(args.target,), precisions=("int8",), out_dir=".", calib_data=args.calib_data,
-                      calib_size=args.calib_size, eval_data=args.eval_data or ck.meta.get("data"))
-    calib = prepare_calibration(ck, plan)
-    val = prepare_validation(ck, plan, calib)
+                      calib_size=args.calib_size, eval_data=args.eval_data)
+    calib, val = prepare_data(ck, plan)
     x = val.x[:args.eval_size]
     report = inspect(ck, calib.x, x, InspectSpec(args.target, args.calib_method, args.smooth))
     report["data"] = {"calibration": calib.source, "measured_on": val.source}
@@ -61,8 +64,8 @@ def run_quant(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         from ..models.checkpoint import atomic_write_bytes, atomic_write_json
 
+        plot(report, out / "inspect.png")   # first: the slow one, so Ctrl-C during it leaves no files
         atomic_write_json(out / "inspect.json", report)
         atomic_write_bytes(out / "inspect.md", (table(report) + "\n").encode())
-        plot(report, out / "inspect.png")
         print(f"wrote {out / 'inspect.md'}, {out / 'inspect.json'}, {out / 'inspect.png'}")
     return 0

@@ -59,6 +59,9 @@ def train_config(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .common import output_folder
+
+    output_folder(args.out, "--out")
     if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return _launch_torchrun(args)
     from ..train import train
@@ -97,9 +100,9 @@ def _drop_option(argv: list[str], option: str) -> list[str]:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a mixer-edge checkpoint (model.safetensors or its folder)")
     p.add_argument("--data", required=True, help=_data_help())
-    p.add_argument("--split", default="auto", choices=["auto", "all", "train", "calib", "eval"],
-                   help="which part of the data: auto = the held-out eval split when DATA is the data "
-                        "the model was trained on, else all of it")
+    p.add_argument("--images", default="held-out", choices=["held-out", "all"],
+                   help="held-out (default): only images the model was not trained on and that training did not keep "
+                        "for calibration, recognised by content wherever they lie; all: every image of DATA")
     p.add_argument("--json", default=None, help="also write the result as JSON to this path")
 
 
@@ -107,20 +110,18 @@ def run_eval(args: argparse.Namespace) -> int:
     from .common import output_file
 
     output_file(args.json, "--json")
-    from ..data.dataset import take_split
     from ..data.sources import load_data
     from ..models.checkpoint import atomic_write_json, load_checkpoint
     from ..train.evaluate import evaluate
 
     ck = load_checkpoint(args.checkpoint)
     data = load_data(args.data)
-    split = args.split
-    if split == "auto":
-        split = "eval" if ck.meta.get("data") == args.data else "all"
-    result = {"checkpoint": str(ck.path), "checkpoint_sha256": ck.sha256, "data": args.data, "split": split,
-              **evaluate(ck, take_split(data, split, ck.split))}
-    print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  on {result['n']} images "
-          f"({args.data}, split {split})")
+    part = data.without(ck.reserved_keys) if args.images == "held-out" else data
+    result = {"checkpoint": str(ck.path), "checkpoint_sha256": ck.sha256,
+              "images": part.describe(selection=args.images, excluded=len(data) - len(part)), **evaluate(ck, part)}
+    print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  on {result['n']} images of {args.data} "
+          f"({'held out' if args.images == 'held-out' else 'all'}: {len(data) - len(part)} images the model was trained "
+          f"on or that were kept for calibration left out; labels {result['labels']})")
     if args.json:
         atomic_write_json(Path(args.json), result)
     return EXIT_OK

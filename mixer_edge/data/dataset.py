@@ -1,7 +1,12 @@
-"""ImageSet: raw images with labels, as every data source returns them, and the seeded splits."""
+"""ImageSet: raw images with labels, as every data source returns them, and the seeded splits.
+
+Images are known by content (runtime/edge_bench.image_keys): splits and the images held out from
+evaluation follow the pixels, not the spec string or the path they were read through (docs/data.md).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -33,7 +38,33 @@ class ImageSet:
         else:
             images = tuple(self.images[i] for i in idx)
         labels = None if self.labels is None else self.labels[idx]
-        return ImageSet(images, labels, self.classes, self.spec)
+        part = ImageSet(images, labels, self.classes, self.spec)
+        if "keys" in self.__dict__:  # keys already computed: the subset's are a slice of them
+            part.__dict__["keys"] = self.keys[idx]
+        return part
+
+    @cached_property
+    def keys(self) -> np.ndarray:
+        """(N,) uint64 content keys, one per image."""
+        from ..runtime.edge_bench import image_keys
+
+        return image_keys(self.images)
+
+    @property
+    def fingerprint(self) -> str:
+        from ..runtime.edge_bench import fingerprint
+
+        return fingerprint(self.keys)
+
+    def without(self, keys) -> "ImageSet":
+        """The images whose content is not among `keys` (training or calibration images)."""
+        if keys is None or not len(keys):
+            return self
+        return self.subset(np.flatnonzero(~np.isin(self.keys, keys)))
+
+    def describe(self, **extra) -> dict:
+        """What a manifest or result says about an image set: spec, content fingerprint, count."""
+        return {"spec": self.spec, "fingerprint": self.fingerprint, "n": len(self), **extra}
 
 
 @dataclass(frozen=True)
@@ -55,14 +86,12 @@ class SplitSpec:
         return asdict(self)
 
 
-def split_indices(labels: np.ndarray | None, n: int, spec: SplitSpec = SplitSpec()) -> dict[str, np.ndarray]:
-    """Seeded, class-stratified split: each class is shuffled and cut by the fractions, so every
-    split keeps the class balance. Returns sorted index arrays for 'train', 'calib', 'eval'. The
-    computation is the device runtime's (runtime/edge_bench.split_indices): a device selects the very
-    images training held out."""
+def split_indices(data: ImageSet, spec: SplitSpec = SplitSpec()) -> dict[str, np.ndarray]:
+    """Seeded, class-stratified split by content: sorted index arrays for 'train', 'calib', 'eval'.
+    The computation is the device runtime's (runtime/edge_bench.split_indices)."""
     from ..runtime.edge_bench import split_indices as runtime_split
 
-    return runtime_split(labels, n, spec.to_dict())
+    return runtime_split(data.labels, data.keys, spec.to_dict())
 
 
 def take_split(data: ImageSet, split: str, spec: SplitSpec = SplitSpec()) -> ImageSet:
@@ -71,4 +100,4 @@ def take_split(data: ImageSet, split: str, spec: SplitSpec = SplitSpec()) -> Ima
         return data
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}; accepted: all, {', '.join(SPLITS)}")
-    return data.subset(split_indices(data.labels, len(data), spec)[split])
+    return data.subset(split_indices(data, spec)[split])

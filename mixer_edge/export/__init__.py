@@ -34,36 +34,80 @@ def load_model(checkpoint_or_model):
     return checkpoint_or_model if isinstance(checkpoint_or_model, Checkpoint) else load_pretrained(checkpoint_or_model)
 
 
-def prepare_calibration(ck, plan: ExportPlan):
-    from ..calibration import make_calibration
+def prepare_data(ck, plan: ExportPlan) -> tuple:
+    """(calibration set, validation data) for a plan; a source both use is read once."""
+    from functools import lru_cache
 
-    if plan.calib_data is None or not isinstance(plan.calib_data, str):
-        return plan.calib_data  # None, or a CalibrationSet made by the caller
-    return make_calibration(plan.calib_data, ck.preprocess, size=plan.calib_size, seed=plan.calib_seed,
-                            training_data=ck.meta.get("data"), split=ck.split)
-
-
-def prepare_validation(ck, plan: ExportPlan, calib):
-    """Validation images: --eval-data (its eval split when it is the training data), else the
-    calibration set, else the eval split of the data the checkpoint was trained on."""
-    from ..data.dataset import take_split
     from ..data.sources import load_data
+
+    load = lru_cache(maxsize=None)(load_data)
+    calib = prepare_calibration(ck, plan, load)
+    return calib, prepare_validation(ck, plan, calib, load)
+
+
+def prepare_calibration(ck, plan: ExportPlan, load):
+    """The calibration set: drawn from --calib-data, never from an image the model was trained on
+    nor from the eval split that validation may take (calibration/sets.calibration_pool)."""
+    from ..calibration.sets import draw_calibration, load_calibration
+
+    spec = plan.calib_data
+    if spec is None or not isinstance(spec, str):
+        return spec  # None, or a CalibrationSet made by the caller
+    if spec.endswith(".npz"):
+        return load_calibration(spec, ck.preprocess)
+    return draw_calibration(load(spec), ck.preprocess, size=plan.calib_size, seed=plan.calib_seed,
+                            trained=ck.trained_keys, split=ck.split)
+
+
+def prepare_validation(ck, plan: ExportPlan, calib, load):
+    """Validation images, disjoint by content from the training and the calibration images: all of
+    --eval-data less those; else the held-out eval split of the calibration data (one source: a part
+    is set aside); else that of the data the checkpoint was trained on."""
+    from ..data.dataset import take_split
     from ..errors import BadInput
-    from ..train.evaluate import check_class_count
+    from ..runtime.edge_bench import model_labels
     from .api import validation_data
 
-    spec = plan.eval_data
-    if spec is None and calib is not None:
-        return validation_data(ck, calib.x, calib.labels, f"calibration set {calib.source}")
-    spec = spec or ck.meta.get("data")
+    data = _validation_source(ck, plan, load)
+    if plan.eval_data is None:
+        data = take_split(data, "eval", ck.split)
+    reserved = reserved_keys(ck, calib)
+    part = data.without(reserved)
+    if not len(part):
+        raise BadInput(f"every one of the {len(data)} validation images of {data.spec!r} was used in training "
+                       f"or calibration; give --eval-data with other images")
+    labels, how = model_labels(ck.identity, part)
+    selection = "all of it" if plan.eval_data else "its held-out eval split"
+    about = part.describe(selection=selection, excluded=len(data) - len(part), labels=how,
+                          calibration_excluded=calib is None or calib.keys is not None)
+    return validation_data(ck, ck.preprocess(part.images), labels, f"{data.spec} ({selection}, {len(part)} images "
+                           f"not trained or calibrated on)", raw=part.images, about=about)
+
+
+def _validation_source(ck, plan: ExportPlan, load):
+    from ..errors import BadInput
+
+    if plan.eval_data is not None:
+        return load(plan.eval_data)
+    if isinstance(plan.calib_data, str) and not plan.calib_data.endswith(".npz"):
+        return load(plan.calib_data)
+    spec = ck.meta.get("data")
     if spec is None:
-        raise BadInput("validation needs real images: give --eval-data SPEC or --calib-data SPEC")
-    data = load_data(spec)
-    if data.labels is not None:
-        check_class_count(ck.config.num_classes, data.num_classes, spec)
-    split = "eval" if spec == ck.meta.get("data") else "all"
-    part = take_split(data, split, ck.split)
-    return validation_data(ck, ck.preprocess(part.images), part.labels, f"{spec} ({split} split)", raw=part.images)
+        raise BadInput("validation needs images the model was not trained on: give --eval-data SPEC")
+    try:
+        return load(spec)
+    except BadInput as e:
+        raise BadInput(f"validation needs held-out images: give --eval-data SPEC (the model's training data "
+                       f"cannot be read here: {e})") from None
+
+
+def reserved_keys(ck, calib):
+    """Content keys no evaluation may use: the training images, the training data's calib split, and
+    the calibration images."""
+    import numpy as np
+
+    calibrated = calib.keys if calib is not None and calib.keys is not None else np.zeros(0, np.uint64)
+    return np.union1d(ck.reserved_keys, calibrated)
 
 
 def check_plan(plan: ExportPlan) -> None:
@@ -87,8 +131,7 @@ def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
 
     check_plan(plan)
     ck = load_model(checkpoint_or_model)
-    calib = prepare_calibration(ck, plan)
-    val = prepare_validation(ck, plan, calib)
+    calib, val = prepare_data(ck, plan)
     outcomes = []
     for t in plan.targets:
         for p in plan.precisions:

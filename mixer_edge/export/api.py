@@ -28,6 +28,7 @@ class ValidationData:
     source: str
     reference: np.ndarray         # FP32 PyTorch logits on x, (N, K)
     raw: object = None            # the same images before preprocessing (uint8 (N, H, W, C)), when known
+    about: dict | None = None     # the image set: spec, content fingerprint, n, what was held out, labels
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,30 @@ class Outcome:
     dest: Path
     validation: dict
     problems: tuple[str, ...]
+    retired: bool = False          # a failed re-export removed the artifact that was at dest before
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
+    @property
+    def fate(self) -> str:
+        """What became of a failed artifact and of the one it was to replace, for messages."""
+        if self.passed or self.artifact is not None:
+            return ""
+        return " (discarded" + (f"; {retired_note(self.dest)})" if self.retired else ")")
 
-def validation_data(checkpoint: Checkpoint, x: np.ndarray, labels, source: str, raw=None) -> ValidationData:
+
+def retired_note(dest: Path) -> str:
+    return f"the previous artifact at {dest} was removed, so that nothing there looks current"
+
+
+def validation_data(checkpoint: Checkpoint, x: np.ndarray, labels, source: str, raw=None,
+                    about: dict | None = None) -> ValidationData:
     from ..train.evaluate import predict_logits
 
-    return ValidationData(x=x, labels=labels, source=source, reference=predict_logits(checkpoint.model, x), raw=raw)
+    return ValidationData(x=x, labels=labels, source=source, reference=predict_logits(checkpoint.model, x),
+                          raw=raw, about=about)
 
 
 def check_request(target, spec: ExportSpec, calib) -> None:
@@ -75,19 +90,28 @@ def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib
     art.check_destination(dest, force)
     int8.check_request(checkpoint, spec, calib)
     prepared, spec, recipe = int8.prepare(checkpoint, spec, calib)
-    staging, figures, problems = _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe)
+    staging = None   # _attempt removes its own folder when it fails; this one is ours once it returns
     try:
+        staging, figures, problems = _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe)
         if spec.max_drop is not None and int8.applies(spec):
             staging, figures, problems = _within_budget(checkpoint, prepared, target, spec, calib, validation,
                                                         dest, recipe, (staging, figures, problems))
         if problems and not keep_invalid:
-            shutil.rmtree(staging, ignore_errors=True)
-            return Outcome(None, dest, figures, tuple(problems))
-        art.commit(staging, dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+            _discard(staging)
+            return Outcome(None, dest, figures, tuple(problems), retired=art.retire(dest))
+        art.commit(staging, dest)   # a failed artifact kept (--keep-invalid) says so: validation.passed false
+    except ValidationError as e:    # a structural check refused the new artifact: the old one is not current;
+        _discard(staging)           # this artifact fails, the rest of the plan goes on
+        return Outcome(None, dest, {"passed": False, "refused": str(e)}, (str(e),), retired=art.retire(dest))
+    except BaseException:           # interrupted or broken: nothing was decided, what was at dest stays
+        _discard(staging)
         raise
     return Outcome(art.load_artifact(dest), dest, figures, tuple(problems))
+
+
+def _discard(staging) -> None:
+    if staging is not None:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe):
@@ -102,6 +126,7 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe
         art.write_manifest(staging, manifest)
         figures, problems, logits = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
                                               spec.precision, validation, exported.stand_in)
+        figures, problems = _count_quantized(target, staging, checkpoint.model, spec, figures, problems)
         manifest["validation"] = figures
         manifest["golden"] = golden.write(staging, validation, logits, spec.precision, figures.get("runner"))
         manifest["files"] = art.file_entries(staging, (*exported.files, manifest["golden"]["file"]))
@@ -112,11 +137,24 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe
     return staging, figures, problems
 
 
+def _count_quantized(target, folder: Path, model, spec, figures: dict, problems: list) -> tuple[dict, list]:
+    """INT8: the count of quantized matrix multiplies joins validation (int8.quantized_ops_check);
+    a count that differs from the recipe's fails it, whether or not the runtime ran here."""
+    check = int8.quantized_ops_check(target.name, folder, model, spec)
+    if check is None:
+        return figures, problems
+    if check["status"] == "failed":
+        problems = [*problems, check["reason"]]
+    return {**figures, "quantized_ops": check, "passed": False if problems else figures["passed"]}, problems
+
+
 def _within_budget(checkpoint, prepared, target, spec, calib, val, dest, recipe, first):
     """--max-drop: keep the most sensitive layers in float, one more at a time in order of measured
     sensitivity, until top-1 on the validation images is within the budget of FP32 PyTorch and the
     artifact passes validation. Every step is recorded; when the budget cannot be met, the artifact
-    says so, with what it reached, and fails."""
+    says so, with what it reached, and fails. The first step that passes wins, never the best SQNR,
+    and passing includes the quantized-op count: a step whose artifact quantizes fewer ops than its
+    recipe says fails, so quantizing less can never buy the budget."""
     if val.labels is None:
         raise BadInput(f"--max-drop {spec.max_drop} needs labelled validation images to measure top-1; "
                        f"{val.source} has no labels")
@@ -157,6 +195,7 @@ def _drop(figures) -> float:
 def _step(kept, figures) -> dict:
     return {"float_layers": len(kept), "top1": round(figures["top1"], 4),
             "drop_points": round(100 * _drop(figures), 2), "sqnr_db": round(figures["sqnr_db"], 2),
+            "quantized_ops": (figures.get("quantized_ops") or {}).get("counted"),
             "passed": bool(figures.get("passed"))}
 
 
@@ -202,16 +241,20 @@ def _with_runtime_script(exported: Exported, folder: Path) -> Exported:
 
 
 def _validate(target, artifact, precision: str, val: ValidationData, stand_in=None) -> tuple[dict, list[str]]:
-    base = {"reference": "pytorch-fp32", "data": val.source, "tolerance": tolerance_dict(precision)}
+    base = {"reference": "pytorch-fp32", "data": val.source, "images": val.about,
+            "tolerance": tolerance_dict(precision)}
     try:
         runner = stand_in or target.validation_runner(artifact)
     except NotRunnableHere as why:
-        return {**base, "skipped": str(why), "passed": None}, [], None
+        return {**base, "skipped": str(why), "passed": None, "checked_by": None}, [], None
+    # What checked it, beside the verdict: a stand-in (Core ML W8A8's quantized PyTorch model off
+    # macOS, ONNX Runtime for an unbuilt TensorRT engine) vouches for the model, not its runtime.
+    checked_by = "stand-in" if stand_in is not None or runner.config.get("stands_in_for") else "own runtime"
     logits = runner(val.x)
     figures = compare(val.reference, logits, val.labels)
     problems = failures(precision, figures)
-    return ({**base, "runner": runner.what, "runtime": runner.config, **figures, "passed": not problems},
-            problems, logits)
+    return ({**base, "runner": runner.what, "runtime": runner.config, "checked_by": checked_by, **figures,
+             "passed": not problems}, problems, logits)
 
 
 def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder: Path) -> dict:
@@ -222,7 +265,8 @@ def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder:
         "input": {"name": "input", "shape": ["batch", cfg.in_chans, *cfg.img_size], "dtype": "float32"},
         "output": {"name": "logits", "shape": ["batch", cfg.num_classes]},
         "preprocess": ck.preprocess.to_dict(),
-        "classes": list(ck.classes),
+        "classes": list(ck.classes), "classes_named": ck.classes_named,
+        "images": reserved_images(ck, calib),
         "model": {"variant": cfg.variant, "params": count_params(ck.model), "config": cfg.to_dict(),
                   "checkpoint_sha256": ck.sha256, "data": ck.meta.get("data"), "split": ck.split.to_dict()},
         "calibration": None if calib is None else calib.manifest(),
@@ -231,8 +275,21 @@ def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder:
     }
 
 
+def reserved_images(ck: Checkpoint, calib) -> dict:
+    """The images no evaluation of this artifact may use, by content key: those the model was
+    trained on and those it was calibrated on. The device runtime holds them out (select)."""
+    from ..runtime.edge_bench import pack_keys
+    from . import reserved_keys
+
+    trained = (ck.meta.get("images") or {})
+    return {"reserved": pack_keys(reserved_keys(ck, calib)), "trained_n": trained.get("n_trained"),
+            "training_data": trained.get("data"),
+            "calibrated_n": None if calib is None or calib.keys is None else len(calib.keys),
+            "note": None if trained else "the training images are unknown (weights trained elsewhere)"}
+
+
 def raise_for(outcomes: list[Outcome]) -> None:
     """One error listing every artifact that failed validation."""
     bad = [o for o in outcomes if not o.passed]
     if bad:
-        raise ValidationError("; ".join(f"{o.dest.name}: " + ", ".join(o.problems) for o in bad))
+        raise ValidationError("; ".join(f"{o.dest.name}: " + ", ".join(o.problems) + o.fate for o in bad))

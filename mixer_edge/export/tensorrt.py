@@ -12,13 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, CalibrationError, MixerEdgeError, ValidationError, require
+from ..errors import BadInput, CalibrationError, MissingDependency, MixerEdgeError, ValidationError
 from ..calibration import ranges
+from ..runtime import edge_bench as eb
 from ..runtime import trt_build as tb
 from . import qdq
 from .fp16_typed import check_fp16_model, to_fp16_typed
 from .tensorrt_rules import check_explicit_quantization
-from .base import Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status
+from .base import (Capabilities, Exported, LoadedRunner, Status, installed, missing_status,
+                   runtime_runner)
 
 MODEL, SCRIPT, EDGE_BENCH, ENGINE = "model.onnx", "trt_build.py", "edge_bench.py", tb.ENGINE
 RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
@@ -60,8 +62,8 @@ def runs_here() -> tuple[bool, str]:
     """(can an engine be built and run here, why not). No heavy import unless a GPU is present."""
     have_gpu, why_gpu = tb.gpu_present()
     if not installed("tensorrt"):
-        reason = ("needs tensorrt and an NVIDIA GPU: tensorrt is not installed here, the engine is built on the "
-                  "device (pip install 'mixer-edge[tensorrt]')")
+        reason = (f"needs tensorrt and an NVIDIA GPU: tensorrt is not installed here, the engine is built on the "
+                  f"device ({eb.install_hint('tensorrt', 'tensorrt')})")
         return False, reason + ("" if have_gpu else f"; {why_gpu}")
     if not have_gpu:
         return False, f"needs an NVIDIA GPU: {why_gpu}; the engine is built on the device"
@@ -98,9 +100,15 @@ def build_artifact_engine(args) -> int:
         raise BadInput(f"{args.artifact} is a {art.target!r} artifact, not a TensorRT one; export one with "
                        f"`mixer-edge export CHECKPOINT --target tensorrt`")
     if not installed("tensorrt"):
-        require("tensorrt", "tensorrt")  # MissingDependency naming the extra
+        _missing_tensorrt()
     with _trt_errors():
         return tb.run_parsed(args)
+
+
+def _missing_tensorrt():
+    """TensorRT comes from the device's own packages (JetPack's apt on a Jetson), not from a pip extra
+    that cannot fit every device: the runtime's table says how (edge_bench.NEEDS)."""
+    raise MissingDependency(f"tensorrt is not installed here; {eb.install_hint('tensorrt', 'tensorrt')}")
 
 
 class _trt_errors:
@@ -115,7 +123,7 @@ class _trt_errors:
             raise BadInput(str(exc)) from None
         if isinstance(exc, tb.NotRunnable):
             if not installed("tensorrt"):
-                require("tensorrt", "tensorrt")
+                _missing_tensorrt()
             raise MixerEdgeError(f"cannot build a TensorRT engine here: {exc}") from None
         return False
 
@@ -135,7 +143,7 @@ def _engine_at_export(folder: Path, precision: str) -> dict:
 class TensorRTTarget:
     name = "tensorrt"
     # requires: what is needed HERE to produce and validate the artifact. The engine build needs
-    # tensorrt on the device: pip extra "tensorrt" there.
+    # tensorrt on the device, installed as edge_bench.NEEDS["tensorrt"] says (the README prints it).
     capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("onnx", "onnxruntime"), "onnx",
                                 "TensorRT 10.x / 11.x on an NVIDIA GPU or Jetson (engine built on the device)")
 
@@ -170,17 +178,7 @@ class TensorRTTarget:
 
     def load_runner(self, artifact) -> LoadedRunner:
         """The TensorRT engine itself; NotRunnableHere without an engine, tensorrt or a GPU."""
-        eng = tb.engine_section(artifact.manifest)
-        if not eng.get("built"):
-            raise NotRunnableHere(f"the engine is not built ({eng.get('reason', 'no engine in the manifest')}); "
-                                  f"build it on the device: mixer-edge trt build {artifact.path}")
-        try:
-            runner = tb.EngineRunner(artifact.path / eng["file"], eng.get("tensorrt"))
-        except tb.NotRunnable as e:
-            raise NotRunnableHere(str(e)) from None
-        except tb.BadInput as e:
-            raise BadInput(str(e)) from None
-        return LoadedRunner(run=runner, config=runner.config, what=runner.what)
+        return runtime_runner(tb.load_tensorrt, artifact)   # the device runtime's loader (engine listed, hashed)
 
     def validation_runner(self, artifact) -> LoadedRunner:
         """The engine when it was built here; otherwise ONNX Runtime on the same model.onnx."""
@@ -195,8 +193,6 @@ def ort_validation_runner(path, precision: str) -> LoadedRunner:
     TensorRT's INT32-accumulating kernels. With all optimizations ONNX Runtime fuses them into its
     CPU integer kernels, which saturate on CPUs without VNNI: 22.8 dB logit SQNR instead of 39.2 dB
     on the digits model (MinMax, an AVX2 machine), which would misreport what TensorRT computes."""
-    from ..runtime import edge_bench as eb
-
     basic = precision == "int8"
     backend = eb.onnx_backend(path, optimization="basic" if basic else "all")
 
@@ -207,7 +203,7 @@ def ort_validation_runner(path, precision: str) -> LoadedRunner:
         return np.concatenate([backend.run(x[i:i + 256]) for i in range(0, max(len(x), 1), 256)])
 
     config = {**backend.config, "graph_optimization": "basic (Q/DQ executed as written, not fused into integer kernels)"
-              if basic else "all"}
+              if basic else "all", "stands_in_for": "the TensorRT engine, not built here"}
     return LoadedRunner(run=run, config=config,
                         what=f"{backend.what} (TensorRT-ready ONNX; engine not built here)")
 

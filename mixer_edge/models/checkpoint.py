@@ -46,6 +46,40 @@ class Checkpoint:
 
         return SplitSpec(**self.meta["split"]) if self.meta.get("split") else SplitSpec()
 
+    @property
+    def trained_keys(self):
+        """Content keys of the images the model was trained on (empty for foreign weights)."""
+        return self._keys("trained")
+
+    @property
+    def reserved_keys(self):
+        """Keys no evaluation may use: the training images and the training data's calib split."""
+        import numpy as np
+
+        return np.union1d(self.trained_keys, self._keys("calibration_split"))
+
+    def _keys(self, name: str):
+        from ..runtime.edge_bench import BenchError, unpack_keys
+
+        try:
+            return unpack_keys((self.meta.get("images") or {}).get(name, ""), f"{self.path or 'checkpoint'} metadata")
+        except BenchError as e:
+            raise BadInput(str(e)) from None
+
+    @property
+    def classes_named(self) -> bool:
+        """False for foreign weights whose outputs are bare indices ("0".."999")."""
+        return bool(self.meta.get("classes_named", True))
+
+    @property
+    def identity(self) -> dict:
+        """What an artifact manifest says of the model's classes and reserved images (the runtime's
+        model_labels and select read it the same way for a checkpoint)."""
+        from ..runtime.edge_bench import pack_keys
+
+        return {"classes": list(self.classes), "classes_named": self.classes_named,
+                "images": {"reserved": pack_keys(self.reserved_keys)}}
+
 
 from ..runtime.edge_bench import sha256_file  # noqa: E402,F401  (one implementation: the runtime's)
 

@@ -350,10 +350,11 @@ def load_pretrained(path, *, num_classes=None, in_chans=None, gelu=None, img_siz
     for name, apply in OVERRIDES.items():
         cfg, state, note = apply(cfg, state, asked[name], src.file)
         notes.update([note] if note else [])
-    classes = src.classes if src.classes and len(src.classes) == cfg.num_classes else \
-        tuple(str(i) for i in range(cfg.num_classes))
+    named = bool(src.classes) and len(src.classes) == cfg.num_classes
+    classes = src.classes if named else tuple(str(i) for i in range(cfg.num_classes))
     # A checkpoint of ours may already name the weights it was fine-tuned from: that provenance stays.
-    meta = {"source": {"format": fmt, "path": str(src.file), "sha256": src.sha256}, **src.meta, **notes}
+    meta = {"source": {"format": fmt, "path": str(src.file), "sha256": src.sha256}, **src.meta, **notes,
+            "classes_named": named and src.meta.get("classes_named", True)}
     preprocess = _fit_preprocess(src.preprocess or Preprocess.default(cfg.img_size, cfg.in_chans), cfg)
     return Checkpoint(model=_build(cfg, state, src.file), preprocess=preprocess, classes=classes,
                       meta=meta, path=src.file, sha256=src.sha256)

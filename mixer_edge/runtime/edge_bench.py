@@ -2,20 +2,23 @@
 """edge_bench.py: benchmark one mixer-edge artifact on the device that runs it.
 
 Self-contained on purpose: it needs the Python standard library, numpy and the artifact's runtime
-(onnxruntime, openvino, ...), plus Pillow only to decode image files. It never imports torch or
-mixer_edge, so it can be copied next to an artifact onto a board that has nothing else.
+(onnxruntime, openvino, ...), plus Pillow only to decode or resize images (NEEDS says what to install
+on a Jetson or a Mac, with versions). It never imports torch or mixer_edge, so it can be copied next
+to an artifact onto a board that has nothing else.
 
     python edge_bench.py ARTIFACT_DIR --predict IMAGE_OR_FOLDER... [--top-k 5] [--json OUT]
     python edge_bench.py ARTIFACT_DIR --data SPEC [--iters N | --duration S] [--warmup N]
-                         [--batch-sizes 1,8,32] [--threads N] [--precision-hint f32|bf16|f16]
-                         [--provider NAME] [--limit N] [--split auto|all|eval]
+                         [--min-calls N] [--min-time S] [--batch-sizes 1,8,32] [--threads N] [--precision-hint f32|bf16|f16]
+                         [--provider NAME] [--limit N] [--images held-out|all]
                          [--reference FP32_ARTIFACT_DIR] [--json OUT]
 
 It reads ARTIFACT_DIR/manifest.json, checks every file's sha256, loads the model (timed), applies
 the manifest's preprocessing (the same steps as mixer_edge/data/preprocess.py, written out here in
-numpy + PIL), measures first-inference time, latency at batch 1 (warm-up, then exactly --iters
-timed calls or --duration seconds), throughput per batch size, top-1 / top-5 accuracy, peak
-resident memory, and writes the same versioned JSON as `mixer-edge bench` (atomically: an
+numpy + PIL), measures first-inference time, latency at batch 1 (warm-up, then --iters timed
+calls or --duration seconds, and at least --min-calls calls and --min-time seconds) with its p10-p90
+and the median's 95% interval, throughput per batch size (the same floors, the same spread), top-1 /
+top-5 accuracy, the model's resident memory (what load and first inference added) beside the
+process's peak, and writes the same versioned JSON as `mixer-edge bench` (atomically: an
 interrupted run leaves no file). `mixer-edge bench` imports this module for those measurements.
 
 Before timing it runs the artifact's golden set (device_check): real images recorded at export with
@@ -45,6 +48,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import zipfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -90,23 +94,35 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def read_json(path, what: str):
+    """The JSON document in a file; each way of not being one (absent, a folder, unreadable, not
+    UTF-8, not JSON, nested too deep, a number too long) is one BenchError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchError(f"{what} {'is a folder, not a file' if path.is_dir() else 'not found'}: {path}")
+    try:
+        doc = json.loads(path.read_bytes())
+        json.dumps(doc, ensure_ascii=False).encode()   # JSON may spell unpaired surrogates (\ud800); text may not
+    except OSError as e:
+        raise BenchError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:
+        raise BenchError(f"{what} {path} is not valid JSON: {e}") from None
+    return doc
+
+
 def read_manifest(folder, verify: bool = True) -> dict:
     """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256
     (verify=False: the manifest alone, for the exporter's own staging folder)."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
-        raise BenchError(f"{folder} is not a mixer-edge artifact (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchError(f"{path} is not valid JSON: {e}") from None
-    if manifest.get("schema") != ARTIFACT_SCHEMA:
-        raise BenchError(f"{path} has artifact schema {manifest.get('schema')!r}; "
-                         f"this script reads schema {ARTIFACT_SCHEMA}")
-    for key in ("target", "precision", "files", "preprocess", "classes"):
-        if key not in manifest:
-            raise BenchError(f"{path} has no {key!r} entry")
+        why = f"no {MANIFEST}" if folder.is_dir() else "not a folder" if folder.exists() else "not found"
+        raise BenchError(f"{folder} is not a mixer-edge artifact ({why})")
+    manifest = read_json(path, "artifact manifest")
+    if not isinstance(manifest, dict) or manifest.get("schema") != ARTIFACT_SCHEMA:
+        found = manifest.get("schema") if isinstance(manifest, dict) else None
+        raise BenchError(f"{path} has artifact schema {found!r}; this script reads schema {ARTIFACT_SCHEMA}")
+    check_document(manifest, path, MANIFEST_SHAPE, manifest_problems)
     if verify:
         verify_files(folder, manifest)
     return manifest
@@ -125,9 +141,6 @@ def confined(folder: Path, name) -> Path:
 
 
 def verify_files(folder: Path, manifest: dict) -> None:
-    if not isinstance(manifest["files"], list) or not all(isinstance(e, dict) and "path" in e and "sha256" in e
-                                                          for e in manifest["files"]):
-        raise BenchError(f"{folder}/{MANIFEST}: 'files' must be a list of {{path, sha256}} entries")
     for entry in manifest["files"]:
         f = confined(folder, entry["path"])
         if not f.is_file():
@@ -153,6 +166,14 @@ def model_file(folder: Path, manifest: dict, suffix: str) -> Path:
     if len(names) == 1:
         return Path(folder) / names[0]
     raise BenchError(f"artifact {folder}: expected one {suffix} file in {MANIFEST}, found {names or 'none'}")
+
+
+def listed(folder, manifest: dict, name) -> Path:
+    """folder/name for a file the manifest lists (so read_manifest checked its sha256): the runtime
+    opens no file the manifest does not vouch for."""
+    if name not in {e["path"] for e in manifest["files"]}:
+        raise BenchError(f"artifact {folder}: {name!r} is not among the files {MANIFEST} lists and hashes")
+    return confined(folder, name)
 
 
 def batch_axis(manifest: dict) -> int | None:
@@ -181,13 +202,68 @@ class Backend(NamedTuple):
 PRECISION_HINTS = ("f32", "bf16", "f16")
 
 
+# ---- what a device needs ------------------------------------------------------------------------
+# One table for the messages below and trt_build.py's, and for the README's "On a Jetson" and "On a
+# Mac" sections, which print every install line of it (a test checks): message and docs cannot drift.
+
+class Need(NamedTuple):
+    module: str      # the import it provides
+    install: str     # the command, exactly as the README prints it
+    note: str        # where, which version, and why
+
+# cuda-python's major must be the device's CUDA major (it carries its own CUDA runtime). A Python
+# older than the newest release's floor makes pip take an older release of the same major.
+CUDA_PYTHON = {11: 'pip install "cuda-python>=11.8,<12"', 12: 'pip install "cuda-python>=12,<13"',
+               13: 'pip install "cuda-python>=13,<14"'}
+
+PILLOW = 'pip install "Pillow>=9"'
+
+NEEDS = {   # target -> what edge_bench.py / trt_build.py import on its device besides the standard library
+    "tensorrt": (
+        Need("tensorrt", "sudo apt-get install python3-libnvinfer",
+             "on a Jetson: JetPack 6.1 / 6.2's TensorRT 10.3 bindings, for the system python3 (3.10); never "
+             "pip there: PyPI's aarch64 wheels are built for Arm servers, not Jetson"),
+        Need("tensorrt", 'pip install "tensorrt>=10,<12"',
+             "on an x86-64 Linux machine with an NVIDIA GPU: NVIDIA's wheel, with its own CUDA libraries"),
+        Need("cuda", CUDA_PYTHON[12],
+             "GPU buffers, for the device's CUDA major: JetPack 6 is CUDA 12.6 (CUDA 11: "
+             f"{CUDA_PYTHON[11]}; CUDA 13: {CUDA_PYTHON[13]}); a CUDA build of torch, or pycuda, also serves"),
+        Need("numpy", 'pip install "numpy>=1.24,<2"',
+             "JetPack 6's NVIDIA Python wheels (its torch among them) are built against NumPy 1"),
+        Need("PIL", PILLOW, "decodes image files and resizes images of another size"),
+    ),
+    "coreml": (
+        Need("coremltools", 'pip install "coremltools>=8,<10"',
+             "on macOS 14 or newer (15 for iOS18 / macOS15 programs): Core ML prediction, whose native "
+             "part ships only in the macOS wheels"),
+        Need("numpy", 'pip install "numpy>=1.24"', "arrays"),
+        Need("PIL", PILLOW, "decodes image files, resizes images of another size, feeds image-input programs"),
+    ),
+}
+
+
+def install_hint(target: str, module: str) -> str:
+    """How to install `module` for `target` artifacts: NEEDS' lines, else plain pip."""
+    lines = [f"{n.install} ({n.note})" for n in NEEDS.get(target, ()) if n.module == module]
+    return "; or ".join(lines) or f"pip install {module}"
+
+
+def _pil():
+    """PIL.Image, imported only where images are decoded or resized."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise NotRunnable(f"decoding or resizing images needs Pillow ({e}); {PILLOW}") from None
+    return Image
+
+
 def _import(module: str, target: str):
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise NotRunnable(f"needs {module} for {target} artifacts ({e}); pip install {module}") from None
+        raise NotRunnable(f"needs {module} for {target} artifacts ({e}); {install_hint(target, module)}") from None
 
 
 def load_onnx(folder: Path, manifest: dict, opt: Options) -> Backend:
@@ -239,7 +315,9 @@ def load_openvino(folder: Path, manifest: dict, opt: Options) -> Backend:
             and not device.startswith(("AUTO", "HETERO", "MULTI")):
         raise NotRunnable(f"needs OpenVINO device {device}; this machine has {', '.join(core.available_devices)}")
     threads = opt.threads or _usable_cpus()
-    compiled = core.compile_model(core.read_model(str(model_file(folder, manifest, ".xml"))), device,
+    xml = model_file(folder, manifest, ".xml")
+    weights = listed(folder, manifest, xml.with_suffix(".bin").name)  # read_model would open it unlisted
+    compiled = core.compile_model(core.read_model(str(xml), str(weights)), device,
                                   {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
 
@@ -283,9 +361,7 @@ def load_tensorrt(folder: Path, manifest: dict, opt: Options) -> Backend:
 def load_coreml(folder: Path, manifest: dict, opt: Options) -> Backend:
     """Core ML on macOS: MLModel.predict on the .mlpackage; --provider picks the compute units
     (ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE)."""
-    if platform.system() != "Darwin":
-        raise NotRunnable("Core ML prediction needs macOS (this is "
-                          f"{platform.system()}); copy the artifact to a Mac and run edge_bench.py there")
+    _check_macos(manifest)
     ct = _import("coremltools", "coreml")
     units = (opt.provider or "ALL").upper()
     if units not in ct.ComputeUnit.__members__:
@@ -296,7 +372,7 @@ def load_coreml(folder: Path, manifest: dict, opt: Options) -> Backend:
     mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
 
     def as_image(img: np.ndarray):  # (C, H, W) preprocessed -> the 8-bit image the program expects
-        from PIL import Image
+        Image = _pil()
         raw = np.clip(np.rint((img.transpose(1, 2, 0) * std + mean) * 255), 0, 255).astype(np.uint8)
         return Image.fromarray(raw[..., 0] if raw.shape[-1] == 1 else raw)
 
@@ -307,6 +383,23 @@ def load_coreml(folder: Path, manifest: dict, opt: Options) -> Backend:
 
     return Backend(run, {"compute_units": units, "input": "image" if image_input else "tensor"},
                    f"coremltools {ct.__version__} MLModel {units}", {"coremltools": ct.__version__})
+
+
+# Core ML specification version of a program -> the first macOS that runs it (iOS16 / macOS13 programs
+# are version 7, iOS17 / macOS14 version 8, iOS18 / macOS15 version 9).
+MACOS_FOR_SPEC = {7: 13, 8: 14, 9: 15}
+
+
+def _check_macos(manifest: dict) -> None:
+    """Core ML runs on macOS only, and a program only on the macOS of its deployment target or newer."""
+    if platform.system() != "Darwin":
+        raise NotRunnable(f"Core ML prediction needs macOS (this is {platform.system()}); copy the artifact to a "
+                          f"Mac and run edge_bench.py there ({install_hint('coreml', 'coremltools')})")
+    spec = ((manifest.get("export") or {}).get("coreml") or {}).get("specification_version")
+    need, have = MACOS_FOR_SPEC.get(spec), platform.mac_ver()[0]
+    if need and have and int(have.split(".")[0]) < need:
+        raise NotRunnable(f"this Core ML program (specification version {spec}) needs macOS {need} or newer; "
+                          f"this is macOS {have}")
 
 
 BACKENDS: dict[str, Callable[[Path, dict, Options], Backend]] = {
@@ -346,6 +439,8 @@ def ranked(logits: np.ndarray, classes, k: int = 5) -> list:
     """Per image, the k best classes by softmax score: [[{"class", "index", "score"}, ...], ...]."""
     if k < 1:
         raise BenchError(f"--top-k must be at least 1, got {k}")
+    if logits.shape[1] != len(classes):
+        raise BenchError(f"the model gives {logits.shape[1]} scores but its manifest names {len(classes)} classes")
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     order = np.argsort(-p, axis=1, kind="stable")[:, :k]
@@ -429,7 +524,7 @@ def device_check(folder, manifest: dict, run, fixed_batch: int | None = None) ->
     section = manifest.get("golden")
     if not isinstance(section, dict):
         return {"status": "skipped", "reason": "the artifact has no golden set (exported before mixer-edge 0.2)"}
-    with np.load(Path(folder) / section["file"], allow_pickle=False) as z:
+    with np.load(listed(folder, manifest, section["file"]), allow_pickle=False) as z:
         g = {k: z[k] for k in z.files}
     x = preprocess(g["raw"], manifest["preprocess"]) if "raw" in g else g["x"]
     logits = predict(run, x, GOLDEN_N, fixed_batch)
@@ -484,6 +579,13 @@ def read_data(spec: str) -> Data:
 
 
 def read_npz(path: Path) -> Data:
+    try:
+        return _read_npz(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:   # not an .npz, truncated, pickled
+        raise BenchError(f"cannot read {path} as an .npz of uint8 'images' and 'labels': {e}") from None
+
+
+def _read_npz(path: Path) -> Data:
     with np.load(path, allow_pickle=False) as z:
         if "images" not in z.files:
             raise BenchError(f"{path} has no 'images' array (found {', '.join(z.files)}); expected raw "
@@ -779,7 +881,7 @@ def _read_images(files: list, wrap=None):
 def read_image(path) -> np.ndarray:
     """(H, W, 1) uint8 for grayscale files, (H, W, 3) for everything else; alpha dropped; 16-bit
     scaled to 8; Pillow's decompression-bomb limit enforced (a huge image is refused, not decoded)."""
-    from PIL import Image  # only when decoding image files
+    Image = _pil()
 
     try:
         with Image.open(path) as img:
@@ -794,31 +896,112 @@ def read_image(path) -> np.ndarray:
         raise BenchError(f"cannot read image {path}: {e}") from None
 
 
-def check_classes(manifest: dict, data: Data) -> None:
-    """The data must have the model's class count; a mismatch would make accuracy meaningless."""
-    want = len(manifest["classes"])
-    have = len(data.classes) if data.classes is not None else None
-    if have is not None and data.labels is not None and have != want:
-        raise BenchError(f"data {data.spec!r} has {have} classes but the model has {want} outputs")
-    if data.labels is not None and len(data.labels) and (data.labels.min() < 0 or data.labels.max() >= want):
-        raise BenchError(f"data {data.spec!r} has label {int(data.labels.max())} but the model has {want} outputs")
+# ---- labels: the data's classes mapped to the model's ------------------------------------------
+
+def label_map(model_classes, data_classes, model_named: bool = True, labels=None):
+    """(index array data label -> model output, how) or (None, why top-1 cannot be computed).
+    Names decide where both sides have them: image-folder labels follow sorted folder names, which
+    need not be the model's order. A model whose classes are bare indices (foreign weights without
+    names) takes labels by index only when the class counts agree."""
+    model_classes = [str(c) for c in model_classes]
+    if data_classes is None:  # labels without names (.npz): they must be model indices
+        if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= len(model_classes)):
+            return None, (f"labels run {int(labels.min())}..{int(labels.max())} but the model has "
+                          f"{len(model_classes)} outputs")
+        return np.arange(len(model_classes)), "by index (the data has no class names)"
+    data_classes = [str(c) for c in data_classes]
+    if model_named:
+        where = {c: i for i, c in enumerate(model_classes)}
+        if all(c in where for c in data_classes):
+            return np.array([where[c] for c in data_classes], np.int64), "by name"
+        return None, (f"the data's classes {_names(data_classes)} are not the model's classes "
+                      f"{_names(model_classes)}")
+    if len(data_classes) == len(model_classes):
+        return np.arange(len(model_classes)), "by index (the model's classes carry no names)"
+    return None, (f"the data has {len(data_classes)} classes {_names(data_classes)} but the model's "
+                  f"{len(model_classes)} outputs carry no names to match them to")
 
 
-# The seeded, class-stratified split of mixer_edge/data/dataset.py (default 0.8 / 0.1 / 0.1, seed 0),
-# so `--split eval` on a device selects the very images `mixer-edge bench` evaluates on.
+def _names(names, show: int = 12) -> str:
+    return "[" + ", ".join(names[:show]) + (f", ... ({len(names)} in all)" if len(names) > show else "") + "]"
+
+
+def model_labels(manifest: dict, data: "Data") -> tuple:
+    """(labels as model outputs, or None, and a note): top-1 only where the labels are the model's."""
+    if data.labels is None:
+        return None, "unlabeled data"
+    mapping, how = label_map(manifest["classes"], data.classes or None, manifest.get("classes_named", True),
+                             data.labels)
+    return (None, how) if mapping is None else (mapping[data.labels], how)
+
+
+# ---- image identity: content keys, fingerprints, splits --------------------------------------
+# An image is known by its pixels, not by the path or spec it came through: the same digit read from
+# mnist:data/mnist, mnist:/data/mnist, a copied folder of PNGs or a saved .npz has one key, so the
+# split and the images held out from evaluation are the same everywhere (docs/data.md).
+
 SPLIT_DEFAULT = {"seed": 0, "train": 0.8, "calib": 0.1, "eval": 0.1}
+KEY_BYTES = 8
 
 
-def split_indices(labels, n: int, split: dict = SPLIT_DEFAULT) -> dict:
-    """Each class shuffled with the seed, the classes interleaved by rank so any cut is stratified,
-    the whole set cut by rounded cumulative counts (10,000 -> exactly 8,000 / 1,000 / 1,000)."""
-    rng = np.random.default_rng(split["seed"])
+def image_keys(images) -> np.ndarray:
+    """(N,) uint64: BLAKE2b of each (H, W, C) uint8 image's shape and pixels, 8 bytes."""
+    keys = np.empty(len(images), np.uint64)
+    for i, im in enumerate(images):
+        h = hashlib.blake2b(np.asarray(im.shape, "<i8").tobytes(), digest_size=KEY_BYTES)
+        h.update(np.ascontiguousarray(im, np.uint8).tobytes())
+        keys[i] = int.from_bytes(h.digest(), "little")
+    return keys
+
+
+def fingerprint(keys) -> str:
+    """Content fingerprint of an image set: order-free (sorted keys), 16 hex digits."""
+    return hashlib.sha256(np.sort(np.asarray(keys, np.uint64)).astype("<u8").tobytes()).hexdigest()[:16]
+
+
+def pack_keys(keys) -> str:
+    """Sorted unique keys as base64 text, for manifests and checkpoint metadata."""
+    import base64
+
+    return base64.b64encode(np.unique(np.asarray(keys, np.uint64)).astype("<u8").tobytes()).decode("ascii")
+
+
+def unpack_keys(text: str, where: str) -> np.ndarray:
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, AttributeError) as e:
+        raise BenchError(f"{where}: image keys are not base64 ({e})") from None
+    if len(raw) % KEY_BYTES:
+        raise BenchError(f"{where}: image keys hold {len(raw)} bytes, not a multiple of {KEY_BYTES}")
+    return np.frombuffer(raw, "<u8").astype(np.uint64)
+
+
+def _mixed(keys: np.ndarray, seed: int) -> np.ndarray:
+    """splitmix64 of key ^ seed: a seeded shuffle order that depends on each image alone."""
+    with np.errstate(over="ignore"):
+        z = keys ^ np.uint64((int(seed) * 0x9E3779B97F4A7C15) % 2 ** 64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def split_indices(labels, keys, split: dict = SPLIT_DEFAULT) -> dict:
+    """Positions of the 'train', 'calib', 'eval' images, sorted. Each class is ordered by its images'
+    seeded content hashes, the classes interleaved by rank so any cut is stratified, and the whole
+    set cut by rounded cumulative counts (10,000 -> exactly 8,000 / 1,000 / 1,000). Depends on the
+    images, labels and seed alone: a reordered, copied or re-encoded set splits the same."""
+    keys = np.asarray(keys, np.uint64)
+    n = len(keys)
+    prio = _mixed(keys, split["seed"])
     groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    order = np.concatenate([g[np.lexsort((keys[g], prio[g]))] for g in groups]) if n else np.arange(0)
+    ranks = np.concatenate([np.arange(len(g)) / max(len(g), 1) for g in groups]) if n else np.zeros(0)
+    order = order[np.argsort(ranks, kind="stable")]
     train, calib = int(round(n * split["train"])), int(round(n * split["calib"]))
     want = {"train": train, "calib": calib, "eval": n - train - calib}
-    order = np.concatenate([rng.permutation(g) for g in groups])
-    ranks = np.concatenate([np.arange(len(g)) / max(len(g), 1) for g in groups])
-    order = order[np.argsort(ranks, kind="stable")]
     out, start = {}, 0
     for s in ("train", "calib", "eval"):
         out[s] = np.sort(order[start:start + want[s]])
@@ -826,19 +1009,31 @@ def split_indices(labels, n: int, split: dict = SPLIT_DEFAULT) -> dict:
     return out
 
 
-def select(data: Data, split: str, manifest: dict, limit: int | None) -> tuple[Data, str]:
-    """auto = the held-out eval split when the data is the data the model was trained on."""
-    model = manifest.get("model") or {}
-    if split == "auto":
-        split = "eval" if model.get("data") == data.spec else "all"
-    if split == "eval":
-        idx = split_indices(data.labels, len(data.images), model.get("split") or SPLIT_DEFAULT)["eval"]
-        data = _subset(data, idx)
-    elif split != "all":
-        raise BenchError(f"unknown split {split!r}; accepted: auto, all, eval")
-    if limit is not None:
-        data = _subset(data, np.arange(min(limit, len(data.images))))
-    return data, split
+def reserved_keys(manifest: dict) -> np.ndarray:
+    """Keys of the images the model was trained on and the artifact was calibrated on."""
+    images = manifest.get("images") or {}
+    return unpack_keys(images.get("reserved", ""), "manifest.json images.reserved")
+
+
+SELECTIONS = ("held-out", "all")
+
+
+def select(data: Data, selection: str, manifest: dict, limit: int | None) -> tuple[Data, dict]:
+    """held-out: every image of the data that training and calibration did not use (by content).
+    all: every image, training and calibration images included (said so in the result)."""
+    if selection not in SELECTIONS:
+        raise BenchError(f"unknown image selection {selection!r}; accepted: {', '.join(SELECTIONS)}")
+    keys = image_keys(data.images)
+    seen = np.isin(keys, reserved_keys(manifest))
+    kept = np.flatnonzero(~seen) if selection == "held-out" else np.arange(len(keys))
+    if not len(kept):
+        raise BenchError(f"every image of {data.spec!r} was used in training or calibration "
+                         f"({len(keys)} images); give other images, or --images all")
+    kept = kept[:limit]
+    return _subset(data, kept), {
+        "spec": data.spec, "data_fingerprint": fingerprint(keys), "selection": selection,
+        "fingerprint": fingerprint(keys[kept]), "n": len(kept),
+        "reserved_in_data": int(seen.sum()), "reserved_included": int(seen[kept].sum())}
 
 
 def _subset(data: Data, idx) -> Data:
@@ -899,7 +1094,7 @@ def _to_channels(batch: np.ndarray, channels: int) -> np.ndarray:
 
 
 def _resize(img: np.ndarray, size, method: str) -> np.ndarray:
-    from PIL import Image
+    Image = _pil()
 
     h, w = size
     if img.shape[-1] == 1:
@@ -912,20 +1107,28 @@ def _resize(img: np.ndarray, size, method: str) -> np.ndarray:
 class Timing(NamedTuple):
     samples_ms: list      # one per timed call
     first_ms: float       # the very first call, before warm-up (includes lazy initialisation)
+    after_first: object = None  # what the after_first hook returned (read right after the first call)
 
 
 def time_calls(fn: Callable[[], object], warmup: int, iters: int | None = None, duration: float | None = None,
-               clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Call fn once (timed as the first inference), `warmup` more times untimed, then exactly
-    `iters` timed calls, or timed calls until `duration` seconds of them have passed (at least one).
+               clock: Callable[[], float] = time.perf_counter, min_calls: int = 1, min_seconds: float = 0.0,
+               after_first: Callable[[], object] | None = None) -> Timing:
+    """Call fn once (timed as the first inference; then after_first(), untimed), `warmup` more
+    times untimed, then timed calls until there are `iters` of them, or `duration` seconds of them,
+    and in either case at least `min_calls` calls and `min_seconds` seconds: a median needs enough
+    calls, and a fast model's few calls would all fall in one burst of a shared machine's noise.
     Ctrl-C inside fn propagates: nothing is returned, so nothing is written."""
     if (iters is None) == (duration is None):
         raise ValueError("give exactly one of iters or duration")
-    if warmup < 0 or (iters is not None and iters < 1) or (duration is not None and duration <= 0):
-        raise ValueError(f"need warmup >= 0 and iters >= 1 or duration > 0, got {warmup}, {iters}, {duration}")
+    if warmup < 0 or (iters is not None and iters < 1) or (duration is not None and duration <= 0) \
+            or min_calls < 1 or min_seconds < 0:
+        raise ValueError(f"need warmup >= 0, iters >= 1 or duration > 0, min_calls >= 1, min_seconds >= 0; "
+                         f"got {warmup}, {iters}, {duration}, {min_calls}, {min_seconds}")
+    calls, seconds = max(iters or 1, min_calls), max(duration or 0.0, min_seconds)
     t0 = clock()
     fn()
     first_ms = (clock() - t0) * 1e3
+    noted = None if after_first is None else after_first()
     for _ in range(warmup):
         fn()
     samples = []
@@ -935,13 +1138,38 @@ def time_calls(fn: Callable[[], object], warmup: int, iters: int | None = None, 
         fn()
         t1 = clock()
         samples.append((t1 - t0) * 1e3)
-        if (len(samples) >= iters) if iters is not None else (t1 - start >= duration):
-            return Timing(samples, first_ms)
+        if len(samples) >= calls and t1 - start >= seconds:
+            return Timing(samples, first_ms, noted)
+
+
+CI_LEVEL = 0.95
+
+
+def median_ci(samples, level: float = CI_LEVEL) -> tuple:
+    """Distribution-free confidence interval of the median: (x(k), x(n+1-k), coverage), the order
+    statistics (1-based, sorted) with the largest k whose coverage 1 - 2 P(B <= k-1),
+    B ~ Binomial(n, 1/2), is at least `level`. No resampling, so nothing random: n = 10 gives
+    (x(2), x(9), 0.9785), n = 100 gives (x(40), x(61), 0.9648). Under 6 samples no interval reaches
+    95%: (min, max) with the coverage it has."""
+    xs = sorted(float(s) for s in samples)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no samples")
+    alpha = (1 - level) / 2
+    log_p = -n * math.log(2)        # log P(B = 0), in logs: 0.5 ** n underflows past n = 1074
+    cdf, k = math.exp(log_p), 1     # cdf = P(B <= k - 1)
+    while k < (n + 1) // 2:
+        log_p += math.log((n - k + 1) / k)          # P(B = k) from P(B = k - 1)
+        if cdf + math.exp(log_p) > alpha:
+            break
+        cdf, k = cdf + math.exp(log_p), k + 1
+    return xs[k - 1], xs[n - k], 1 - 2 * cdf
 
 
 def latency_stats(samples_ms) -> dict:
-    """min, mean, p50, p90, p99, max, std (population) and count of latency samples in ms.
-    Percentiles interpolate linearly between order statistics (numpy's default method)."""
+    """min, mean, p10, p50, p90, p99, max, std (population) and count of latency samples in ms,
+    and the median's confidence interval (median_ci) with its coverage. Percentiles interpolate
+    linearly between order statistics (numpy's default method)."""
     xs = sorted(float(s) for s in samples_ms)
     n = len(xs)
     if n == 0:
@@ -955,8 +1183,23 @@ def latency_stats(samples_ms) -> dict:
 
     mean = math.fsum(xs) / n
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / n)
-    return {"min": xs[0], "mean": mean, "p50": pct(50), "p90": pct(90), "p99": pct(99),
-            "max": xs[-1], "std": std, "count": n}
+    lo, hi, coverage = median_ci(xs)
+    return {"min": xs[0], "mean": mean, "p10": pct(10), "p50": pct(50), "p90": pct(90), "p99": pct(99),
+            "max": xs[-1], "std": std, "count": n, "p50_ci": [lo, hi], "p50_ci_coverage": coverage}
+
+
+def throughput_stats(batch: int, samples_ms) -> dict:
+    """Images per second at one batch size: batch / median call time, with the median's interval
+    and the p10-p90 of per-call latency carried over (the slower call gives the lower rate)."""
+    s = latency_stats(samples_ms)
+
+    def rate(ms: float):
+        return batch * 1e3 / ms if ms > 0 else None
+
+    return {"batch": batch, "images_per_s": rate(s["p50"]),
+            "images_per_s_ci": [rate(s["p50_ci"][1]), rate(s["p50_ci"][0])],
+            "images_per_s_p10_p90": [rate(s["p90"]), rate(s["p10"])],
+            "calls": s["count"], "seconds": math.fsum(samples_ms) / 1e3, "call_ms": s}
 
 
 @dataclass(frozen=True)
@@ -966,6 +1209,8 @@ class Settings:
     duration: float | None = None   # seconds per measurement, instead of iters
     batch_sizes: tuple = (1, 8, 32)
     eval_batch: int = 64            # batch used to compute accuracy (dynamic-batch artifacts)
+    min_calls: int = 20             # every measurement (latency, each batch size) takes at least these
+    min_seconds: float = 0.5        # ... and at least this long: see time_calls
 
     def __post_init__(self):
         if (self.iters is None) == (self.duration is None):
@@ -974,6 +1219,8 @@ class Settings:
                 (self.duration is not None and self.duration <= 0):
             raise BenchError(f"need --warmup >= 0, --iters >= 1, --duration > 0; got warmup {self.warmup}, "
                              f"iters {self.iters}, duration {self.duration}")
+        if self.min_calls < 1 or self.min_seconds < 0:
+            raise BenchError(f"need --min-calls >= 1 and --min-time >= 0; got {self.min_calls}, {self.min_seconds}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise BenchError(f"--batch-sizes must be positive integers, got {list(self.batch_sizes)}")
 
@@ -994,26 +1241,27 @@ def _tile(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def measure_speed(run, x: np.ndarray, settings: Settings, fixed_batch: int | None = None,
-                  clock=time.perf_counter) -> dict:
-    """First inference, latency at batch 1 (or the fixed batch), throughput per batch size."""
+                  clock=time.perf_counter, memory: "MemoryMark | None" = None) -> dict:
+    """First inference, latency at batch 1 (or the fixed batch), throughput per batch size; with
+    a memory mark, the model's resident memory read right after the first inference."""
     if len(x) == 0:
         raise BenchError("no images to benchmark with")
     lat_batch = fixed_batch or 1
     one = _tile(x, lat_batch)
-    timing = time_calls(lambda: run(one), settings.warmup, settings.iters, settings.duration, clock)
+    floor = dict(min_calls=settings.min_calls, min_seconds=settings.min_seconds)
+    timing = time_calls(lambda: run(one), settings.warmup, settings.iters, settings.duration, clock, **floor,
+                        after_first=None if memory is None else (lambda: model_rss_mb(memory)))
     throughput = []
     for b in ([fixed_batch] if fixed_batch else settings.batch_sizes):
         xb = _tile(x, b)
-        # About as many images per batch size as the latency loop ran, at least 3 calls.
-        iters = None if settings.iters is None else max(3, -(-settings.iters // b))
+        # About as many images per batch size as the latency loop ran, and the same floors.
+        iters = None if settings.iters is None else -(-settings.iters // b)
         t = timing if b == lat_batch else time_calls(lambda: run(xb), max(1, -(-settings.warmup // b)),
-                                                     iters, settings.duration, clock)
-        total_s = math.fsum(t.samples_ms) / 1e3
-        throughput.append({"batch": b, "images_per_s": b * len(t.samples_ms) / total_s if total_s > 0 else None,
-                           "iters": len(t.samples_ms), "p50_ms": latency_stats(t.samples_ms)["p50"]})
+                                                     iters, settings.duration, clock, **floor)
+        throughput.append(throughput_stats(b, t.samples_ms))
     return {"first_inference_ms": timing.first_ms, "latency_batch": lat_batch,
             "latency_ms": latency_stats(timing.samples_ms), "throughput": throughput,
-            "batch_dynamic": fixed_batch is None}
+            "batch_dynamic": fixed_batch is None, "model_rss_mb": timing.after_first}
 
 
 # ---- accuracy -----------------------------------------------------------------------------------
@@ -1091,6 +1339,64 @@ def peak_rss_mb(since_reset: bool = False) -> float | None:
         return None
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r / 2 ** 20 if sys.platform == "darwin" else r / 1024
+
+
+@dataclass(frozen=True)
+class MemoryMark:
+    """Resident memory just before a model is loaded; scoped: the high-water mark was reset there."""
+    before_mb: float | None
+    scoped: bool
+
+
+def mark_memory() -> MemoryMark:
+    """Garbage collected and glibc's free heap handed back first: memory an earlier model freed
+    would otherwise be reused by this one without showing in the resident figure."""
+    import gc
+
+    gc.collect()
+    _trim_heap()
+    scoped = reset_peak_rss()
+    return MemoryMark(current_rss_mb(), scoped)
+
+
+def _trim_heap() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows): nothing to hand back
+        pass
+
+
+def model_rss_mb(mark: MemoryMark) -> float | None:
+    """The model's memory: resident memory added since the mark (its high-water mark where it
+    could be reset, else the current RSS), read after load and the first inference. The process
+    total (a 0.7 MB model in a 650 MB process with torch) says little about the model."""
+    now = peak_rss_mb(since_reset=True) if mark.scoped else current_rss_mb()
+    return None if now is None or mark.before_mb is None else max(now - mark.before_mb, 0.0)
+
+
+def process_memory(mark: MemoryMark) -> dict:
+    """The whole process's peak RSS, with what it covers, beside the model's own figure."""
+    return {"process_peak_rss_mb": peak_rss_mb(since_reset=mark.scoped), "rss_before_load_mb": mark.before_mb,
+            "process_peak_rss_scope": "process total, peak since load" if mark.scoped
+            else "process total, peak over the process's life"}
+
+
+RUNTIME_LIBRARY = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}
+
+
+def import_runtime(target: str) -> None:
+    """Import the target's runtime library before the memory mark: the first model of a runtime
+    in a process would otherwise be charged with the library. Core ML is left out: off macOS it
+    does not run, and coremltools is slow and noisy to import. A failure is the load's to report."""
+    import importlib
+
+    if target in RUNTIME_LIBRARY:
+        try:
+            importlib.import_module(RUNTIME_LIBRARY[target])
+        except ImportError:
+            pass
 
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
@@ -1173,12 +1479,202 @@ def base_versions() -> dict:
     return v
 
 
+# ---- document shapes: what a manifest and a result hold, checked before anything reads them ---------
+# A shape is a check(value, where) -> problems, {key: shape} ("key?": may be absent), [shape] (a
+# list of any length) or (shape, ...) (a list of exactly that many). check_document collects every
+# problem, then raises one BenchError listing them: what arrived and what is accepted, at each place.
+
+JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+              float: "a number"}
+MAX_SHOWN = 6      # problems listed in the one line; the rest are counted
+MAX_SIDE = 4096    # the largest image side or fixed batch a manifest may ask for
+
+
+def _shown(value) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{JSON_KINDS.get(type(value), type(value).__name__)} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _leaf(test, expected: str):
+    """A shape that holds where test(value) is true; `expected` says what is accepted."""
+    def check(value, where: str) -> list:
+        try:
+            ok = bool(test(value))
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        return [] if ok else [f"{where} is {_shown(value)}, expected {expected}"]
+    return check
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _ints(lo: int, hi: int):
+    return _leaf(lambda v: _number(v) and isinstance(v, int) and lo <= v <= hi, f"an integer {lo}..{hi}")
+
+
+def _one_of(*values):
+    return _leaf(lambda v: isinstance(v, (str, int)) and not isinstance(v, bool) and v in values,
+                 "one of " + ", ".join(map(str, values)))
+
+
+def _maybe(shape):
+    """shape, or null."""
+    return lambda v, where: [] if v is None else shape_problems(v, shape, where)
+
+
+def _when(test, then, otherwise):
+    """An object whose keys depend on one of its own: then where test(value), else otherwise."""
+    return lambda v, where: shape_problems(v, then if isinstance(v, dict) and test(v) else otherwise, where)
+
+
+def _each(shape):
+    """An object of any keys, every value of shape (a table such as layer -> milliseconds)."""
+    def check(v, where: str) -> list:
+        if not isinstance(v, dict):
+            return [f"{where} is {_shown(v)}, expected an object"]
+        return [p for k, x in v.items() for p in shape_problems(x, shape, f"{where}.{k}")]
+    return check
+
+
+def _expected(shape) -> str:
+    if isinstance(shape, dict):
+        return "an object with " + ", ".join(k for k in shape if not k.endswith("?"))
+    if isinstance(shape, tuple):
+        return f"a list of {len(shape)}"
+    return "a list of objects with " + _expected(shape[0])[15:] if isinstance(shape[0], dict) else "a list"
+
+
+def shape_problems(value, shape, where: str = "the document") -> list:
+    """Every place where value does not have shape, as "PLACE is WHAT, expected WHAT" lines."""
+    if callable(shape):
+        return shape(value, where)
+    if isinstance(shape, dict) and isinstance(value, dict):
+        out = []
+        for key, sub in shape.items():
+            name = key.rstrip("?")
+            at = name if where == "the document" else f"{where}.{name}"
+            if name in value:
+                out += shape_problems(value[name], sub, at)
+            elif not key.endswith("?"):
+                out.append(f"{at} is missing")
+        return out
+    if isinstance(shape, dict) or not isinstance(value, list) or \
+            (isinstance(shape, tuple) and len(value) != len(shape)):
+        return [f"{where} is {_shown(value)}, expected {_expected(shape)}"]
+    subs = shape if isinstance(shape, tuple) else shape * len(value)
+    return [p for i, (v, s) in enumerate(zip(value, subs)) for p in shape_problems(v, s, f"{where}[{i}]")]
+
+
+def check_document(doc, path, shape, relations=None) -> None:
+    """Raise one BenchError listing every problem of doc's shape (then of relations(doc), what its
+    parts must agree on), or return."""
+    problems = shape_problems(doc, shape)
+    if not problems and relations is not None:
+        problems = relations(doc)
+    if problems:
+        more = f"; and {len(problems) - MAX_SHOWN} more" if len(problems) > MAX_SHOWN else ""
+        raise BenchError(f"{path}: " + "; ".join(problems[:MAX_SHOWN]) + more)
+
+
+TEXT = _leaf(lambda v: isinstance(v, str), "a string")
+NAME = _leaf(lambda v: isinstance(v, str) and v != "", "a non-empty string")
+OBJECT = _leaf(lambda v: isinstance(v, dict), "an object")
+BOOL = _leaf(lambda v: isinstance(v, bool), "true or false")
+NUMBER = _leaf(_number, "a finite number")
+NON_NEGATIVE = _leaf(lambda v: _number(v) and v >= 0, "a number >= 0")
+FRACTION = _leaf(lambda v: _number(v) and 0 <= v <= 1, "a number 0..1")
+SHA256 = _leaf(lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v), "a sha256 (64 hex digits)")
+DIM = _leaf(lambda v: isinstance(v, str) or (_number(v) and isinstance(v, int) and 1 <= v <= MAX_SIDE),
+            f"an axis name or a size 1..{MAX_SIDE}")
+
+MANIFEST_SHAPE = {
+    "target": NAME, "precision": _one_of(*GOLDEN_FLOOR_DB),
+    "files": [{"path": TEXT, "sha256": SHA256, "bytes?": _ints(0, 2 ** 53)}],   # confined() checks each path
+    "preprocess": {"size": (_ints(1, MAX_SIDE), _ints(1, MAX_SIDE)), "channels": _one_of(1, 3),
+                   "mean": [NUMBER], "std": [_leaf(lambda v: _number(v) and v != 0, "a non-zero number")],
+                   "resize?": _one_of(*RESIZE_METHODS)},
+    "classes": [TEXT], "classes_named?": BOOL,
+    "input?": {"shape": [DIM], "name?": TEXT}, "output?": {"shape": [DIM]},
+    "golden?": _maybe({"file": NAME, "threshold_sqnr_db": NUMBER}),
+    "model?": _maybe({"data?": _maybe(TEXT), "split?": _maybe(OBJECT)}),
+    "export?": _maybe({"spec?": {"float_layers?": _maybe([TEXT]), "coreml_input?": _maybe(TEXT)},
+                       "mixed_precision?": _maybe({"latency?": _maybe(OBJECT)}), "engine?": _maybe(OBJECT),
+                       "coreml?": _maybe({"specification_version?": _maybe(_ints(0, 2 ** 31))}),
+                       "file?": NAME, "onnx_kind?": _maybe(TEXT)}),
+    "validation?": {"passed?": _maybe(BOOL), **{f"{k}?": _maybe(TEXT) for k in ("checked_by", "runner", "skipped")}},
+    "calibration?": _maybe(OBJECT), "images?": _maybe(OBJECT), "versions?": OBJECT,
+}
+
+
+def manifest_problems(m: dict) -> list:
+    """What the parts of a manifest must agree on: channels, sizes, class counts."""
+    pre, out = m["preprocess"], []
+    counts = " or ".join(map(str, sorted({1, pre["channels"]})))
+    for key in ("mean", "std"):
+        if len(pre[key]) not in (1, pre["channels"]):
+            out.append(f"preprocess.{key} has {len(pre[key])} values, expected {counts} (one for all or one a channel)")
+    if not m["classes"]:
+        out.append("classes is empty, expected the class names in output order")
+    shape = (m.get("input") or {}).get("shape")
+    if shape is not None and shape[1:] != [pre["channels"], *pre["size"]]:
+        out.append(f"input.shape {shape} does not match preprocess channels {pre['channels']} and size {pre['size']}")
+    shape = (m.get("output") or {}).get("shape")
+    if shape and shape[-1] != len(m["classes"]):
+        out.append(f"output.shape {shape} has {shape[-1]} classes but classes lists {len(m['classes'])} names")
+    return out
+
+
+LATENCY_COST = {"cost_ms": NUMBER, "all_int8_ms": NUMBER, "mixed_ms": NUMBER, "cost_ratio": NUMBER,
+                "per_layer_ms": _each(NUMBER)}
+RESULT_SHAPE = {
+    "device": {"name": NAME, "cpu?": TEXT, "os?": TEXT, "isa?": _maybe([TEXT]),
+               "cores_usable?": _maybe(_ints(0, 2 ** 31))},
+    "versions?": OBJECT,
+    "results": [{
+        "name": TEXT, "target": TEXT, "precision": TEXT, "status": TEXT, "reason?": _maybe(TEXT),
+        "size_bytes?": _maybe(NON_NEGATIVE),
+        "accuracy?": _maybe({"top1?": _maybe(FRACTION), "top5?": _maybe(FRACTION)}),
+        "agreement?": _maybe({"top1_agreement?": _maybe(FRACTION), "cosine?": _maybe(NUMBER)}),
+        "latency_ms?": _maybe({**{f"{p}?": _maybe(NON_NEGATIVE) for p in ("p10", "p50", "p90", "p99")},
+                               "p50_ci?": _maybe((NON_NEGATIVE, NON_NEGATIVE))}),
+        "throughput?": _maybe([{"batch": _ints(1, 2 ** 31), "images_per_s": _maybe(NON_NEGATIVE),
+                                "images_per_s_ci?": _maybe((_maybe(NON_NEGATIVE), _maybe(NON_NEGATIVE)))}]),
+        "model_rss_mb?": _maybe(NUMBER),
+        "validation?": _maybe({"status": TEXT, "checked_by": _maybe(TEXT)}),
+        "runtime?": _maybe({"applied_precision?": _maybe(TEXT), "precision_hint?": _maybe(TEXT)}),
+        "quantization?": _maybe({"float_layers?": _maybe([TEXT]), "max_drop?": _maybe(NUMBER),
+                                 "float_layers_latency?": _maybe(_when(lambda s: "cost_ms" in s, LATENCY_COST,
+                                                                       {"skipped?": TEXT}))}),
+        "device_check?": _maybe(_when(lambda c: c.get("status") == "skipped", {"status": TEXT},
+                                      {"status": _one_of("passed", "failed", "skipped"), "sqnr_db": NUMBER,
+                                       "threshold_sqnr_db": NUMBER})),
+    }],
+}
+
+
+def read_result(path) -> dict:
+    """A result document of this script or `mixer-edge bench`: its kind, schema and shape checked."""
+    doc = read_json(path, "result file")
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise BenchError(f"{path} is not a mixer-edge bench result (kind "
+                         f"{doc.get('kind') if isinstance(doc, dict) else None!r}, expected {KIND!r})")
+    if doc.get("schema") != SCHEMA:
+        raise BenchError(f"{path} has bench result schema {doc.get('schema')!r}; this mixer-edge reads schema "
+                         f"{SCHEMA} (re-run the benchmark with this version)")
+    check_document(doc, path, RESULT_SHAPE)
+    return doc
+
+
 # ---- results ------------------------------------------------------------------------------------
 
 RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "reason", "runtime", "load_s",
                "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "size_bytes",
-               "peak_rss_mb", "rss_before_load_mb", "peak_rss_scope", "accuracy", "agreement", "data",
-               "quantization", "device_check")
+               "model_rss_mb", "process_peak_rss_mb", "rss_before_load_mb", "process_peak_rss_scope", "accuracy",
+               "agreement", "data", "quantization", "validation", "device_check")
 
 
 def quantization_summary(manifest: dict) -> dict | None:
@@ -1191,6 +1687,26 @@ def quantization_summary(manifest: dict) -> dict | None:
     return {"calib_method": spec.get("calib_method"), "smooth": spec.get("smooth"),
             "float_layers": list(spec.get("float_layers") or []), "max_drop": spec.get("max_drop"),
             "float_layers_latency": mixed.get("latency")}
+
+
+def validation_summary(manifest: dict) -> dict | None:
+    """The export's check against PyTorch FP32 as the manifest records it, never rounded up: status
+    passed / failed / skipped and what ran it: the artifact's own runtime, a stand-in (Core ML W8A8
+    off macOS: the quantized PyTorch model) or nothing. None: the manifest has no check at all."""
+    v = manifest.get("validation")
+    if not isinstance(v, dict):
+        return None
+    status = "skipped" if v.get("passed") is None else "passed" if v["passed"] else "failed"
+    by = v.get("checked_by") or (None if status == "skipped" else "not recorded")  # older manifests
+    return {"status": status, "checked_by": by, "runner": v.get("runner"), "reason": v.get("skipped")}
+
+
+def validation_text(v: dict | None, target: str) -> str:
+    """One table cell: the export's check and, unless the artifact's own runtime ran it, by what."""
+    if v is None:
+        return "checkpoint" if target.startswith("pytorch") else "not recorded"
+    status = {"failed": "FAILED", "skipped": "skipped: unchecked"}.get(v["status"], v["status"])
+    return status + {"stand-in": " (stand-in)", "not recorded": " (checker not recorded)"}.get(v["checked_by"], "")
 
 
 def result_entry(**fields) -> dict:
@@ -1234,29 +1750,53 @@ def _f(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def interval_text(value, ci, fmt: str) -> str:
+    """'0.129 [0.127, 0.131]': a figure and its 95% interval; the figure alone where none was
+    recorded (results of older versions)."""
+    if value is None:
+        return "-"
+    if not ci or None in ci:
+        return format(value, fmt)
+    return f"{value:{fmt}} [{ci[0]:{fmt}}, {ci[1]:{fmt}}]"
+
+
+def spread_text(low, high, fmt: str) -> str:
+    return "-" if low is None or high is None else f"{low:{fmt}}-{high:{fmt}}"
+
+
+def best_throughput(entries) -> dict | None:
+    return max(entries or (), key=lambda t: t["images_per_s"] or 0, default=None)
+
+
+def throughput_text(t: dict | None) -> str:
+    return "-" if t is None else f"{interval_text(t['images_per_s'], t.get('images_per_s_ci'), '.0f')} ({t['batch']})"
+
+
 def format_table(doc: dict) -> str:
-    """The results as a fixed-width text table for a terminal."""
-    head = ("artifact", "target", "prec", "size MB", "load s", "first ms", "p50 ms", "p99 ms", "img/s (b)",
-            "top-1", "agree", "cosine", "RSS MB")
+    """The results as a fixed-width text table for a terminal. Model MB is the memory loading the
+    model and its first inference added; the process peak is everything (torch included)."""
+    head = ("artifact", "target", "prec", "validation", "size MB", "load s", "first ms", "p50 ms [95% CI]",
+            "p10-p90 ms", "img/s [95% CI] (b)", "top-1", "agree", "cosine", "model MB", "process peak RSS MB")
     rows = []
     for r in doc["results"]:
+        who = (r["name"], r["target"], r["precision"], validation_text(r.get("validation"), r["target"]))
         if r["status"] != "ok":
-            rows.append((r["name"], r["target"], r["precision"], f"not run: {r['reason']}"))
+            rows.append((*who, f"not run: {r['reason']}"))
             continue
-        best = max(r["throughput"], key=lambda t: t["images_per_s"] or 0, default=None)
-        acc, agr = r["accuracy"] or {}, r["agreement"] or {}
-        rows.append((r["name"], r["target"], r["precision"], _f(r["size_bytes"] and r["size_bytes"] / 1e6, ".2f"),
-                     _f(r["load_s"], ".2f"), _f(r["first_inference_ms"], ".1f"), _f(r["latency_ms"]["p50"], ".3f"),
-                     _f(r["latency_ms"]["p99"], ".3f"),
-                     "-" if best is None else f"{best['images_per_s']:.0f} ({best['batch']})",
+        acc, agr, lat = r["accuracy"] or {}, r["agreement"] or {}, r["latency_ms"]
+        rows.append((*who, _f(r["size_bytes"] and r["size_bytes"] / 1e6, ".2f"),
+                     _f(r["load_s"], ".2f"), _f(r["first_inference_ms"], ".1f"),
+                     interval_text(lat["p50"], lat.get("p50_ci"), ".3f"), spread_text(lat.get("p10"), lat["p90"], ".3f"),
+                     throughput_text(best_throughput(r["throughput"])),
                      _f(acc.get("top1"), ".4f"), _f(agr.get("top1_agreement"), ".4f"), _f(agr.get("cosine"), ".5f"),
-                     _f(r["peak_rss_mb"], ".0f")))
-    full = [head] + [r for r in rows if len(r) == len(head)]  # a not-run row's reason must not widen columns
-    widths = [max(len(str(row[i])) for row in full) for i in range(len(head))]
+                     _f(r["model_rss_mb"], ".1f"), _f(r["process_peak_rss_mb"], ".0f")))
+    # A not-run row's reason runs past the columns and must not widen them; its first cells count.
+    widths = [max(len(str(row[i])) for row in [head, *rows] if i < len(row) - (len(row) < len(head)))
+              for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths))]
     for row in rows:
         if len(row) < len(head):  # a not-run row: its reason runs on past the columns
-            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1])
         else:
             lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
     d = doc["device"]
@@ -1267,20 +1807,20 @@ def format_table(doc: dict) -> str:
 
 # ---- one artifact, end to end -------------------------------------------------------------------
 
-def bench_artifact(folder, data: Data, settings: Settings, options: Options, split: str = "auto",
+def bench_artifact(folder, data: Data, settings: Settings, options: Options, selection: str = "held-out",
                    limit: int | None = None, reference: str | None = None,
                    manifest: dict | None = None) -> tuple[dict, dict]:
     """Benchmark one artifact folder on raw data; returns (result entry, runtime versions).
     manifest: the folder's manifest, already read and verified by read_manifest."""
     folder = Path(folder)
     manifest = read_manifest(folder) if manifest is None else manifest
-    check_classes(manifest, data)
-    data, split = select(data, split, manifest, limit)
+    data, about = select(data, selection, manifest, limit)
+    labels, labels_how = model_labels(manifest, data)
     fixed = batch_axis(manifest)
     base = dict(artifact=str(folder), name=folder.resolve().name, target=manifest["target"], precision=manifest["precision"],
                 sha256=file_hashes(manifest), size_bytes=artifact_size(folder, manifest),
-                data={"spec": data.spec, "split": split, "n": len(data.images)},
-                quantization=quantization_summary(manifest))
+                data={**about, "labels": labels_how},
+                quantization=quantization_summary(manifest), validation=validation_summary(manifest))
     x = preprocess(data.images, manifest["preprocess"])
     ref_logits = None
     if reference is not None:  # logits of the reference artifact first: its memory is not ours
@@ -1293,8 +1833,8 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
             raise BenchError(f"reference {reference} cannot run here: {why}") from None
         ref_logits = predict(ref.run, x, settings.eval_batch, batch_axis(ref_manifest))
         del ref
-    scoped = reset_peak_rss()
-    before = current_rss_mb()
+    import_runtime(manifest["target"])
+    mark = mark_memory()
     t0 = time.perf_counter()
     try:
         backend = load_backend(folder, manifest, options)
@@ -1302,13 +1842,11 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, spl
         return result_entry(**base, status="not-run", reason=str(why)), {}
     load_s = time.perf_counter() - t0
     check = device_check(folder, manifest, backend.run, fixed)   # before timing: what is timed must be right
-    speed = measure_speed(backend.run, x, settings, fixed)
+    speed = measure_speed(backend.run, x, settings, fixed, memory=mark)
     logits = predict(backend.run, x, settings.eval_batch, fixed)
     entry = result_entry(
         **base, status="ok", runtime={**backend.config, "what": backend.what}, load_s=load_s, **speed,
-        peak_rss_mb=peak_rss_mb(since_reset=scoped), rss_before_load_mb=before,
-        peak_rss_scope="since load" if scoped else "process",
-        accuracy=accuracy(logits, data.labels),
+        **process_memory(mark), accuracy=accuracy(logits, labels),
         agreement=None if ref_logits is None else agreement(ref_logits, logits, str(reference)),
         device_check=check)
     return entry, backend.versions
@@ -1334,6 +1872,12 @@ def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
     how.add_argument("--duration", type=float, default=None,
                      help="time calls for this many seconds instead of a fixed count (also per batch size)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first, timed one (default 10)")
+    p.add_argument("--min-calls", type=int, default=Settings.min_calls,
+                   help=f"every measurement (latency, each batch size) takes at least this many timed calls "
+                        f"(default {Settings.min_calls})")
+    p.add_argument("--min-time", type=float, default=Settings.min_seconds,
+                   help=f"... and at least this many seconds, so a fast model's calls do not all fall in one "
+                        f"burst of noise (default {Settings.min_seconds:g}; 0: off)")
     p.add_argument("--batch-sizes", default="1,8,32",
                    help="throughput batch sizes, comma-separated, when the batch axis is dynamic (default 1,8,32)")
     p.add_argument("--threads", type=int, default=None,
@@ -1345,12 +1889,21 @@ def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device "
                         "(default CPU)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
-    p.add_argument("--split", default="auto", choices=["auto", "all", "eval"],
-                   help="auto: the held-out eval split when --data is the data the model was trained on, else all")
+    p.add_argument("--images", default="held-out", choices=SELECTIONS,
+                   help="held-out (default): only the images of --data that the model was not trained and the "
+                        "artifact not calibrated on, recognised by content; all: every image, those included")
     p.add_argument("--reference", default=None,
                    help="FP32 artifact (or, with mixer-edge bench, checkpoint) for top-1 agreement and logit cosine")
     p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
     p.add_argument("--json", default=None, help="write the versioned result JSON here (atomically)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from add_measurement_arguments' options: 100 timed calls unless --iters or --duration."""
+    iters = args.iters if args.iters is not None or args.duration is not None else 100
+    return Settings(warmup=args.warmup, iters=iters, duration=args.duration,
+                    batch_sizes=parse_batch_sizes(args.batch_sizes), min_calls=args.min_calls,
+                    min_seconds=args.min_time)
 
 
 def run(argv=None) -> int:
@@ -1359,15 +1912,13 @@ def run(argv=None) -> int:
         return run_predict(args)
     if not args.data:
         raise BenchError("give --data SPEC to benchmark, or --predict IMAGE... to classify images")
-    iters = args.iters if args.iters is not None or args.duration is not None else 100
-    settings = Settings(warmup=args.warmup, iters=iters, duration=args.duration,
-                        batch_sizes=parse_batch_sizes(args.batch_sizes))
+    settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise BenchError(f"--limit must be at least 1, got {args.limit}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
-    entry, versions = bench_artifact(args.artifact, data, settings, options, args.split, args.limit,
+    entry, versions = bench_artifact(args.artifact, data, settings, options, args.images, args.limit,
                                      args.reference, manifest)
     doc = document([entry], device_info(args.device_name), {**base_versions(), **versions}, settings,
                    "edge_bench.py", args.data)
@@ -1375,7 +1926,7 @@ def run(argv=None) -> int:
     if args.json:
         atomic_write_json(args.json, doc)
     if entry["status"] != "ok":
-        print(f"not run: {entry['reason']}", file=sys.stderr)
+        print(f"error: not run: {entry['reason']}", file=sys.stderr)
         return EXIT_NOT_RUN
     return check_exit(entry)
 
@@ -1402,12 +1953,12 @@ def check_exit(entry: dict) -> int:
 def error_boundary(call, errors, interrupted: str) -> int:
     """The one place a mixer-edge program turns exceptions into exit codes (pypa/build style):
     errors is a sequence of (exception type, exit code, prefix), first match wins; each becomes one
-    'prefix: message' line on stderr; Ctrl-C becomes EXIT_INTERRUPTED with `interrupted`. The host
-    CLI and the device scripts all end here."""
+    'prefix: message' line on stderr; Ctrl-C becomes EXIT_INTERRUPTED with 'error: interrupted...'.
+    The host CLI and the device scripts all end here."""
     try:
         return call()
     except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+        print(f"error: {interrupted}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
         for kind, code, prefix in errors:
@@ -1417,8 +1968,9 @@ def error_boundary(call, errors, interrupted: str) -> int:
         raise
 
 
-ERRORS = ((BenchError, EXIT_BAD_INPUT, "error"), (NotRunnable, EXIT_NOT_RUN, "cannot run here"),
-          (DeviceCheckFailed, EXIT_DEVICE_CHECK, "error: device check failed"))
+# The last row: a file the system would not read or write (permissions, a full disk) is the user's to fix.
+ERRORS = ((BenchError, EXIT_BAD_INPUT, "error"), (NotRunnable, EXIT_NOT_RUN, "error: cannot run here"),
+          (DeviceCheckFailed, EXIT_DEVICE_CHECK, "error: device check failed"), (OSError, EXIT_BAD_INPUT, "error"))
 
 
 def main(argv=None) -> int:

@@ -5,11 +5,12 @@ stamp the versions into the artifact's manifest, and optionally benchmark the en
 
 Self-contained on purpose, like edge_bench.py beside it: it needs tensorrt and numpy, plus one of
 cuda-python, torch or pycuda for GPU buffers when it runs the engine. It never needs mixer_edge.
+What to install on the device, with versions: edge_bench.NEEDS["tensorrt"] (the README prints it).
 
     python trt_build.py ARTIFACT_DIR [--max-batch N] [--opt-batch N] [--min-batch N]
                         [--timing-cache PATH] [--workspace-mib N] [--no-build]
                         [--data SPEC [--iters N] [--warmup N] [--batch-sizes 1,8,32] [--limit N]
-                         [--split auto|all|eval] [--reference DIR] [--device-name NAME] [--json OUT]]
+                         [--images held-out|all] [--reference DIR] [--device-name NAME] [--json OUT]]
 
 How the engine is built (build_plan says it as data, for each TensorRT major version):
 
@@ -104,8 +105,8 @@ def import_tensorrt():
     try:
         return importlib.import_module("tensorrt")
     except ImportError as e:
-        raise NotRunnable(f"tensorrt is not installed here ({e}); on the device: pip install tensorrt "
-                          f"(JetPack ships it: python3-libnvinfer)") from None
+        hint = _eb.install_hint("tensorrt", "tensorrt")   # JetPack's apt on a Jetson, never pip there
+        raise NotRunnable(f"tensorrt is not installed here ({e}); {hint}") from None
     except Exception as e:  # the bindings wheel without its libraries fails with OSError and friends
         raise NotRunnable(f"tensorrt does not import here: {e}") from None
 
@@ -331,7 +332,7 @@ def build_artifact(folder, *, min_batch: int | None = None, opt_batch: int | Non
                       workspace_mib=workspace_mib)
     onnx_file = (manifest.get("export") or {}).get("file", "model.onnx")
     p = plan["profile"]
-    info = build_engine(folder / onnx_file, manifest["precision"], folder, min_batch=p["min"][0],
+    info = build_engine(_eb.listed(folder, manifest, onnx_file), manifest["precision"], folder, min_batch=p["min"][0],
                         opt_batch=p["opt"][0], max_batch=p["max"][0], timing_cache=plan["timing_cache"],
                         workspace_mib=workspace_mib, onnx_kind=plan["onnx_kind"])
     stamp_engine(folder, manifest, info)
@@ -368,7 +369,7 @@ class _CudaPython:
     def __init__(self):
         rt = _cudart()
         if rt is None:
-            raise ImportError("no module cuda.bindings.runtime or cuda.cudart (pip install cuda-python)")
+            raise ImportError("no module cuda.bindings.runtime or cuda.cudart")
         self.rt = rt
         (count,) = self._ok(rt.cudaGetDeviceCount())
         if not count:
@@ -480,7 +481,17 @@ def gpu_buffers():
             return cls()
         except Exception as e:  # ImportError, no device, a driver too old for the library
             why.append(f"{name}: {e}")
-    raise NotRunnable("no GPU buffer library works here (" + "; ".join(why) + "); pip install cuda-python")
+    raise NotRunnable("no GPU buffer library works here (" + "; ".join(why) + f"); {cuda_python_hint()}")
+
+
+def cuda_python_hint() -> str:
+    """The cuda-python install line for this device's CUDA major (edge_bench.CUDA_PYTHON), or all of them."""
+    version = cuda_version()["version"]
+    major = int(version.split(".")[0]) if version else None
+    if major in _eb.CUDA_PYTHON:
+        return f"for this device's CUDA {version}: {_eb.CUDA_PYTHON[major]}"
+    return "cuda-python of the device's CUDA major: " + "; ".join(f"CUDA {m}: {line}"
+                                                                  for m, line in _eb.CUDA_PYTHON.items())
 
 
 class EngineRunner:
@@ -551,7 +562,7 @@ def load_tensorrt(folder, manifest: dict, opt=None) -> Backend:
     if not eng.get("built"):
         raise NotRunnable(f"the engine is not built ({eng.get('reason', 'no engine in the manifest')}); "
                           f"build it on this device: python trt_build.py {folder}")
-    runner = EngineRunner(Path(folder) / eng["file"], eng.get("tensorrt"))
+    runner = EngineRunner(_eb.listed(folder, manifest, eng["file"]), eng.get("tensorrt"))
     return Backend(runner, runner.config, runner.what, {"tensorrt": runner.version})
 
 
@@ -572,7 +583,7 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed calls (default 10)")
     p.add_argument("--batch-sizes", default="1,8,32", help="throughput batch sizes (default 1,8,32)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N evaluation images")
-    p.add_argument("--split", default="auto", choices=["auto", "all", "eval"], help="as edge_bench.py")
+    p.add_argument("--images", default="held-out", choices=_eb.SELECTIONS, help="as edge_bench.py")
     p.add_argument("--reference", default=None, help="FP32 artifact folder for top-1 agreement")
     p.add_argument("--device-name", default=None, help="name of this device in reports")
     p.add_argument("--json", default=None, help="write the benchmark JSON here (atomically)")
@@ -583,7 +594,7 @@ def bench(folder, args) -> dict:
     """Benchmark the built engine with edge_bench's measurements; returns its result document."""
     settings = _eb.Settings(warmup=args.warmup, iters=args.iters, batch_sizes=_eb.parse_batch_sizes(args.batch_sizes))
     data = _eb.read_data(args.data)
-    entry, versions = _eb.bench_artifact(folder, data, settings, _eb.Options(), args.split, args.limit,
+    entry, versions = _eb.bench_artifact(folder, data, settings, _eb.Options(), args.images, args.limit,
                                          args.reference)
     doc = _eb.document([entry], _eb.device_info(args.device_name),
                        {**_eb.base_versions(), **versions, "trt_build": SCRIPT_VERSION}, settings,
@@ -614,7 +625,7 @@ def run_parsed(args) -> int:
     if args.data:
         doc = bench(args.artifact, args)
         if doc["results"][0]["status"] != "ok":
-            print(f"not run: {doc['results'][0]['reason']}", file=sys.stderr)
+            print(f"error: not run: {doc['results'][0]['reason']}", file=sys.stderr)
             return EXIT_NOT_RUN
         return _eb.check_exit(doc["results"][0])
     return EXIT_OK

@@ -31,15 +31,17 @@ def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict[str
             for k in ks}
 
 
-def check_class_count(model_classes: int, data_classes: int, spec: str) -> None:
-    if data_classes != model_classes:
-        raise BadInput(f"data {spec!r} has {data_classes} classes but the model has {model_classes} outputs")
-
-
 def evaluate(checkpoint, data, batch_size: int = 256) -> dict:
-    """Top-1 / top-5 of a Checkpoint on an ImageSet, with its own preprocessing."""
+    """Top-1 / top-5 of a Checkpoint on an ImageSet, with its own preprocessing. The data's labels
+    are matched to the model's classes by name (edge_bench.label_map); refused when they cannot be."""
+    from ..runtime.edge_bench import model_labels
+
     if data.labels is None:
         raise BadInput(f"data {data.spec!r} has no labels; evaluation needs a labelled source")
-    check_class_count(checkpoint.config.num_classes, data.num_classes, data.spec)
+    if not len(data):
+        raise BadInput(f"no images to evaluate in {data.spec!r} (every one was a training image)")
+    labels, how = model_labels(checkpoint.identity, data)
+    if labels is None:
+        raise BadInput(f"cannot compute top-1 on {data.spec!r}: {how}")
     logits = predict_logits(checkpoint.model, checkpoint.preprocess(data.images), batch_size)
-    return {**topk_accuracy(logits, data.labels), "n": int(len(data))}
+    return {**topk_accuracy(logits, labels), "n": int(len(data)), "labels": how}

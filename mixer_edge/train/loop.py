@@ -171,10 +171,22 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, train_xy, eva
     path = out / "model.safetensors"
     if world.is_main:
         path = save_checkpoint(out, model.cpu(), preprocess, data.classes, {
-            **meta, "data": cfg.data, "split": split.to_dict(), "metrics": final,
+            **meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
+            "metrics": final,
             "history": history, "train": cfg.to_dict()})
     distributed.barrier(world)
     return TrainResult(checkpoint=path, metrics=final)
+
+
+def trained_images(data: ImageSet, split: SplitSpec) -> dict:
+    """The training data by content: its fingerprint, the train split's keys (trained on) and the
+    calib split's (kept for calibration), so every later stage holds both out of evaluation wherever
+    and however the same images arrive."""
+    from ..runtime.edge_bench import pack_keys
+
+    trained, calib = take_split(data, "train", split), take_split(data, "calib", split)
+    return {"data": data.describe(), "n_trained": len(trained), "trained": pack_keys(trained.keys),
+            "calibration_split": pack_keys(calib.keys)}
 
 
 def _shift(x: torch.Tensor, shifts: torch.Tensor, k: int) -> torch.Tensor:
