@@ -20,18 +20,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_config(args: argparse.Namespace):
     """Map CLI options to the harness's BenchConfig, one field each."""
-    from ..runtime.edge_bench import BenchError, parse_batch_sizes
+    from ..runtime.edge_bench import BenchError, settings_from_args
     from ..errors import BadInput
-    from ..bench.harness import BenchConfig, make_settings
+    from ..bench.harness import BenchConfig
 
     try:
-        sizes = parse_batch_sizes(args.batch_sizes)
+        settings = settings_from_args(args)   # the device script's own reading of its options
     except BenchError as e:
         raise BadInput(str(e)) from None
-    iters = args.iters if args.iters is not None or args.duration is not None else 100
-    settings = make_settings(warmup=args.warmup, iters=iters, duration=args.duration, batch_sizes=sizes)
     return BenchConfig(data=args.data, settings=settings, threads=args.threads, precision_hint=args.precision_hint,
-                       provider=args.provider, limit=args.limit, split=args.split, reference=args.reference,
+                       provider=args.provider, limit=args.limit, images=args.images, reference=args.reference,
                        compile=args.compile, device_name=args.device_name)
 
 
