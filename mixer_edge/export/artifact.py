@@ -83,10 +83,30 @@ def staging_dir(dest: Path) -> Path:
 
 def commit(staging: Path, dest: Path) -> None:
     """Move the finished staging folder into place, replacing what was there."""
-    old = None
-    if dest.exists() or dest.is_symlink():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
+    old = _set_aside(dest)
     os.replace(staging, dest)
+    _remove(old)
+
+
+def retire(dest: Path) -> bool:
+    """Remove the artifact at dest after its re-export failed (True when there was one). It was made
+    from another checkpoint or recipe; left in place it would look current. Removed, not moved aside:
+    an artifact is rebuilt from its checkpoint, and a copy beside it would still look like one."""
+    if not (dest / MANIFEST).is_file():
+        return False
+    _remove(_set_aside(dest))
+    return True
+
+
+def _set_aside(dest: Path) -> Path | None:
+    """Rename what is at dest to a hidden sibling in one step, so dest is free at once."""
+    if not (dest.exists() or dest.is_symlink()):
+        return None
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    os.replace(dest, old)
+    return old
+
+
+def _remove(old: Path | None) -> None:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

@@ -70,7 +70,7 @@ def _program_facts(spec) -> dict:
         "ops": dict(sorted(Counter(op.type for op in ops).items())),
         "compute": dict(Counter(t for op, t in tensors if op.type in (*WEIGHT_OPS, "layer_norm"))),
         "float_tensors": dict(Counter(t for _, t in tensors if t in (FLOAT16, FLOAT32))),
-        "weights": {"sources": dict(Counter(_weight_source(op, by_output) for op in ops if op.type in WEIGHT_OPS)),
+        "weights": {"sources": dict(Counter(_source(op, "weight", by_output) for op in ops if op.type in WEIGHT_OPS)),
                     "stored": dict(Counter(_stored_dtype(op, by_output, dtype) for op in ops
                                            if op.type in QUANTIZED_WEIGHT_OPS))},
         "activation_quantize_dtypes": sorted({t for op, t in tensors if op.type == "quantize"}),
@@ -127,15 +127,28 @@ def _op_name(op) -> str:
     return op.attributes["name"].immediateValue.tensor.strings.values[0]
 
 
-def _weight_source(op, by_output) -> str:
-    """The type of the op that produces a linear / conv weight, looking through casts."""
-    arg = op.inputs["weight"].arguments[0]
+def _source(op, key: str, by_output) -> str:
+    """The type of the op that produces an op's input (a linear / conv's "weight" or "x"), looking
+    through casts."""
+    arg = op.inputs[key].arguments[0]
     if arg.HasField("value"):
         return "inline const"
     src = by_output.get(arg.name)
     while src is not None and src.type == "cast":
         src = by_output.get(src.inputs["x"].arguments[0].name)
     return "input" if src is None else src.type
+
+
+def matmul_ops(mlpackage_path) -> list:
+    """Every linear / conv of a saved program and whether its inputs are quantized: the weight from
+    a quantized-weight op, the data from a `dequantize` (the W8A8 form)."""
+    from .qdq import MatMulOp
+
+    spec = _ct().utils.load_spec(str(mlpackage_path))
+    ops = list(_operations(spec))
+    by_output = {o.name: op for op in ops for o in op.outputs}
+    return [MatMulOp(_op_name(op), op.type, _source(op, "weight", by_output) in QUANTIZED_WEIGHT_OPS,
+                     _source(op, "x", by_output) == "dequantize") for op in ops if op.type in WEIGHT_OPS]
 
 
 def _stored_dtype(op, by_output, dtype) -> str:

@@ -29,6 +29,9 @@ def check_request(checkpoint, spec, calib) -> None:
     model, every layer named to stay in float exists."""
     from ..errors import BadInput, CalibrationError
 
+    if spec.precision == "int8" and spec.weights_only and (spec.float_layers or spec.max_drop is not None):
+        raise BadInput("--keep-float and --max-drop choose the layers of a W8A8 export; --weights-only quantizes "
+                       "the weights of every layer")
     if not applies(spec):
         return
     ranges.method(spec.calib_method)
@@ -83,6 +86,43 @@ def token_mixing_rule(model, x: np.ndarray) -> dict:
     spreads = {n: round(float(rows[n].max() / max(np.median(rows[n]), 1e-12)), 2) for n in names}
     return {"threshold": TOKEN_ROW_SPREAD, "row_spread": spreads,
             "kept_float": [n for n, v in spreads.items() if v > TOKEN_ROW_SPREAD]}
+
+
+# Where each target's artifact keeps its matrix multiplies and how they are read back: the model file
+# as written, not the graph the export meant to write (target: (file, reader)).
+def _matmul_readers() -> dict:
+    from . import coreml, coreml_program, onnx, openvino, tensorrt
+
+    return {"onnx": (onnx.MODEL, qdq.onnx_file_matmuls), "tensorrt": (tensorrt.MODEL, qdq.onnx_file_matmuls),
+            "openvino": (openvino.XML, openvino.matmul_ops), "coreml": (coreml.MODEL, coreml_program.matmul_ops)}
+
+
+def quantized_ops_check(target: str, folder: Path, model, spec) -> dict | None:
+    """An INT8 artifact quantizes the matrix multiplies its recipe says. Intended: every Conv2d /
+    Linear of the PyTorch model less the layers kept in float (--keep-float, --max-drop, the
+    token-mixing rule); counted: those the model file quantizes (W8A8: data and weight; weights
+    only: the weight). "failed" when they differ: an artifact must not pass, nor a --max-drop step
+    meet its budget, by quantizing fewer ops than its recipe says. None for other precisions."""
+    if spec.precision != "int8":
+        return None
+    layers = layer_macs(model)
+    kept = [n for n in spec.float_layers if n in layers]
+    record = {"intended": len(layers) - len(kept), "counted": None, "layers": len(layers), "float_layers": kept,
+              "quantized": "weights" if spec.weights_only else "weights and activations"}
+    readers = _matmul_readers()
+    if target not in readers:
+        return {**record, "status": "not counted", "reason": f"no reader for {target} model files"}
+    file, read = readers[target]
+    ops = read(Path(folder) / file)
+    counted = sum(m.weight and (spec.weights_only or m.activation) for m in ops)
+    record.update(counted=counted, counted_in=f"{file}: {len(ops)} matrix multiplies",
+                  float_ops=[m.name for m in ops if not (m.weight and (spec.weights_only or m.activation))])
+    if counted == record["intended"]:
+        return {**record, "status": "passed"}
+    return {**record, "status": "failed",
+            "reason": f"{file} quantizes the {record['quantized']} of {counted} of its {len(ops)} matrix multiplies; "
+                      f"the recipe says {record['intended']} ({len(layers)} Conv2d / Linear layers less {len(kept)} "
+                      f"kept in float)"}
 
 
 def fp32_onnx(model):

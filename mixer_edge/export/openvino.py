@@ -152,6 +152,36 @@ def _quantize(ov, checkpoint, calib, spec):
     return model, details
 
 
+# How an IR feeds its matrix multiplies. A quantized weight is a low-precision constant decompressed
+# on its way (Convert, Subtract the zero point, Multiply the scale), or a FakeQuantize; a quantized
+# activation is a FakeQuantize (the ONNX frontend's form of a Q/DQ pair), perhaps reshaped after.
+IR_MATMULS = ("MatMul", "Convolution")
+WEIGHT_PATH = ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze")
+ACTIVATION_PATH = ("Reshape", "Transpose")
+LOW_PRECISION = ("i8", "u8", "i4", "u4")
+
+
+def matmul_ops(xml_path) -> list:
+    """Every MatMul / Convolution of an IR file as written, and whether its inputs are quantized."""
+    from .qdq import MatMulOp
+
+    model = _ov().Core().read_model(str(xml_path))
+    return [MatMulOp(op.get_friendly_name(), op.get_type_name(),
+                     _source(op.input_value(1), WEIGHT_PATH) in ("low-precision constant", "FakeQuantize"),
+                     _source(op.input_value(0), ACTIVATION_PATH) == "FakeQuantize")
+            for op in model.get_ordered_ops() if op.get_type_name() in IR_MATMULS]
+
+
+def _source(value, through) -> str:
+    """The type of the op a tensor comes from, following input 0 through the ops in `through`."""
+    node = value.get_node()
+    while node.get_type_name() in through:
+        node = node.input_value(0).get_node()
+    if node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in LOW_PRECISION:
+        return "low-precision constant"
+    return node.get_type_name()
+
+
 def _compress_weights(nncf, model):
     """--weights-only: INT8 weights (asymmetric, per output channel), activations stay float."""
     from ..noise import third_party

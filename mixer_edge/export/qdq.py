@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from ..calibration import ranges
 from ..errors import BadInput, CalibrationError, require
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")   # their inputs 0 (activation) and 1 (weight) get Q/DQ
+# Operator-form integer kernels (quantize_static's QOperator output, ONNX Runtime's fusions): a
+# matrix multiply quantized on both inputs by construction.
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat")
 STATS_BATCH = 16                         # images per ONNX Runtime call while measuring activations
 
 
@@ -54,6 +58,29 @@ def layer_name(node_name: str) -> str:
     if len(parts) > 1 and parts[0] == "blocks" and parts[1].startswith("blocks."):
         parts = parts[1:]                                     # nn.Sequential repeats its name
     return ".".join(parts) or node_name
+
+
+class MatMulOp(NamedTuple):
+    """One matrix multiply of a model file (ONNX, OpenVINO IR, Core ML program) and what feeds it."""
+    name: str
+    op: str
+    weight: bool        # its weight is quantized (int8 data, or a Q/DQ / FakeQuantize / dequantize op)
+    activation: bool    # its data input is quantized
+
+
+def matmul_ops(onnx_model) -> list[MatMulOp]:
+    """Every Conv / MatMul / Gemm and integer kernel of an ONNX graph; a Q/DQ op's input counts as
+    quantized when a DequantizeLinear gives it (input 0: data, input 1: weight)."""
+    dq_out = {n.output[0] for n in onnx_model.graph.node if n.op_type == "DequantizeLinear"}
+    return [MatMulOp(n.name, n.op_type, True, True) if n.op_type in INTEGER_OPS else
+            MatMulOp(n.name, n.op_type, n.input[1] in dq_out, n.input[0] in dq_out)
+            for n in onnx_model.graph.node if n.op_type in (*QUANT_OPS, *INTEGER_OPS)]
+
+
+def onnx_file_matmuls(path) -> list[MatMulOp]:
+    """matmul_ops of an .onnx file as written (no external data needed: weights are not read)."""
+    onnx = require("onnx", "onnx")
+    return matmul_ops(onnx.load(str(path), load_external_data=False))
 
 
 def quant_nodes(onnx_model) -> list:
@@ -259,19 +286,19 @@ def _qdq(helper, t: str, axis: int | None) -> list:
 def qdq_summary(model) -> dict:
     """Placement in numbers: quantized ops and layers, Q/DQ per kind, the ops left in floating point."""
     inits = {i.name for i in model.graph.initializer}
-    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-    quantized = [n for n in model.graph.node if n.op_type in QUANT_OPS and all(i in dq_out for i in n.input[:2])]
-    kept = [layer_name(n.name) for n in model.graph.node if n.op_type in QUANT_OPS and n not in quantized]
+    ops = matmul_ops(model)
+    quantized = [m for m in ops if m.weight and m.activation]
+    kept = [layer_name(m.name) for m in ops if not (m.weight and m.activation)]
     dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     produced_by_q = {n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
-    float_ops = Counter(n.op_type for n in model.graph.node
-                        if n.op_type not in (*QUANT_OPS, "QuantizeLinear", "DequantizeLinear", "Constant"))
+    not_float = (*QUANT_OPS, *INTEGER_OPS, "QuantizeLinear", "DequantizeLinear", "Constant")
+    float_ops = Counter(n.op_type for n in model.graph.node if n.op_type not in not_float)
     int32 = {i.name for i in model.graph.initializer if i.data_type == 6}   # TensorProto.INT32: biases
     bias_dq = sum(1 for d in dqs if d.input[0] in int32)
     weight_dq = sum(1 for d in dqs if (d.input[0] in inits and d.input[0] not in int32) or
                     (d.input[0] in produced_by_q and d.input[0][:-2] in inits))
-    return {"quantized_ops": dict(sorted(Counter(n.op_type for n in quantized).items())),
-            "quantized_layers": len(quantized), "quantizable_layers": len(quantized) + len(kept),
+    return {"quantized_ops": dict(sorted(Counter(m.op for m in quantized).items())),
+            "quantized_layers": len(quantized), "quantizable_layers": len(ops),
             "float_layers": kept,
             "activation_qdq": len(dqs) - weight_dq - bias_dq, "weight_qdq": weight_dq, "bias_dq": bias_dq,
             "float_ops": dict(sorted(float_ops.items()))}
