@@ -108,6 +108,9 @@ def _markdown(s: dict) -> str:
         if v.get("skipped"):
             lines.append(f"| {Path(a['artifact']).name} | skipped: {v['skipped']} | | | | | |")
             continue
+        if v.get("refused"):
+            lines.append(f"| {Path(a['artifact']).name} | refused: {v['refused']} | | | | | |")
+            continue
         lines.append(f"| {Path(a['artifact']).name} | {a['passed']} | {v.get('top1', float('nan')):.4f} | "
                      f"{v['top1_agreement']:.4f} | {v['cosine']:.5f} | {v['sqnr_db']:.1f} | {v['max_abs_diff']:.2e} |")
     lines.append(f"\nBenchmark: `{s['bench']}`; report: `{s['report']['html']}`")

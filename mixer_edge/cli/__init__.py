@@ -89,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     return error_boundary(lambda: args.run(args), ERRORS, "interrupted; nothing half-written was kept")
 
 
-# exception -> exit code: library errors are user errors (2); the runtime's own, as on the device.
-ERRORS = ((DeviceCheckFailed, EXIT_DEVICE_CHECK, "error"), (MixerEdgeError, EXIT_BAD_INPUT, "error"))
+# exception -> exit code: library errors are user errors (2); the runtime's own, as on the device; a
+# file the system would not read or write (permissions, a full disk) is the user's to fix too.
+ERRORS = ((DeviceCheckFailed, EXIT_DEVICE_CHECK, "error"), (MixerEdgeError, EXIT_BAD_INPUT, "error"),
+          (OSError, EXIT_BAD_INPUT, "error"))
 
 
 if __name__ == "__main__":

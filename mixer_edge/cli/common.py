@@ -12,8 +12,9 @@ def _data_help() -> str:
 
 
 def output_file(path, option: str):
-    """A file path to write at the end of a command, checked before the work starts: a folder, or a
-    path below a file, is refused now rather than after a long run (parents are created later)."""
+    """A file path to write at the end of a command, checked before the work starts: a folder, a
+    path below a file or in a folder this process may not write in is refused now rather than after
+    a long run (parents are created later)."""
     from pathlib import Path
 
     from ..errors import BadInput
@@ -22,24 +23,31 @@ def output_file(path, option: str):
         return None
     p = Path(path)
     if p.is_dir():
-        raise BadInput(f"{option} {path} is a folder; give a file path, e.g. {p / 'result.json'}")
-    blocked = next((q for q in p.parents if q.exists() and not q.is_dir()), None)
-    if blocked is not None:
-        raise BadInput(f"{option} {path}: {blocked} is a file, not a folder")
+        raise BadInput(f"{option} {path} is a folder; give a file path, e.g. {p / ('result' + (p.suffix or '.json'))}")
+    _check_place(path, p.parents, option, "is a file, not a folder")
     return path
 
 
 def output_folder(path, option: str):
-    """A folder to write into: refused when it exists as a file (or sits below one)."""
+    """A folder to write into: refused when it exists as a file (or sits below one) or may not be written in."""
     from pathlib import Path
+
+    p = Path(path)
+    _check_place(path, (p, *p.parents), option, "is a file; give a folder")
+    return path
+
+
+def _check_place(path, places, option: str, is_a_file: str) -> None:
+    """The nearest of `places` that exists must be a folder this process may write in."""
+    import os
 
     from ..errors import BadInput
 
-    p = Path(path)
-    blocked = next((q for q in (p, *p.parents) if q.exists() and not q.is_dir()), None)
-    if blocked is not None:
-        raise BadInput(f"{option} {path}: {blocked} is a file; give a folder")
-    return path
+    nearest = next((q for q in places if q.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        raise BadInput(f"{option} {path}: {nearest} {is_a_file}")
+    if nearest is not None and not os.access(nearest, os.W_OK | os.X_OK):
+        raise BadInput(f"{option} {path}: cannot write in {nearest} (permission denied)")
 
 
 def _warn(lines) -> None:

@@ -17,8 +17,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from ..demo import run
+    from .common import output_folder
     from .export import validation_line
 
+    output_folder(args.out, "--out")
     result = run(Path(args.out), epochs=args.epochs, say=print,
                  on_export=lambda o: print("      " + validation_line(o)))
     print(f"summary: {result.path}")

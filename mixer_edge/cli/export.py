@@ -54,12 +54,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-only", action="store_true",
                    help="with --int8: quantize weights only, activations stay float (Core ML, OpenVINO)")
     p.add_argument("--eval-data", default=None,
-                   help="images to validate on (its eval split when it is the training data); default: the "
-                        "calibration set, else the checkpoint's own eval split")
+                   help="images to validate on, less every image the model was trained or calibrated on "
+                        "(recognised by content); default: the held-out eval split of --calib-data, else of "
+                        "the training data")
     p.add_argument("--out", required=True, help="output folder; one sub-folder TARGET-PRECISION per artifact")
     p.add_argument("--force", action="store_true", help="replace output folders that are not mixer-edge artifacts")
     p.add_argument("--keep-invalid", action="store_true",
-                   help="keep artifacts that fail validation (the exit code still says they failed)")
+                   help="keep artifacts that fail validation, marked so in their manifest (the exit code still "
+                        "says they failed); without it a failed artifact is discarded and a previous artifact "
+                        "at its path removed, so that nothing there looks current")
 
 
 
@@ -87,10 +90,13 @@ def export_plan(args: argparse.Namespace):
 
 def validation_line(o) -> str:
     v = o.validation
-    if v.get("skipped"):
-        return f"{o.dest.name:16} validation skipped: {v['skipped']}"
+    if v.get("skipped"):   # the runtime did not run here; a structural check (the INT8 op count) still may fail
+        failed = "" if o.passed else "; FAILED: " + "; ".join(o.problems) + o.fate
+        return f"{o.dest.name:16} validation skipped: {v['skipped']}{failed}"
+    if v.get("refused"):   # a structural check refused it before validation could run
+        return f"{o.dest.name:16} FAILED: {v['refused']}{o.fate}"
     acc = f" top-1 {v['top1']:.4f} (PyTorch {v['reference_top1']:.4f})" if "top1" in v else ""
-    verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + ("" if o.artifact else " (discarded)")
+    verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + o.fate
     return (f"{o.dest.name:16} {verdict:6} max|diff| {v['max_abs_diff']:.2e}  agree {v['top1_agreement']:.4f}  "
             f"cos {v['cosine']:.5f}  SQNR {v['sqnr_db']:.1f} dB{acc}  [{v['samples']} images]")
 
