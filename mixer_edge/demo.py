@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .export.validate import db_text
 from .models.checkpoint import atomic_write_json
 
 DEMO_DATA = "digits"
@@ -112,6 +113,6 @@ def _markdown(s: dict) -> str:
             lines.append(f"| {Path(a['artifact']).name} | refused: {v['refused']} | | | | | |")
             continue
         lines.append(f"| {Path(a['artifact']).name} | {a['passed']} | {v.get('top1', float('nan')):.4f} | "
-                     f"{v['top1_agreement']:.4f} | {v['cosine']:.5f} | {v['sqnr_db']:.1f} | {v['max_abs_diff']:.2e} |")
+                     f"{v['top1_agreement']:.4f} | {v['cosine']:.5f} | {db_text(v['sqnr_db'])} | {v['max_abs_diff']:.2e} |")
     lines.append(f"\nBenchmark: `{s['bench']}`; report: `{s['report']['html']}`")
     return "\n".join(lines) + "\n"

@@ -272,3 +272,18 @@ def test_reexport_refused_by_a_structural_check_removes_the_old_one(digits_check
     assert not o.passed and o.retired and not (tmp_path / "onnx-fp32").exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(ValidationError, match="was removed, so that nothing there looks current"):
         api.raise_for([o])
+
+
+def test_degenerate_figures_are_defined():
+    """All-zero logits (an untrained zero head) on both sides agree exactly; SQNR is undefined (None),
+    not -inf or a crash; one zero row against a non-zero row has cosine 0; one sample works."""
+    from mixer_edge.export.validate import compare, db_text, failures
+
+    zero = np.zeros((3, 5), np.float32)
+    f = compare(zero, zero)
+    assert f["cosine"] == 1.0 and f["sqnr_db"] is None and failures("int8", f) == []
+    assert db_text(f["sqnr_db"]).startswith("n/a")
+    ref = np.eye(1, 5, dtype=np.float32)                 # one sample
+    f = compare(ref, np.zeros_like(ref))
+    assert f["samples"] == 1 and f["cosine"] == 0.0 and f["sqnr_db"] == pytest.approx(0.0)
+    assert "logit cosine 0.0000 < 0.99" in failures("int8", f)

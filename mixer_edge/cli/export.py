@@ -7,6 +7,7 @@ import sys
 from ..runtime.edge_bench import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..errors import name_type
 from .common import _data_help, _listed
+from ..export.validate import db_text
 
 
 # ---- export ------------------------------------------------------------------------------------
@@ -95,10 +96,11 @@ def validation_line(o) -> str:
         return f"{o.dest.name:16} validation skipped: {v['skipped']}{failed}"
     if v.get("refused"):   # a structural check refused it before validation could run
         return f"{o.dest.name:16} FAILED: {v['refused']}{o.fate}"
-    acc = f" top-1 {v['top1']:.4f} (PyTorch {v['reference_top1']:.4f})" if "top1" in v else ""
+    acc = f" top-1 {v['top1']:.4f} (PyTorch {v['reference_top1']:.4f})" if "top1" in v else \
+        f" no top-1: {(v.get('images') or {}).get('labels', 'no labels')}"
     verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + o.fate
     return (f"{o.dest.name:16} {verdict:6} max|diff| {v['max_abs_diff']:.2e}  agree {v['top1_agreement']:.4f}  "
-            f"cos {v['cosine']:.5f}  SQNR {v['sqnr_db']:.1f} dB{acc}  [{v['samples']} images]")
+            f"cos {v['cosine']:.5f}  SQNR {db_text(v['sqnr_db'])}{acc}  [{v['samples']} images]")
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -41,7 +41,7 @@ def prepare_data(ck, plan: ExportPlan) -> tuple:
     from ..data.sources import load_data
 
     load = lru_cache(maxsize=None)(load_data)
-    calib = prepare_calibration(ck, plan, load)
+    calib = prepare_calibration(ck, plan, load) if "int8" in plan.precisions else None   # FP32 / FP16: no ranges
     return calib, prepare_validation(ck, plan, calib, load)
 
 

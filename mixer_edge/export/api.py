@@ -194,7 +194,7 @@ def _drop(figures) -> float:
 
 def _step(kept, figures) -> dict:
     return {"float_layers": len(kept), "top1": round(figures["top1"], 4),
-            "drop_points": round(100 * _drop(figures), 2), "sqnr_db": round(figures["sqnr_db"], 2),
+            "drop_points": round(100 * _drop(figures), 2), "sqnr_db": figures["sqnr_db"] and round(figures["sqnr_db"], 2),
             "quantized_ops": (figures.get("quantized_ops") or {}).get("counted"),
             "passed": bool(figures.get("passed"))}
 

@@ -150,7 +150,7 @@ def sensitivity(model, x: np.ndarray, target: str, method: str | None = None) ->
     rows = []
     for layer in layers:
         q, _ = qdq.calibrate(graph, x, flavor, method, frozenset(layers) - {layer}, stats=stats)
-        rows.append({"layer": layer, "sqnr_db": round(compare(reference, run_graph(q, x))["sqnr_db"], 2),
+        rows.append({"layer": layer, "sqnr_db": round(compare(reference, run_graph(q, x))["sqnr_db"] or 0.0, 2),
                      "macs": macs.get(layer)})
     return sorted(rows, key=lambda r: r["sqnr_db"])
 

@@ -34,7 +34,7 @@ def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None
     if not finite:   # NaN > tol is False: without this, all-NaN logits would pass every tolerance
         out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     err = out - ref
-    cos = (ref * out).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)
+    cos = _cosines(ref, out)
     figures = {
         "samples": int(len(ref)),
         "finite": finite,
@@ -43,12 +43,27 @@ def compare(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray | None
         "cosine": float(cos.mean()) if len(cos) else 1.0,
         "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()) if len(ref) else 1.0,
         # Signal-to-quantization-noise ratio: top-1 hides small-model quantization error, SQNR does not.
-        "sqnr_db": float(10 * np.log10((ref ** 2).sum() / max((err ** 2).sum(), 1e-30))),
+        "sqnr_db": _sqnr_db(ref, err),
     }
     if labels is not None:
         figures["top1"] = float((out.argmax(1) == labels).mean())
         figures["reference_top1"] = float((ref.argmax(1) == labels).mean())
     return figures
+
+
+def _cosines(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Per-image cosine; two all-zero rows agree exactly (1), one zero row against another does not (0)."""
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    both_zero = (np.abs(ref).sum(1) == 0) & (np.abs(out).sum(1) == 0)
+    cos = (ref * out).sum(1) / np.maximum(norms, 1e-300)
+    return np.where(both_zero, 1.0, cos)
+
+
+def _sqnr_db(ref: np.ndarray, err: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio in dB; None where it is undefined (all-zero reference
+    logits, e.g. an untrained zero head). Zero error is capped at the float64 noise floor."""
+    signal = float((ref ** 2).sum())
+    return None if signal == 0 else float(10 * np.log10(signal / max(float((err ** 2).sum()), 1e-30)))
 
 
 def failures(precision: str, figures: dict) -> list[str]:
@@ -76,3 +91,8 @@ def raise_if_failed(name: str, precision: str, figures: dict) -> None:
     if problems:
         raise ValidationError(f"{name} {precision} artifact failed validation against PyTorch FP32 on "
                               f"{figures['samples']} images: " + "; ".join(problems))
+
+
+def db_text(value: float | None) -> str:
+    """An SQNR figure for people: None is undefined (all-zero reference logits), said so."""
+    return "n/a (reference logits all zero)" if value is None else f"{value:.1f} dB"
