@@ -168,8 +168,8 @@ def test_third_party_noise_goes_to_the_log_unless_verbose(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["train", "--data", "digits", "--lr", "-1", "--weight-decay", "-0.1", "--augment-shift", "-2", "--out", "{OUT}"],
-     "--lr must be > 0, got -1.0; --weight-decay must be >= 0, got -0.1; --augment-shift must be >= 0 (0 = off), got -2"),
+    (["train", "--data", "digits", "--lr", "-1", "--weight-decay", "-0.1", "--drop-path", "1.5", "--out", "{OUT}"],
+     "--lr must be > 0, got -1.0; --weight-decay must be >= 0, got -0.1; --drop-path must be in [0, 1), got 1.5"),
     (["bench", "{CKPT}", "--data", "digits", "--json", "{DIR}"], "--json {DIR} is a folder; give a file path"),
     (["bench", "{CKPT}", "--data", "digits", "--json", "{FILE}/result.json"], "{FILE} is a file, not a folder"),
     (["report", "{FILE}", "--out", "{FILE}"], "--out {FILE}: {FILE} is a file; give a folder"),

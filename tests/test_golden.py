@@ -95,7 +95,7 @@ def _tamper_onnx(folder):
 
     m = onnx.load(str(folder / "model.onnx"))
     w = next(i for i in m.graph.initializer if i.name.endswith("norm2.weight"))
-    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 1.5, w.name))
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 4.0, w.name))   # far outside any noise
     onnx.save(m, str(folder / "model.onnx"))
     return "model.onnx"
 

@@ -300,10 +300,10 @@ def test_in_chans_adaptation(tiny, tmp_path):
         load_pretrained(tmp_path / "rgb.pth", in_chans=2)
 
 
-def test_img_size_must_keep_the_token_count(tiny, tmp_path):
+def test_img_size_must_fit_the_token_count(tiny, tmp_path):
     path = write_pth(tiny.state_dict(), tmp_path / "w.pth")
     assert load_pretrained(path, img_size=28).config.img_size == (28, 28)
-    need = r"img_size 32x32 gives 64 patches .* N = 49 tokens; these weights need img_size 28"
+    need = r"img_size 32x32 does not fit the token-mixing weights .*49 tokens of 4x4 patches, trained at 28x28.; possible sizes: 28x28, 56x56"
     with pytest.raises(BadInput, match=need):
         load_pretrained(path, img_size=32)
     with pytest.raises(BadInput, match="not divisible by the patch size 4"):
@@ -432,3 +432,42 @@ def test_malicious_pickle_is_refused_without_running(how, reason, tiny, tmp_path
         with pytest.raises(BadInput, match=f"refusing to unpickle .*{reason}"):
             load_pretrained(path)
     assert not sentinel.exists()
+
+
+def test_resolution_expansion_mixes_each_group_as_before(tmp_path):
+    """28 -> 56 px (K = 2, 49 -> 196 tokens): each block's token-mixing MLP of the expanded model
+    equals the original applied to each of the 4 groups of patches independently (1e-6), the rest of
+    the weights are the original ones, and a size that is no integer multiple is refused with the
+    possible ones."""
+    from mixer_edge.data.preprocess import Preprocess
+    from mixer_edge.errors import BadInput
+    from mixer_edge.models.checkpoint import save_checkpoint
+    from mixer_edge.models.resolution import group_order
+    from mixer_edge.models.variants import create_model
+    from mixer_edge.models.weights import load_pretrained
+
+    torch.manual_seed(0)
+    small = create_model("T/4", num_classes=10, in_chans=1)
+    for p in small.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    save_checkpoint(tmp_path, small, Preprocess.default(28, 1), tuple("0123456789"))
+    big = load_pretrained(tmp_path, img_size=56)
+    assert big.config.img_size == (56, 56) and big.config.num_tokens == 196
+    assert big.meta["resolution_expanded"]["k"] == 2
+    order = group_order((7, 7), 2)                     # (4, 49): new token index of (group, local)
+    # by hand: group (a, b) = (1, 0), local (i, j) = (2, 3) -> new row 2*2+1 = 5, column 3*2+0 = 6
+    assert int(order[2, 2 * 7 + 3]) == 5 * 14 + 6
+    # float64: the expanded fc1 sums over 196 inputs (147 of them times zero), the original over 49;
+    # in float32 that reorders the rounding by ~1e-6 of outputs of size ~1, in float64 by ~1e-15.
+    small, expanded = small.double(), big.model.double()
+    y = torch.randn(3, 128, 196, dtype=torch.float64)  # (B, C, tokens): the token MLP's input
+    with torch.no_grad():
+        for old_block, new_block in zip(small.blocks, expanded.blocks):
+            out = new_block.mlp_tokens(y)              # (B, C, 196)
+            for g in range(4):
+                want = old_block.mlp_tokens(y[..., order[g]])
+                assert torch.allclose(out[..., order[g]], want, atol=1e-6, rtol=0), g
+            assert torch.equal(new_block.mlp_channels.fc1.weight, old_block.mlp_channels.fc1.weight)
+    assert torch.equal(expanded.stem.proj.weight, small.stem.proj.weight)
+    with pytest.raises(BadInput, match=r"img_size 60x60 does not fit .* possible sizes: 28x28, 56x56, 84x84"):
+        load_pretrained(tmp_path, img_size=60)

@@ -90,8 +90,10 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     of 1e-3 (measured: 1.2e-4). Per-tensor max-abs is not a fair test: the token-mixing fc2 biases
     get an exactly-zero gradient (every consumer is a LayerNorm over channels, which cancels a
     per-token constant), and AdamW turns that zero's rounding noise into lr-sized steps."""
+    # Default augmentation and EMA included: both are seeded per image / deterministic. Stochastic
+    # depth draws per sample from each process's generator, so it is off here (as mixup would be).
     args = ["--data", "digits", "--model", "T/2", "--epochs", "2", "--batch-size", "64", "--lr", "3e-3",
-            "--warmup-epochs", "0.5"]
+            "--warmup-epochs", "0.5", "--drop-path", "0"]
     env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "train", *args, "--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=300)
@@ -109,11 +111,74 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     assert abs(a["eval_top1"] - b["eval_top1"]) <= 1 / 179  # at most one eval image flips
 
 
-def test_shift_augmentation_moves_pixels_and_keeps_shape():
-    x = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
-    same = loop._shift(x, torch.tensor([[0, 0]]), 2)
-    assert torch.equal(same, x)
-    down = loop._shift(x, torch.tensor([[-1, 0]]), 2)  # window starts one row up: content moves down
-    assert torch.equal(down[0, 0, 1:], x[0, 0, :3]) and torch.equal(down[0, 0, 0], x[0, 0, 0])
-    right = loop._shift(x, torch.tensor([[0, 1]]), 2)
-    assert torch.equal(right[0, 0, :, :3], x[0, 0, :, 1:]) and right.shape == x.shape
+def test_drop_path_and_dropout_act_only_in_training():
+    """regularize sets timm's linear stochastic-depth rule; eval mode (inference, export) is untouched."""
+    from mixer_edge.models.variants import create_model
+
+    torch.manual_seed(0)
+    model = create_model("T/2", num_classes=10, in_chans=1)
+    torch.nn.init.normal_(model.head.weight)   # a zero head would hide every difference
+    x = torch.randn(4, 1, 8, 8)
+    before = model.eval()(x)
+    loop.regularize(model, drop_path=0.3, dropout=0.2)
+    assert [round(b.drop_path.p, 6) for b in model.blocks] == [0.0, 0.1, 0.2, 0.3]
+    assert all(b.mlp_tokens.drop.p == 0.2 and b.mlp_channels.drop.p == 0.2 for b in model.blocks)
+    assert torch.equal(model.eval()(x), before)
+    assert not torch.equal(model.train()(x), before)
+
+
+def test_augmentation_is_seeded_per_image_not_per_process():
+    """The same (seed, epoch, index) gives the same augmented image whichever process draws it;
+    another epoch gives another."""
+    import numpy as np
+
+    from mixer_edge import load_data
+    from mixer_edge.data.preprocess import Preprocess
+    from mixer_edge.train import augment
+    from mixer_edge.train.data import TrainImages
+
+    d = load_data("digits")
+    pre = Preprocess.default(8, 1)
+    ds = TrainImages(d.images[:16], d.labels[:16], pre, augment.policy("geometry", (8, 8)), seed=3)
+    a = ds[5][0]
+    torch.manual_seed(123)                 # the global RNG state must not matter
+    assert torch.equal(ds[5][0], a)
+    ds.epoch = 1
+    assert not torch.equal(ds[5][0], a)
+    plain = TrainImages(d.images[:16], d.labels[:16], pre, None)
+    assert np.array_equal(plain[5][0].numpy(), pre(d.images[5:6])[0])   # no augmentation: inference's input
+    with pytest.raises(BadInput, match="unknown augmentation 'flip'"):
+        augment.policy("flip", (8, 8))
+
+
+def test_finetune_recipe_sets_the_papers_optimizer_unless_told_otherwise():
+    """--recipe finetune: SGD momentum 0.9, no weight decay, clipping at 1, lr 0.01; an option
+    given explicitly wins over the recipe."""
+    import argparse
+
+    from mixer_edge.cli.train import add_train_arguments, train_config
+
+    p = argparse.ArgumentParser()
+    add_train_arguments(p)
+    cfg = train_config(p.parse_args(["--data", "digits", "--out", "x", "--recipe", "finetune"]))
+    assert (cfg.optimizer, cfg.weight_decay, cfg.clip_grad, cfg.lr) == ("sgd", 0.0, 1.0, 0.01)
+    cfg = train_config(p.parse_args(["--data", "digits", "--out", "x", "--recipe", "finetune", "--lr", "0.003"]))
+    assert cfg.lr == 0.003 and cfg.optimizer == "sgd"
+    assert train_config(p.parse_args(["--data", "digits", "--out", "x"])).optimizer == "adamw"
+    assert isinstance(loop.OPTIMIZERS["sgd"]([torch.nn.Parameter(torch.zeros(1))], 0.1), torch.optim.SGD)
+
+
+def test_training_writes_best_ema_metrics_and_curves(tmp_path):
+    """One short run: the last, best and EMA checkpoints load; metrics.jsonl has one line per epoch
+    with the EMA's figures; the curve plot is a PNG."""
+    import json
+
+    from mixer_edge import load_checkpoint
+
+    train(_cfg(tmp_path / "r", epochs=2))
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and all("ema_eval_top1" in x for x in lines)
+    for sub in ("", "best", "ema"):
+        assert load_checkpoint(tmp_path / "r" / sub).config.variant == "T/2"
+    assert load_checkpoint(tmp_path / "r" / "ema").meta["weights"] == "exponential moving average"
+    assert (tmp_path / "r" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

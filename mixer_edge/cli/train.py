@@ -21,6 +21,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default=None,
                    help="start from weights: official Google .npz, timm .pth/.bin/.safetensors, or a "
                         "mixer-edge checkpoint; the head is replaced when the class count differs")
+    p.add_argument("--recipe", type=name_type("recipe", RECIPES), default="scratch",
+                   help="scratch (default: AdamW, the options below) or finetune: the paper's fine-tuning recipe, "
+                        "SGD with momentum 0.9, cosine schedule, gradient clipping at norm 1, no weight decay, "
+                        "--lr 0.01 unless given; with --pretrained and --img-size K times the weights' size, "
+                        "the token mixing is expanded block-diagonally (paper, Appendix C)")
     p.add_argument("--epochs", type=int, default=T.epochs, help=f"passes over the train split (default {T.epochs})")
     p.add_argument("--batch-size", type=int, default=T.batch_size,
                    help=f"global batch size, split across processes (default {T.batch_size})")
@@ -31,8 +36,28 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=T.label_smoothing, help=f"(default {T.label_smoothing})")
     p.add_argument("--clip-grad", type=float, default=T.clip_grad, help=f"max gradient norm, 0 = off (default {T.clip_grad})")
     p.add_argument("--seed", type=int, default=T.seed, help="seed for initialisation and batch order")
-    p.add_argument("--augment-shift", type=int, default=T.augment_shift,
-                   help="random translation of training images by up to this many pixels (default 0 = off)")
+    from ..train.augment import POLICIES
+
+    reg = p.add_argument_group("regularization (defaults suit small data; each is recorded in the checkpoint)")
+    reg.add_argument("--augment", type=name_type("augmentation", POLICIES), default=T.augment,
+                     help="per-image augmentation (torchvision v2): auto (default: random affine + elastic "
+                          "distortion below 64 px, random-resized crop + TrivialAugment above), geometry, "
+                          "randaugment, trivialaugment, none")
+    reg.add_argument("--hflip", action="store_true", help="also flip horizontally (off: it breaks digits and text)")
+    reg.add_argument("--mixup", type=float, default=T.mixup, help="mixup alpha, 0 = off (default 0)")
+    reg.add_argument("--cutmix", type=float, default=T.cutmix, help="cutmix alpha, 0 = off (default 0)")
+    reg.add_argument("--drop-path", type=float, default=T.drop_path,
+                     help=f"stochastic depth at the last block, linearly less before (default {T.drop_path})")
+    reg.add_argument("--dropout", type=float, default=T.dropout, help="dropout inside every MLP (default 0)")
+    reg.add_argument("--no-ema", dest="ema", action="store_false",
+                     help="no moving average of the weights (default: kept, evaluated, saved in OUT/ema)")
+    reg.add_argument("--ema-decay", type=float, default=None,
+                     help="EMA decay (default: 1 - 10 / optimizer steps, a horizon of a tenth of the run)")
+    p.add_argument("--accum", type=int, default=T.accum, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--precision", type=name_type("precision", ["auto", "fp32", "bf16"]), default=T.precision,
+                   help="auto (default: bf16 autocast on a CUDA GPU that has it, else fp32), fp32, bf16")
+    p.add_argument("--workers", type=int, default=T.workers,
+                   help="DataLoader worker processes decoding and augmenting images (default 0: in this one)")
     p.add_argument("--split-seed", type=int, default=T.split_seed,
                    help="seed of the 80/10/10 train/calibration/evaluation split (default 0)")
     p.add_argument("--img-size", type=int, default=None, help="input size (default: the variant's)")
@@ -46,16 +71,28 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="data-parallel processes via torchrun (gloo on CPU, NCCL on GPU); default 1")
 
 
+# A recipe sets these TrainConfig fields over the options' defaults; an option given explicitly wins.
+RECIPES = {"scratch": {}, "finetune": {"optimizer": "sgd", "weight_decay": 0.0, "clip_grad": 1.0, "lr": 0.01}}
+
+
 def train_config(args: argparse.Namespace):
-    """Map CLI options to the library's TrainConfig, one field each."""
+    """Map CLI options to the library's TrainConfig, one field each, then the recipe's settings
+    for every option left at its default."""
+    from dataclasses import replace
+
     from ..train.config import TrainConfig
 
-    return TrainConfig(
+    cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, pretrained=args.pretrained, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
         seed=args.seed, img_size=args.img_size, num_classes=args.num_classes, gelu=args.gelu,
-        split_seed=args.split_seed, resume=args.resume, device=args.device, augment_shift=args.augment_shift)
+        split_seed=args.split_seed, resume=args.resume, device=args.device, augment=args.augment, hflip=args.hflip,
+        mixup=args.mixup, cutmix=args.cutmix, drop_path=args.drop_path, dropout=args.dropout, ema=args.ema,
+        ema_decay=args.ema_decay, accum=args.accum, precision=args.precision, workers=args.workers)
+    defaults = TrainConfig(data=cfg.data, out=cfg.out)
+    recipe = {k: v for k, v in RECIPES[args.recipe].items() if getattr(cfg, k) == getattr(defaults, k)}
+    return replace(cfg, **recipe)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -68,9 +105,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     result = train(train_config(args))
     if int(os.environ.get("RANK", "0")) == 0:
-        m = result.metrics
-        print(f"eval top-1 {m.get('eval_top1', float('nan')):.4f}  top-5 {m.get('eval_top5', float('nan')):.4f}  "
-              f"on {m['eval_n']} images; {m['wall_s']:.1f} s; checkpoint: {result.checkpoint}")
+        m, out = result.metrics, result.checkpoint.parent
+        ema = f" (EMA {m['ema_eval_top1']:.4f})" if "ema_eval_top1" in m else ""
+        print(f"eval top-1 {m.get('eval_top1', float('nan')):.4f}{ema}  top-5 {m.get('eval_top5', float('nan')):.4f}  "
+              f"on {m['eval_n']} held-out images; {m['wall_s']:.1f} s\ncheckpoints: {out} (last), {out / 'best'}"
+              f"{', ' + str(out / 'ema') if ema else ''}; metrics: {out / 'metrics.jsonl'}, {out / 'curves.png'}")
     return EXIT_OK
 
 

@@ -64,10 +64,11 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU(approximate=GELU_APPROXIMATIONS[gelu])
+        self.drop = nn.Dropout(0.0)        # training sets p (train.regularize); no-op at inference
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class PatchEmbed(nn.Module):
@@ -90,11 +91,27 @@ class MixerBlock(nn.Module):
         self.mlp_tokens = Mlp(cfg.num_tokens, cfg.tokens_mlp_dim, cfg.gelu)
         self.norm2 = nn.LayerNorm(c, eps=cfg.ln_eps)
         self.mlp_channels = Mlp(c, cfg.channels_mlp_dim, cfg.gelu)
+        self.drop_path = DropPath(0.0)     # stochastic depth; training sets p (train.regularize)
 
     def forward(self, x):                                                  # x: (B, N, C)
         y = self.norm1(x).transpose(1, 2)                                  # (B, C, N): mix over patches
-        x = x + self.mlp_tokens(y).transpose(1, 2)                         # (B, N, C)
-        return x + self.mlp_channels(self.norm2(x))                        # mix over channels
+        x = x + self.drop_path(self.mlp_tokens(y).transpose(1, 2))         # (B, N, C)
+        return x + self.drop_path(self.mlp_channels(self.norm2(x)))        # mix over channels
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (timm's DropPath, torchvision's stochastic_depth "row" mode):
+    drops a residual branch for a random subset of the batch while training, identity otherwise."""
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        from torchvision.ops import stochastic_depth
+
+        return stochastic_depth(x, self.p, "row", training=True)
 
 
 class MlpMixer(nn.Module):

@@ -293,17 +293,29 @@ def _adapt_stem(cfg, state, in_chans, path):
 
 
 def _fit_img_size(cfg, state, img_size, path):
+    """The weights' own size, or K times it on both sides: the token-mixing MLPs then become
+    block-diagonal (models/resolution.py, the paper's Appendix C). Any other size is refused with
+    the sizes that are possible."""
+    from .resolution import expand_token_mixing, scale_factor
+
     n = _num_tokens(state, path)
-    if img_size is not None:
-        cfg = cfg.with_(img_size=(img_size, img_size) if isinstance(img_size, int) else tuple(img_size))
-    if cfg.num_tokens != n:
-        h, w = cfg.img_size
-        side = math.isqrt(n)
-        p = cfg.patch_size
-        need = f"{side * p}" if side * side == n else f"(H, W) with (H/{p}) * (W/{p}) = {n}"
-        raise BadInput(f"img_size {h}x{w} gives {cfg.num_tokens} patches of {p}x{p}, but the token-mixing "
-                       f"weights of {path} fix N = {n} tokens; these weights need img_size {need}")
-    return cfg, state, None
+    p = cfg.patch_size
+    old = cfg if cfg.num_tokens == n else cfg.with_(img_size=(math.isqrt(n) * p,) * 2)
+    new = old if img_size is None else old.with_(img_size=(img_size, img_size) if isinstance(img_size, int)
+                                                 else tuple(img_size))
+    grid = lambda c: (c.img_size[0] // p, c.img_size[1] // p)          # noqa: E731  (patch rows, columns)
+    k = scale_factor(grid(old), grid(new)) if old.num_tokens == n else None
+    if k is None:
+        h, w = old.img_size
+        sizes = ", ".join(f"{h * i}x{w * i}" for i in range(1, 5))
+        raise BadInput(f"img_size {new.img_size[0]}x{new.img_size[1]} does not fit the token-mixing weights of "
+                       f"{path} ({n} tokens of {p}x{p} patches, trained at {h}x{w}); possible sizes: {sizes}, ... "
+                       f"(the trained size times an integer K: K^2 times the patches, block-diagonal token mixing)")
+    if k == 1:
+        return new, state, None
+    note = ("resolution_expanded", {"from": list(old.img_size), "to": list(new.img_size), "k": k,
+                                    "token_mixing": "block-diagonal, K^2 copies (paper, Appendix C)"})
+    return (new.with_(tokens_mlp_dim=old.tokens_mlp_dim * k * k), expand_token_mixing(state, grid(old), k), note)
 
 
 def _set_gelu(cfg, state, gelu, path):

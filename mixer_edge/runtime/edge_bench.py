@@ -1066,7 +1066,17 @@ def preprocess(images, spec: dict) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)  # (N, C, H, W)
 
 
+def fit_image(img, spec: dict) -> np.ndarray:
+    """One raw image at the manifest's channels and size, still uint8 (H, W, C): preprocessing's
+    first steps (training augments here, then normalizes as inference does)."""
+    return _fitted(img, tuple(spec["size"]), int(spec["channels"]), spec.get("resize", "bilinear"))
+
+
 def _one(img, size, channels: int, method: str) -> np.ndarray:
+    return _fitted(img, size, channels, method).astype(np.float32)
+
+
+def _fitted(img, size, channels: int, method: str) -> np.ndarray:
     img = np.asarray(img)
     if img.dtype != np.uint8:
         raise BenchError(f"raw images must be uint8, got dtype {img.dtype}")
@@ -1077,7 +1087,7 @@ def _one(img, size, channels: int, method: str) -> np.ndarray:
     img = _to_channels(img[None], channels)[0]
     if img.shape[:2] != size:
         img = _resize(img, size, method)
-    return img.astype(np.float32)
+    return img
 
 
 def _to_channels(batch: np.ndarray, channels: int) -> np.ndarray:

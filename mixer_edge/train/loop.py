@@ -1,8 +1,13 @@
 """The training loop: AdamW, linear warmup then cosine decay, label smoothing, gradient clipping,
-seeded and resumable at epoch boundaries, data-parallel under torchrun.
+per-image augmentation, mixup / cutmix, stochastic depth, an EMA of the weights, bf16 autocast and
+gradient accumulation; seeded and resumable at epoch boundaries, data-parallel under torchrun.
 
-Reproducibility: the batch order of epoch e is a permutation seeded by (seed, e), so a run resumed
-after epoch e sees exactly the batches an uninterrupted run would.
+Reproducibility: the batch order of epoch e is a permutation seeded by (seed, e) and every image's
+augmentation by (seed, e, index), so a run resumed after epoch e, or one split over processes,
+sees exactly the images an uninterrupted single-process run would.
+
+Output folder: model.safetensors (the last epoch), best/ (the epoch with the best eval top-1),
+ema/ (the moving average), metrics.jsonl (one line per epoch), curves.png, resume.safetensors.
 """
 from __future__ import annotations
 
@@ -37,6 +42,8 @@ class TrainResult:
 
 def train(cfg: TrainConfig) -> TrainResult:
     from ..data.sources import load_data
+    from . import augment
+    from .data import TrainImages, loader
 
     device = _device(cfg.device)
     world = distributed.init_world(device)
@@ -52,13 +59,25 @@ def train(cfg: TrainConfig) -> TrainResult:
                            f"--batch-size {cfg.batch_size}; use a smaller batch")
         if cfg.batch_size % world.size:
             raise BadInput(f"--batch-size {cfg.batch_size} must divide evenly over {world.size} processes")
-        x_train = torch.from_numpy(preprocess(train_set.images))  # (N, C, H, W)
-        y_train = torch.from_numpy(train_set.labels)
+        regularize(model, cfg.drop_path, cfg.dropout)
+        images = TrainImages(train_set.images, train_set.labels, preprocess,
+                             augment.policy(cfg.augment, model.config.img_size, cfg.hflip), cfg.seed)
+        batches = loader(images, cfg.batch_size, world, cfg.workers, cfg.seed)
         x_eval = preprocess(eval_set.images)
         return _fit(cfg, model.to(device), preprocess, data, meta, split, world, device,
-                    (x_train, y_train), (x_eval, eval_set.labels))
+                    batches, (x_eval, eval_set.labels))
     finally:
         distributed.shutdown(world)
+
+
+def regularize(model: MlpMixer, drop_path: float, dropout: float) -> None:
+    """Stochastic depth rising linearly to `drop_path` at the last block (timm's rule) and dropout
+    inside every MLP; both act only in training mode, so inference and export are unchanged."""
+    blocks = list(model.blocks)
+    for i, block in enumerate(blocks):
+        block.drop_path.p = drop_path * i / max(1, len(blocks) - 1)
+        for mlp in (block.mlp_tokens, block.mlp_channels):
+            mlp.drop.p = dropout
 
 
 def _device(name: str) -> torch.device:
@@ -93,11 +112,16 @@ def _build_model(cfg: TrainConfig, data: ImageSet) -> tuple[MlpMixer, Preprocess
     if cfg.pretrained:
         from ..models.weights import load_pretrained
 
-        ck = load_pretrained(cfg.pretrained, num_classes=data.num_classes)
-        return ck.model, ck.preprocess, {"pretrained": ck.meta.get("source", {"path": cfg.pretrained})}
+        ck = load_pretrained(cfg.pretrained, num_classes=data.num_classes, img_size=cfg.img_size)
+        notes = {k: ck.meta[k] for k in ("resolution_expanded", "head_replaced") if k in ck.meta}
+        return ck.model, ck.preprocess, {"pretrained": ck.meta.get("source", {"path": cfg.pretrained}), **notes}
     model = create_model(cfg.model, num_classes=data.num_classes, img_size=cfg.img_size,
                          in_chans=_data_channels(data), gelu=cfg.gelu)
     return model, Preprocess.default(model.config.img_size, model.config.in_chans), {}
+
+
+# AdamW from scratch; SGD with momentum 0.9 is the paper's fine-tuning optimizer (--recipe finetune).
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9)}
 
 
 def _param_groups(model: nn.Module, weight_decay: float):
@@ -116,66 +140,148 @@ def _schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _fit(cfg, model, preprocess, data, meta, split, world, device, train_xy, eval_xy) -> TrainResult:
-    x_train, y_train = train_xy
-    steps_per_epoch = len(x_train) // cfg.batch_size  # full batches only: equal shards per process
+def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval_xy) -> TrainResult:
+    from . import augment
+    from .data import set_epoch
+
+    steps_per_epoch = len(batches) // cfg.accum   # optimizer steps; full batches only
     total = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = _schedule(optimizer, max(1, int(cfg.warmup_epochs * steps_per_epoch)), total)
+    ema = _ema(model, cfg, total)
     out = Path(cfg.out)
-    start_epoch, history = _maybe_resume(cfg, out, model, optimizer, scheduler)
+    start_epoch, history = _maybe_resume(cfg, out, model, optimizer, scheduler, ema)
     net = distributed.wrap(model, world, device)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    local = cfg.batch_size // world.size
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)   # takes mixup's soft targets too
+    mix = augment.mixing(cfg.mixup, cfg.cutmix, model.config.num_classes)
+    autocast = _autocast(cfg.precision, device)
     started = time.perf_counter()
-    metrics = history[-1] if history else {}
     for epoch in range(start_epoch, cfg.epochs):
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(x_train), generator=gen)
-        # Drawn for the whole epoch from the same seed, so every process slices the same shifts.
-        shifts = torch.randint(-cfg.augment_shift, cfg.augment_shift + 1, (len(x_train), 2), generator=gen) \
-            if cfg.augment_shift else None
-        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=world.is_main)
+        set_epoch(batches, epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)   # drop path and mixing draws, resumable per epoch
+        bar = progress(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=world.is_main)
         loss_sum, correct, seen = 0.0, 0, 0
         net.train()
-        for step in bar:
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size][world.rank * local:(world.rank + 1) * local]
-            xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-            if shifts is not None:
-                xb = _shift(xb, shifts[idx], cfg.augment_shift)
-            logits = net(xb)                                   # (local, K)
-            loss = loss_fn(logits, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()                                    # DDP averages gradients over processes
-            if cfg.clip_grad > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            scheduler.step()
+        for i, (xb, yb) in enumerate(bar):
+            xb, yb = xb.to(device), yb.to(device)                 # (local, C, H, W), (local,)
+            target = yb
+            if mix is not None:                                   # soft targets (local, K)
+                xb, target = mix(xb, yb)
+            with autocast:
+                logits = net(xb)                                    # (local, K)
+            loss = loss_fn(logits.float(), target)
+            (loss / cfg.accum).backward()                           # DDP averages gradients over processes
+            if (i + 1) % cfg.accum == 0:
+                _step(cfg, model, optimizer, scheduler, ema)
             loss_sum += loss.item() * len(yb)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
                             lr=f"{scheduler.get_last_lr()[0]:.2e}")
         bar.close()
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_top1": correct / seen}
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_top1": correct / seen,
+                   "lr": scheduler.get_last_lr()[0], "wall_s": round(time.perf_counter() - started, 2)}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics.update({f"eval_{k}": v for k, v in topk_accuracy(
-                predict_logits(model, eval_xy[0]), eval_xy[1]).items()})
+            metrics.update(_evaluate(model, ema, eval_xy))
         history.append(metrics)
         if world.is_main:
-            _save_resume(out, cfg, model, optimizer, scheduler, epoch + 1, history)
+            _save_resume(out, cfg, model, optimizer, scheduler, epoch + 1, history, ema)
+            _save_progress(out, model, preprocess, data, meta, split, cfg, history)
         distributed.barrier(world)
-    wall = time.perf_counter() - started
-    final = {**metrics, "eval_n": int(len(eval_xy[1])), "train_n": int(len(x_train)),
-             "wall_s": round(wall, 2), "processes": world.size}
+    final = {**history[-1], "eval_n": int(len(eval_xy[1])), "train_n": len(batches.dataset),
+             "wall_s": round(time.perf_counter() - started, 2), "processes": world.size}
     path = out / "model.safetensors"
     if world.is_main:
-        path = save_checkpoint(out, model.cpu(), preprocess, data.classes, {
-            **meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
-            "metrics": final,
-            "history": history, "train": cfg.to_dict()})
+        full = {**meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
+                "metrics": final, "history": history, "train": cfg.to_dict()}
+        path = save_checkpoint(out, model.cpu(), preprocess, data.classes, full)
+        if ema is not None:
+            save_checkpoint(out / "ema", ema.module.cpu(), preprocess, data.classes,
+                            {**full, "weights": "exponential moving average", "ema_decay": _ema_decay(cfg, total)})
+        _plot_curves(out, history)
     distributed.barrier(world)
     return TrainResult(checkpoint=path, metrics=final)
+
+
+def _step(cfg, model, optimizer, scheduler, ema) -> None:
+    if cfg.clip_grad > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if ema is not None:
+        ema.update_parameters(model)
+
+
+def _evaluate(model, ema, eval_xy) -> dict:
+    x, y = eval_xy
+    out = {f"eval_{k}": v for k, v in topk_accuracy(predict_logits(model, x), y).items()}
+    if ema is not None:
+        out.update({f"ema_eval_{k}": v for k, v in topk_accuracy(predict_logits(ema.module, x), y).items()})
+    return out
+
+
+def _ema_decay(cfg, total_steps: int) -> float:
+    """A horizon of a tenth of the run: 1 - 10 / steps (timm's fixed 0.9998 suits 300 ImageNet
+    epochs, not a few hundred steps on a small set)."""
+    return cfg.ema_decay if cfg.ema_decay is not None else max(0.0, 1.0 - 10.0 / max(total_steps, 10))
+
+
+def _ema(model, cfg, total_steps: int):
+    if not cfg.ema:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(_ema_decay(cfg, total_steps)))
+
+
+def _autocast(precision: str, device: torch.device):
+    """bf16 autocast: asked for, or by default on a CUDA GPU with bf16. On CPUs it is opt-in: the
+    small Mixers trained here are not faster with it (docs/training.md)."""
+    from contextlib import nullcontext
+
+    on = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if on else nullcontext()
+
+
+def _save_progress(out: Path, model, preprocess, data, meta, split, cfg, history: list) -> None:
+    """metrics.jsonl after every epoch; best/ whenever the eval top-1 improves."""
+    atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history).encode())
+    scores = [h.get("eval_top1") for h in history]
+    if scores[-1] is not None and scores[-1] >= max(s for s in scores if s is not None):
+        from copy import deepcopy
+
+        save_checkpoint(out / "best", deepcopy(model).cpu(), preprocess, data.classes, {
+            **meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
+            "metrics": history[-1], "weights": f"best eval top-1, epoch {history[-1]['epoch']}", "train": cfg.to_dict()})
+
+
+def _plot_curves(out: Path, history: list) -> None:
+    """curves.png: training loss and eval top-1 (model and EMA) per epoch; skipped without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    a.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    for key, label in (("eval_top1", "model"), ("ema_eval_top1", "EMA")):
+        pts = [(h["epoch"], 100 * h[key]) for h in history if h.get(key) is not None]
+        if pts:
+            b.plot(*zip(*pts), marker="o", label=label)
+    b.set(xlabel="epoch", ylabel="eval top-1 (%)", title="held-out eval split")
+    b.legend()
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(out / "curves.png", buf.getvalue())
 
 
 def trained_images(data: ImageSet, split: SplitSpec) -> dict:
@@ -189,20 +295,14 @@ def trained_images(data: ImageSet, split: SplitSpec) -> dict:
             "calibration_split": pack_keys(calib.keys)}
 
 
-def _shift(x: torch.Tensor, shifts: torch.Tensor, k: int) -> torch.Tensor:
-    """Translate each image by (dy, dx) pixels, edges replicated: x (B, C, H, W), shifts (B, 2)."""
-    h, w = x.shape[-2:]
-    padded = nn.functional.pad(x, (k, k, k, k), mode="replicate")    # (B, C, H + 2k, W + 2k)
-    return torch.stack([padded[i, :, k + dy:k + dy + h, k + dx:k + dx + w]
-                        for i, (dy, dx) in enumerate(shifts.tolist())])
-
-
-def _save_resume(out: Path, cfg, model, optimizer, scheduler, epoch: int, history: list) -> None:
-    """Weights + optimizer moments as safetensors, counters as JSON metadata: no pickles."""
+def _save_resume(out: Path, cfg, model, optimizer, scheduler, epoch: int, history: list, ema=None) -> None:
+    """Weights, EMA and optimizer moments as safetensors, counters as JSON metadata: no pickles."""
     from safetensors.torch import save
 
     out.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     opt = optimizer.state_dict()
     for pid, state in opt["state"].items():
         for k, v in state.items():
@@ -213,7 +313,7 @@ def _save_resume(out: Path, cfg, model, optimizer, scheduler, epoch: int, histor
     atomic_write_bytes(out / RESUME_NAME, save(tensors, metadata={"mixer_edge_resume": json.dumps(meta)}))
 
 
-def _maybe_resume(cfg, out: Path, model, optimizer, scheduler) -> tuple[int, list]:
+def _maybe_resume(cfg, out: Path, model, optimizer, scheduler, ema=None) -> tuple[int, list]:
     path = out / RESUME_NAME
     if not cfg.resume:
         return 0, []
@@ -227,6 +327,8 @@ def _maybe_resume(cfg, out: Path, model, optimizer, scheduler) -> tuple[int, lis
     _check_resume_matches(cfg, meta["train"], path)
     tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     state: dict = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -240,7 +342,8 @@ def _maybe_resume(cfg, out: Path, model, optimizer, scheduler) -> tuple[int, lis
 def _check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     # Everything but the epoch count must match, or the resumed run is a different experiment.
     keys = ("data", "model", "pretrained", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
-            "clip_grad", "seed", "img_size", "gelu", "split_seed", "augment_shift")
+            "clip_grad", "seed", "img_size", "gelu", "split_seed", "augment", "hflip", "mixup", "cutmix",
+            "drop_path", "dropout", "ema", "ema_decay", "accum", "precision", "optimizer")
     diff = {k: (saved.get(k), getattr(cfg, k)) for k in keys if saved.get(k) != getattr(cfg, k)}
     if diff:
         raise BadInput(f"cannot resume from {path}: settings differ from the saved run "
