@@ -41,7 +41,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     reg = p.add_argument_group("regularization (defaults suit small data; each is recorded in the checkpoint)")
     reg.add_argument("--augment", type=name_type("augmentation", POLICIES), default=T.augment,
                      help="per-image augmentation (torchvision v2): auto (default: random affine + elastic "
-                          "distortion below 64 px, random-resized crop + TrivialAugment above), geometry, "
+                          "distortion below 64 px, random-resized crop + TrivialAugment above, none below 16 px), geometry, shift, "
                           "randaugment, trivialaugment, none")
     reg.add_argument("--hflip", action="store_true", help="also flip horizontally (off: it breaks digits and text)")
     reg.add_argument("--mixup", type=float, default=T.mixup, help="mixup alpha, 0 = off (default 0)")

@@ -49,6 +49,7 @@ def _auto(v2, size):
 POLICIES = {
     "auto": _auto,
     "geometry": _geometry,
+    "shift": lambda v2, size: v2.RandomAffine(degrees=0, translate=(0.1, 0.1)),   # translation only
     "randaugment": lambda v2, size: v2.Compose([_geometry(v2, size), v2.RandAugment(num_ops=2, magnitude=9)]),
     "trivialaugment": lambda v2, size: v2.Compose([_geometry(v2, size), v2.TrivialAugmentWide()]),
     "none": None,
