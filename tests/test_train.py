@@ -143,6 +143,9 @@ def test_augmentation_is_seeded_per_image_not_per_process():
     a = ds[5][0]
     torch.manual_seed(123)                 # the global RNG state must not matter
     assert torch.equal(ds[5][0], a)
+    state = torch.random.get_rng_state()   # ... nor change: drop path and mixup draw from it next
+    ds[6]
+    assert torch.equal(torch.random.get_rng_state(), state)
     ds.epoch = 1
     assert not torch.equal(ds[5][0], a)
     plain = TrainImages(d.images[:16], d.labels[:16], pre, None)

@@ -276,7 +276,7 @@ def evaluation_images(subject: Subject, data: ImageSet, config: BenchConfig) -> 
     model was not trained on and the artifact not calibrated on (edge_bench.select, by content)."""
     raw = eb.Data(data.images, data.labels, data.classes or None, data.spec)
     with _bad_input():
-        part, about = eb.select(raw, config.images, subject.identity, config.limit)
+        part, about = eb.select(raw, config.images, subject.identity, config.limit, keys=data.keys)
         labels, how = eb.model_labels(subject.identity, part)
     return part.images, labels, {**about, "labels": how}
 

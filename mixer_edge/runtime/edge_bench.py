@@ -1018,12 +1018,13 @@ def reserved_keys(manifest: dict) -> np.ndarray:
 SELECTIONS = ("held-out", "all")
 
 
-def select(data: Data, selection: str, manifest: dict, limit: int | None) -> tuple[Data, dict]:
+def select(data: Data, selection: str, manifest: dict, limit: int | None, keys=None) -> tuple[Data, dict]:
     """held-out: every image of the data that training and calibration did not use (by content).
-    all: every image, training and calibration images included (said so in the result)."""
+    all: every image, training and calibration images included (said so in the result).
+    keys: the data's image_keys when the caller has them already (one hashing pass per data set)."""
     if selection not in SELECTIONS:
         raise BenchError(f"unknown image selection {selection!r}; accepted: {', '.join(SELECTIONS)}")
-    keys = image_keys(data.images)
+    keys = image_keys(data.images) if keys is None else keys
     seen = np.isin(keys, reserved_keys(manifest))
     kept = np.flatnonzero(~seen) if selection == "held-out" else np.arange(len(keys))
     if not len(kept):

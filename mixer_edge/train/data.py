@@ -30,8 +30,11 @@ class TrainImages(Dataset):
         image = np.asarray(self.images[i])                            # (H, W, C) uint8, as stored
         if self.augment is not None:   # augment at the model's size and channels, as it will see the image
             image = fit_image(image, self.preprocess.to_dict())
-            torch.manual_seed(self.seed * SEED_STRIDE ** 2 + self.epoch * SEED_STRIDE + int(i))
-            chw = self.augment(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+            # torchvision draws from the global generator: seed it for this image, then give the caller's
+            # state back, so drop path and mixup draw the same with or without worker processes.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed * SEED_STRIDE ** 2 + self.epoch * SEED_STRIDE + int(i))
+                chw = self.augment(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
             image = chw.numpy().transpose(1, 2, 0)                    # (H, W, C) uint8 again
         x = self.preprocess(image[None])[0]                           # (C, H, W) float32, as at inference
         return torch.from_numpy(x), int(self.labels[i])

@@ -155,6 +155,9 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)   # takes mixup's soft targets too
     mix = augment.mixing(cfg.mixup, cfg.cutmix, model.config.num_classes)
     autocast = _autocast(cfg.precision, device)
+    # What every checkpoint this run writes (last, best, EMA) says of its training, computed once.
+    about = {**meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
+             "train": cfg.to_dict()}
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         set_epoch(batches, epoch)
@@ -186,14 +189,13 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval
         history.append(metrics)
         if world.is_main:
             _save_resume(out, cfg, model, optimizer, scheduler, epoch + 1, history, ema)
-            _save_progress(out, model, preprocess, data, meta, split, cfg, history)
+            _save_progress(out, model, preprocess, data.classes, about, history)
         distributed.barrier(world)
     final = {**history[-1], "eval_n": int(len(eval_xy[1])), "train_n": len(batches.dataset),
              "wall_s": round(time.perf_counter() - started, 2), "processes": world.size}
     path = out / "model.safetensors"
     if world.is_main:
-        full = {**meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
-                "metrics": final, "history": history, "train": cfg.to_dict()}
+        full = {**about, "metrics": final, "history": history}
         path = save_checkpoint(out, model.cpu(), preprocess, data.classes, full)
         if ema is not None:
             save_checkpoint(out / "ema", ema.module.cpu(), preprocess, data.classes,
@@ -244,16 +246,15 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if on else nullcontext()
 
 
-def _save_progress(out: Path, model, preprocess, data, meta, split, cfg, history: list) -> None:
+def _save_progress(out: Path, model, preprocess, classes, about: dict, history: list) -> None:
     """metrics.jsonl after every epoch; best/ whenever the eval top-1 improves."""
     atomic_write_bytes(out / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history).encode())
     scores = [h.get("eval_top1") for h in history]
     if scores[-1] is not None and scores[-1] >= max(s for s in scores if s is not None):
         from copy import deepcopy
 
-        save_checkpoint(out / "best", deepcopy(model).cpu(), preprocess, data.classes, {
-            **meta, "data": cfg.data, "split": split.to_dict(), "images": trained_images(data, split),
-            "metrics": history[-1], "weights": f"best eval top-1, epoch {history[-1]['epoch']}", "train": cfg.to_dict()})
+        save_checkpoint(out / "best", deepcopy(model).cpu(), preprocess, classes, {
+            **about, "metrics": history[-1], "weights": f"best eval top-1, epoch {history[-1]['epoch']}"})
 
 
 def _plot_curves(out: Path, history: list) -> None:
