@@ -274,6 +274,8 @@ def load_images(spec: str) -> ImageSet:
 def evaluation_images(subject: Subject, data: ImageSet, config: BenchConfig) -> tuple:
     """(raw images, labels as model outputs or None, what they are): by default every image the
     model was not trained on and the artifact not calibrated on (edge_bench.select, by content)."""
+    # A streamed folder stays lazy through the selection (edge_bench._subset indexes it); its images
+    # are decoded one at a time when the caller preprocesses them.
     raw = eb.Data(data.images, data.labels, data.classes or None, data.spec)
     with _bad_input():
         part, about = eb.select(raw, config.images, subject.identity, config.limit, keys=data.keys)

@@ -86,7 +86,7 @@ def draw_calibration(data: ImageSet, preprocess, *, size: int, seed: int, traine
         raise CalibrationError(f"calibration asked for {size} images but {where} has only {len(pool)}; "
                                f"use --calib-size {len(pool)} or more data")
     chosen = pool.subset(_select(pool, size, seed))
-    x = preprocess(chosen.images)
+    x = preprocess(chosen.images)   # a streamed folder decodes only these `size` images here
     warn = (f"calibration set of {size} images is small (< {WARN_BELOW}); INT8 ranges may be unreliable",) \
         if size < WARN_BELOW else ()
     return CalibrationSet(x=x, labels=chosen.labels, source=where, seed=seed,

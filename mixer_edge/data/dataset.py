@@ -11,13 +11,15 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import BadInput
+from .files import PROGRESS_ABOVE, ImageFiles
 
 SPLITS = ("train", "calib", "eval")
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """images: uint8 (N, H, W, C) when all share one size, else a tuple of (H, W, C) uint8 arrays.
+    """images: uint8 (N, H, W, C) when all share one size, else a tuple of (H, W, C) uint8 arrays, or,
+    for an image folder too large to hold decoded, ImageFiles (each image decoded when it is used).
     labels: int64 (N,) indices into classes, or None for unlabeled folders."""
     images: object
     labels: np.ndarray | None
@@ -33,8 +35,8 @@ class ImageSet:
 
     def subset(self, idx: np.ndarray) -> "ImageSet":
         idx = np.asarray(idx, dtype=np.int64)
-        if isinstance(self.images, np.ndarray):
-            images = self.images[idx]
+        if isinstance(self.images, (np.ndarray, ImageFiles)):
+            images = self.images[idx]   # ImageFiles: a lazy subset, nothing decoded
         else:
             images = tuple(self.images[i] for i in idx)
         labels = None if self.labels is None else self.labels[idx]
@@ -45,10 +47,15 @@ class ImageSet:
 
     @cached_property
     def keys(self) -> np.ndarray:
-        """(N,) uint64 content keys, one per image."""
+        """(N,) uint64 content keys, one per image. Streamed images are decoded one at a time for it."""
         from ..runtime.edge_bench import image_keys
 
-        return image_keys(self.images)
+        images = self.images
+        if isinstance(images, ImageFiles):   # a pass over the files: say how far it is
+            from ..progress import progress
+
+            images = progress(images, desc="hashing images", enabled=len(images) > PROGRESS_ABOVE, leave=False)
+        return image_keys(images)
 
     @property
     def fingerprint(self) -> str:

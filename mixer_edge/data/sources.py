@@ -7,6 +7,9 @@
     folder:DIR         unlabeled images
     DIR                a bare folder: imagefolder if it holds class folders, folder if it holds images
 
+Image folders larger than data/files.STREAM_ABOVE_MB decoded are not decoded here: their ImageSet
+holds ImageFiles, which decodes each image when it is used (docs/data.md, Streaming).
+
 SOURCES is the registry. A loader's parameter list is its spec grammar: no parameter means the bare
 name, one parameter means NAME:DIR. The first docstring line is its --help text.
 """
@@ -22,10 +25,10 @@ import numpy as np
 from ..errors import BadInput, unknown
 from ..runtime import edge_bench as eb
 from .dataset import ImageSet
+from .files import PROGRESS_ABOVE, ImageFiles, streams
 
 DIGIT_CLASSES, CIFAR10_CLASSES = eb.DIGIT_CLASSES, eb.CIFAR10_CLASSES
 IMAGE_SUFFIXES = eb.IMAGE_SUFFIXES
-PROGRESS_ABOVE = 500  # files; fewer read in well under a second, a bar would only flicker
 
 
 def load_data(spec: str) -> ImageSet:
@@ -115,18 +118,25 @@ def _image_set(d) -> ImageSet:
 
 def load_imagefolder(root: Path) -> ImageSet:
     """imagefolder:DIR  one sub-folder of png/jpg/bmp images per class; sorted folder names are the classes."""
-    d = _runtime(eb.read_imagefolder, root, _progress)
-    return ImageSet(_images(d.images), d.labels, d.classes, f"imagefolder:{root}")
+    files, labels, classes = _runtime(eb.imagefolder_files, root)
+    return ImageSet(_decoded_or_streamed(files), labels, classes, f"imagefolder:{root}")
 
 
 def load_folder(root: Path) -> ImageSet:
     """folder:DIR  a folder of unlabeled png/jpg/bmp images (for calibration or prediction)."""
-    d = _runtime(eb.read_folder, root, _progress)
-    return ImageSet(_images(d.images), None, (), f"folder:{root}")
+    return ImageSet(_decoded_or_streamed(_runtime(eb.folder_files, root)), None, (), f"folder:{root}")
 
 
 # The image-folder readers are the device runtime's (one implementation, so a device reads a folder
 # as training did); these adapt them to ImageSet and BadInput.
+
+def _decoded_or_streamed(files: list):
+    """All images decoded now when they fit (files.streams), else ImageFiles: decoded when used."""
+    lazy = ImageFiles(files)
+    if streams(lazy):
+        return lazy
+    return _images(_runtime(eb._read_images, files, _progress))
+
 
 def _runtime(fn, *args):
     try:

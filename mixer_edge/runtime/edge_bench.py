@@ -843,9 +843,9 @@ def _images_in(folder: Path) -> list:
     return [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
 
 
-def read_imagefolder(root: Path, wrap=None) -> Data:
-    """imagefolder:DIR: one sub-folder of images per class; sorted folder names are the classes.
-    wrap: an optional iterator wrapper over the files (the host's progress bar)."""
+def imagefolder_files(root: Path) -> tuple:
+    """(files, labels int64 (N,), classes) of imagefolder:DIR, nothing decoded yet: one sub-folder of
+    images per class; sorted folder names are the classes, files sorted within each."""
     dirs = _class_dirs(root)
     if not dirs:
         raise BenchError(f"no class sub-folders in {root}; imagefolder:DIR wants one folder per class "
@@ -857,16 +857,27 @@ def read_imagefolder(root: Path, wrap=None) -> Data:
             raise BenchError(f"class folder {d} has no images (png/jpg/jpeg/bmp)")
         files += found
         labels += [index] * len(found)
-    return Data(_read_images(files, wrap), np.array(labels, np.int64), tuple(d.name for d in dirs),
-                f"imagefolder:{root}")
+    return files, np.array(labels, np.int64), tuple(d.name for d in dirs)
 
 
-def read_folder(root: Path, wrap=None) -> Data:
-    """folder:DIR: unlabeled images (calibration, prediction)."""
+def folder_files(root: Path) -> list:
+    """The sorted image files of folder:DIR (unlabeled), nothing decoded yet."""
     files = _images_in(root)
     if not files:
         raise BenchError(f"folder {root} has no images (png/jpg/jpeg/bmp)")
-    return Data(_read_images(files, wrap), None, None, f"folder:{root}")
+    return files
+
+
+def read_imagefolder(root: Path, wrap=None) -> Data:
+    """imagefolder:DIR, decoded: one sub-folder of images per class.
+    wrap: an optional iterator wrapper over the files (the host's progress bar)."""
+    files, labels, classes = imagefolder_files(root)
+    return Data(_read_images(files, wrap), labels, classes, f"imagefolder:{root}")
+
+
+def read_folder(root: Path, wrap=None) -> Data:
+    """folder:DIR, decoded: unlabeled images (calibration, prediction)."""
+    return Data(_read_images(folder_files(root), wrap), None, None, f"folder:{root}")
 
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -1038,7 +1049,9 @@ def select(data: Data, selection: str, manifest: dict, limit: int | None, keys=N
 
 
 def _subset(data: Data, idx) -> Data:
-    images = data.images[idx] if isinstance(data.images, np.ndarray) else [data.images[i] for i in idx]
+    # An array, or the host's lazy sequence of image files, takes the index array as it is (nothing
+    # decoded); a list of images of different sizes is picked one by one.
+    images = [data.images[i] for i in idx] if isinstance(data.images, (list, tuple)) else data.images[idx]
     return data._replace(images=images, labels=None if data.labels is None else data.labels[idx])
 
 

@@ -17,7 +17,9 @@ SEED_STRIDE = 1_000_003   # epochs apart in the per-image seed space
 
 
 class TrainImages(Dataset):
-    """(x, y): x (C, H, W) float32 preprocessed, y int64; augmented when an augmentation is given."""
+    """(x, y): x (C, H, W) float32 preprocessed, y int64; augmented when an augmentation is given.
+    images: anything ImageSet.images holds. A streamed folder (data/files.ImageFiles) is decoded
+    image by image here, so in the DataLoader's workers when there are any, a batch at a time."""
 
     def __init__(self, images, labels: np.ndarray, preprocess, augment=None, seed: int = 0):
         self.images, self.labels, self.preprocess, self.augment = images, labels, preprocess, augment
@@ -34,7 +36,8 @@ class TrainImages(Dataset):
             # state back, so drop path and mixup draw the same with or without worker processes.
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed * SEED_STRIDE ** 2 + self.epoch * SEED_STRIDE + int(i))
-                chw = self.augment(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+                # A copy: an image decoded from a file (streamed) is a read-only view of Pillow's buffer.
+                chw = self.augment(torch.from_numpy(np.array(image.transpose(2, 0, 1), order="C")))
             image = chw.numpy().transpose(1, 2, 0)                    # (H, W, C) uint8 again
         x = self.preprocess(image[None])[0]                           # (C, H, W) float32, as at inference
         return torch.from_numpy(x), int(self.labels[i])

@@ -44,6 +44,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from ..data.sources import load_data
     from . import augment
     from .data import TrainImages, loader
+    from .evaluate import Preprocessed
 
     device = _device(cfg.device)
     world = distributed.init_world(device)
@@ -63,7 +64,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         images = TrainImages(train_set.images, train_set.labels, preprocess,
                              augment.policy(cfg.augment, model.config.img_size, cfg.hflip), cfg.seed)
         batches = loader(images, cfg.batch_size, world, cfg.workers, cfg.seed)
-        x_eval = preprocess(eval_set.images)
+        # Decoded (when streamed) and preprocessed a batch at a time by every evaluation: the eval
+        # split is never held as one array, raw or preprocessed.
+        x_eval = Preprocessed(eval_set.images, preprocess)
         return _fit(cfg, model.to(device), preprocess, data, meta, split, world, device,
                     batches, (x_eval, eval_set.labels))
     finally:
