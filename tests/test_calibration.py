@@ -133,7 +133,7 @@ def test_recentring_is_exact(ck, calib, val):
     acts, _ = qdq.quant_inputs(graph)
     stats = qdq.activation_stats(graph, calib.x, acts)
     act_ranges = {t: ranges.mse(stats[t], True) for t in acts}
-    shifted_graph, _, shifted = qdq.recentre(graph, stats, act_ranges, ranges.mse)
+    shifted_graph, _, shifted = qdq.recentre(graph, act_ranges, lambda t: ranges.mse(stats[t], False))
     assert len(shifted) >= 4   # GELU outputs are one-sided: every fc2 input qualifies on this model
     assert {"fc2" in name for name in shifted} >= {True}, shifted
     np.testing.assert_allclose(int8.run_graph(shifted_graph, val.x), int8.run_graph(graph, val.x), atol=EXACT)
@@ -156,3 +156,35 @@ def test_layer_macs_by_hand(ck):
     assert macs["blocks.0.mlp_channels.fc2"] == cfg.channels_mlp_dim * cfg.hidden_dim * cfg.num_tokens
     assert macs["head"] == cfg.hidden_dim * cfg.num_classes
     assert macs["stem.proj"] == cfg.hidden_dim * cfg.in_chans * cfg.patch_size ** 2 * cfg.num_tokens
+
+
+def test_recentring_uses_the_weight_grid_and_keeps_zero_exact(ck, calib):
+    """With weight_qmax, each recentred bias is b + c * colsum(W on its per-channel int8 grid), the
+    weights the engine multiplies (by hand here), and c is a whole number of the shifted tensor's
+    grid steps, so x = 0 stays exactly representable."""
+    from onnx import numpy_helper
+
+    from mixer_edge.export import int8, qdq
+
+    graph = int8.fp32_onnx(ck.model)
+    acts, _ = qdq.quant_inputs(graph)
+    stats = qdq.activation_stats(graph, calib.x, acts)
+    act_ranges = {t: ranges.mse(stats[t], True) for t in acts}
+    shifted_graph, new_ranges, shifted = qdq.recentre(graph, act_ranges, lambda t: ranges.mse(stats[t], False), 127)
+    assert shifted
+    before = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in graph.graph.initializer}
+    after = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in shifted_graph.graph.initializer}
+    for node in shifted_graph.graph.node:
+        if node.name not in shifted:
+            continue
+        c = shifted[node.name]
+        lo, hi = new_ranges[node.input[0]]
+        step = hi / 127
+        assert abs(c / step - round(c / step)) < 1e-6, (node.name, c, step)
+        W = before[node.input[1]]                                          # (K, N)
+        scale = np.maximum(np.abs(W).max(axis=0), 1e-8) / 127              # (N,) per output channel
+        Wq = np.clip(np.round(W / scale), -127, 127) * scale
+        add = next(n for n in shifted_graph.graph.node if node.output[0] in n.input and n.op_type == "Add")
+        b_name = next(i for i in add.input if i in after)
+        np.testing.assert_allclose(after[b_name], before[b_name] + np.float32(c) * Wq.sum(axis=0), rtol=1e-5,
+                                   atol=1e-5, err_msg=node.name)

@@ -218,6 +218,7 @@ def test_old_result_files_still_read(tmp_path):
 
 def test_validation_records_what_checked_it():
     from mixer_edge.export.api import ValidationData, _validate
+    from mixer_edge.export.base import ExportSpec
     from mixer_edge.export.base import LoadedRunner, NotRunnableHere
 
     x = np.random.default_rng(0).normal(size=(4, 1, 2, 2)).astype(np.float32)
@@ -238,7 +239,7 @@ def test_validation_records_what_checked_it():
     cases = [(Target(own), None, "own runtime"), (Target(None), own, "stand-in"),
              (Target(ort_for_trt), None, "stand-in")]
     for target, stand_in, expected in cases:
-        figures, problems, _ = _validate(target, None, "fp32", val, stand_in)
+        figures, problems, _ = _validate(target, None, ExportSpec("fp32"), val, stand_in)
         assert figures["checked_by"] == expected and figures["passed"] is True and not problems
-    figures, _, _ = _validate(Target(None), None, "fp32", val)
+    figures, _, _ = _validate(Target(None), None, ExportSpec("fp32"), val)
     assert figures["checked_by"] is None and figures["passed"] is None and figures["skipped"] == "needs macOS"

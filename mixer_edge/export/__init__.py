@@ -39,9 +39,12 @@ def prepare_data(ck, plan: ExportPlan) -> tuple:
     from functools import lru_cache
 
     from ..data.sources import load_data
+    from .int8 import learned_ranges
 
     load = lru_cache(maxsize=None)(load_data)
-    calib = prepare_calibration(ck, plan, load) if "int8" in plan.precisions else None   # FP32 / FP16: no ranges
+    # FP32 / FP16 need no ranges; a quantization-aware checkpoint brings its own
+    needed = "int8" in plan.precisions and learned_ranges(ck) is None
+    calib = prepare_calibration(ck, plan, load) if needed else None
     return calib, prepare_validation(ck, plan, calib, load)
 
 
@@ -80,6 +83,8 @@ def prepare_validation(ck, plan: ExportPlan, calib, load):
     selection = "all of it" if plan.eval_data else "its held-out eval split"
     about = part.describe(selection=selection, excluded=len(data) - len(part), labels=how,
                           calibration_excluded=calib is None or calib.keys is not None)
+    # Held preprocessed (every target is compared on it): the eval split, or all of --eval-data. A
+    # streamed folder is decoded one image at a time into it; raw stays lazy (golden.npz takes 32).
     return validation_data(ck, ck.preprocess(part.images), labels, f"{data.spec} ({selection}, {len(part)} images "
                            f"not trained or calibrated on)", raw=part.images, about=about)
 
@@ -110,17 +115,20 @@ def reserved_keys(ck, calib):
     return np.union1d(ck.reserved_keys, calibrated)
 
 
-def check_plan(plan: ExportPlan) -> None:
+def check_plan(plan: ExportPlan, ck=None) -> None:
     """Every (target, precision) request is checked before any work starts."""
     from dataclasses import replace
 
     from .api import check_request
+    from .int8 import learned_ranges
     from .registry import get_target
+
+    learned = ck is not None and learned_ranges(ck) is not None
 
     for t in plan.targets:
         target = get_target(t)
         for p in plan.precisions:
-            check_request(target, replace(plan.spec, precision=p), plan.calib_data)
+            check_request(target, replace(plan.spec, precision=p), plan.calib_data, learned)
 
 
 def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
@@ -129,8 +137,8 @@ def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
 
     from .api import export_one
 
-    check_plan(plan)
     ck = load_model(checkpoint_or_model)
+    check_plan(plan, ck)
     calib, val = prepare_data(ck, plan)
     outcomes = []
     for t in plan.targets:

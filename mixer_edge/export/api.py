@@ -29,6 +29,7 @@ class ValidationData:
     reference: np.ndarray         # FP32 PyTorch logits on x, (N, K)
     raw: object = None            # the same images before preprocessing (uint8 (N, H, W, C)), when known
     about: dict | None = None     # the image set: spec, content fingerprint, n, what was held out, labels
+    quantized: np.ndarray | None = None   # a QAT checkpoint's logits with its learned fake quantization, (N, K)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,28 @@ def validation_data(checkpoint: Checkpoint, x: np.ndarray, labels, source: str, 
                     about: dict | None = None) -> ValidationData:
     from ..train.evaluate import predict_logits
 
+    learned = int8.learned_ranges(checkpoint)
+    quantized = None
+    if learned is not None:
+        from ..train import qat
+
+        quantized = predict_logits(qat.simulation(checkpoint.model, learned), x)
     return ValidationData(x=x, labels=labels, source=source, reference=predict_logits(checkpoint.model, x),
-                          raw=raw, about=about)
+                          raw=raw, about=about, quantized=quantized)
 
 
-def check_request(target, spec: ExportSpec, calib) -> None:
-    """Fail before any work: unknown precision, missing SDK, INT8 without calibration data."""
+def reference(val: ValidationData, spec: ExportSpec) -> tuple[np.ndarray, str]:
+    """What an artifact is compared with: PyTorch FP32, or for a W8A8 export of a quantization-aware
+    checkpoint, PyTorch with the fake quantization it learned (what training simulated and export
+    reproduces; its float weights alone are not the function it was trained to compute)."""
+    if val.quantized is not None and int8.applies(spec):
+        return val.quantized, "pytorch-qat-int8"
+    return val.reference, "pytorch-fp32"
+
+
+def check_request(target, spec: ExportSpec, calib, learned: bool = False) -> None:
+    """Fail before any work: unknown precision, missing SDK, INT8 without calibration data (unless
+    the checkpoint learned its ranges: `learned`, quantization-aware training)."""
     caps = target.capabilities
     if spec.precision not in PRECISIONS:
         raise BadInput(f"unknown precision {spec.precision!r}; accepted: {', '.join(PRECISIONS)}")
@@ -77,7 +94,7 @@ def check_request(target, spec: ExportSpec, calib) -> None:
         raise BadInput(f"--smooth must be between 0 and 1 (SmoothQuant's alpha), got {spec.smooth}")
     if spec.max_drop is not None and spec.max_drop < 0:
         raise BadInput(f"--max-drop must be >= 0 (top-1 percentage points, e.g. 0.1), got {spec.max_drop}")
-    if spec.precision == "int8" and calib is None and not spec.weights_only:
+    if spec.precision == "int8" and calib is None and not spec.weights_only and not learned:
         raise CalibrationError(f"--int8 needs calibration data (--calib-data SPEC or a saved .npz); "
                                f"target {target.name!r} quantizes activations from it")
 
@@ -85,7 +102,7 @@ def check_request(target, spec: ExportSpec, calib) -> None:
 def export_one(checkpoint: Checkpoint, target_name: str, spec: ExportSpec, calib, out_dir, *,
                validation: ValidationData, force: bool = False, keep_invalid: bool = False) -> Outcome:
     target = get_target(target_name)
-    check_request(target, spec, calib)
+    check_request(target, spec, calib, learned=int8.learned_ranges(checkpoint) is not None)
     dest = Path(out_dir) / f"{target_name}-{spec.precision}"
     art.check_destination(dest, force)
     int8.check_request(checkpoint, spec, calib)
@@ -125,10 +142,11 @@ def _attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe
         manifest["export"].update(recipe)   # smoothing, token-mixing rule
         art.write_manifest(staging, manifest)
         figures, problems, logits = _validate(target, art.Artifact(staging, {"schema": art.SCHEMA, **manifest}),
-                                              spec.precision, validation, exported.stand_in)
+                                              spec, validation, exported.stand_in)
         figures, problems = _count_quantized(target, staging, checkpoint.model, spec, figures, problems)
         manifest["validation"] = figures
-        manifest["golden"] = golden.write(staging, validation, logits, spec.precision, figures.get("runner"))
+        manifest["golden"] = golden.write(staging, validation, logits, spec.precision, figures.get("runner"),
+                                          reference=reference(validation, spec))
         manifest["files"] = art.file_entries(staging, (*exported.files, manifest["golden"]["file"]))
         art.write_manifest(staging, manifest)
     except BaseException:
@@ -240,9 +258,10 @@ def _with_runtime_script(exported: Exported, folder: Path) -> Exported:
     return replace(exported, files=files)
 
 
-def _validate(target, artifact, precision: str, val: ValidationData, stand_in=None) -> tuple[dict, list[str]]:
-    base = {"reference": "pytorch-fp32", "data": val.source, "images": val.about,
-            "tolerance": tolerance_dict(precision)}
+def _validate(target, artifact, spec: ExportSpec, val: ValidationData, stand_in=None) -> tuple[dict, list[str]]:
+    precision = spec.precision
+    expected, name = reference(val, spec)
+    base = {"reference": name, "data": val.source, "images": val.about, "tolerance": tolerance_dict(precision)}
     try:
         runner = stand_in or target.validation_runner(artifact)
     except NotRunnableHere as why:
@@ -251,7 +270,7 @@ def _validate(target, artifact, precision: str, val: ValidationData, stand_in=No
     # macOS, ONNX Runtime for an unbuilt TensorRT engine) vouches for the model, not its runtime.
     checked_by = "stand-in" if stand_in is not None or runner.config.get("stands_in_for") else "own runtime"
     logits = runner(val.x)
-    figures = compare(val.reference, logits, val.labels)
+    figures = compare(expected, logits, val.labels)
     problems = failures(precision, figures)
     return ({**base, "runner": runner.what, "runtime": runner.config, "checked_by": checked_by, **figures,
              "passed": not problems}, problems, logits)

@@ -66,7 +66,10 @@ class CoreMLTarget:
         model = copy.deepcopy(checkpoint.model).to("cpu").float().eval()  # the caller's stays as it is
         quantized = None
         if w8a8:
-            quantized, details["quantization"] = quantize_w8a8(model, calib, spec.float_layers, spec.calib_method)
+            from .int8 import learned_ranges
+
+            quantized, details["quantization"] = quantize_w8a8(model, calib, spec.float_layers, spec.calib_method,
+                                                               learned=learned_ranges(checkpoint))
         mlmodel = _convert(ct, quantized if w8a8 else model, checkpoint, spec)
         if spec.precision == "int8" and spec.weights_only:
             mlmodel, details["quantization"] = _quantize_weights(ct, mlmodel)
@@ -136,7 +139,9 @@ def _check_request(checkpoint, spec, calib) -> DeploymentTarget:
             raise BadInput(f"coreml int8 (W8A8: int8 activations) needs deployment target iOS17 / macOS14 or "
                            f"newer, got --coreml-target {spec.coreml_target}; use one of {newer}, or "
                            f"--weights-only for int8 weights with float activations")
-        if calib is None or len(calib) == 0:
+        from .int8 import needs_calibration
+
+        if needs_calibration(checkpoint, spec) and (calib is None or len(calib) == 0):
             raise CalibrationError("coreml int8 (W8A8) needs calibration images (--calib-data); "
                                    "activation ranges are observed on them")
     if spec.coreml_input == "image":

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import CalibrationError
 from .validate import compare
 
 
@@ -33,17 +34,22 @@ class W8A8Recipe:
 W8A8 = W8A8Recipe()
 
 
-def quantize_w8a8(model, calib, float_layers=(), method=None):
+def quantize_w8a8(model, calib, float_layers=(), method=None, learned=None):
     """LinearQuantizer as post-training quantization: prepare; observers on, fake quantization off
     for the calibration passes (milestones [0, n, n, -1]: every observer sees float activations);
     then the input range of every quantized layer replaced by the shared estimator's (`method`,
     calibration/ranges.py), so Core ML gets the ranges every other target gets; then fake
-    quantization on, observers off; finalize into a reference-quantized model."""
+    quantization on, observers off; finalize into a reference-quantized model. With `learned`
+    ranges ({layer: [lo, hi]}, quantization-aware training) one pass on a blank image sets up the
+    weight observers and the learned ranges replace the observed ones: no calibration images."""
     import torch
     from coremltools.optimize.torch.quantization import (LinearQuantizer, LinearQuantizerConfig,
                                                          ModuleLinearQuantizerConfig)
 
-    batches = [torch.from_numpy(np.ascontiguousarray(b, np.float32)) for b in calib.batches(W8A8.calib_batch)]
+    if learned is None:
+        batches = [torch.from_numpy(np.ascontiguousarray(b, np.float32)) for b in calib.batches(W8A8.calib_batch)]
+    else:   # (1, C, H, W): only the weight observers need a pass
+        batches = [torch.zeros(1, model.config.in_chans, *model.config.img_size)]
     module_cfg = ModuleLinearQuantizerConfig(
         quantization_scheme=W8A8.quantization_scheme, weight_dtype=W8A8.weight_dtype,
         activation_dtype=W8A8.activation_dtype, weight_per_channel=True,
@@ -59,13 +65,15 @@ def quantize_w8a8(model, calib, float_layers=(), method=None):
             for b in batches:
                 quantizer.step()
                 prepared(b)
-            ranged = _set_input_ranges(prepared, model, calib.x, method)
+            ranged = _set_input_ranges(prepared, model, None if learned else calib.x, method, learned)
             quantizer.step()          # step n: fake quantization on, observers off
         final = quantizer.finalize().eval()
     outputs_freed = _float_outputs(final)
-    x = torch.from_numpy(calib.x)
-    with torch.no_grad(), _quiet():
-        closeness = compare(model(x).numpy(), final(x).numpy())
+    closeness = None
+    if learned is None:
+        x = torch.from_numpy(calib.x)
+        with torch.no_grad(), _quiet():
+            closeness = compare(model(x).numpy(), final(x).numpy())
     quantized = [n for n, m in final.named_modules() if hasattr(m, "weight_scale")]
     acts = sum(1 for node in final.graph.nodes if node.target is torch.quantize_per_tensor)
     return final, {
@@ -76,8 +84,10 @@ def quantize_w8a8(model, calib, float_layers=(), method=None):
         "calibration": ranged, "output_quantizers_removed": outputs_freed,
         "quantized_modules": quantized,
         "float_modules": [n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)],
-        "activation_quantizers": acts, "calibration_images": len(calib), "calibration_batches": len(batches),
-        "on_calibration_images": {k: round(closeness[k], 4) for k in ("sqnr_db", "top1_agreement", "cosine")},
+        "activation_quantizers": acts, "calibration_images": 0 if learned else len(calib),
+        "calibration_batches": 0 if learned else len(batches),
+        "on_calibration_images": closeness and {k: round(closeness[k], 4) if closeness[k] is not None else None
+                                                for k in ("sqnr_db", "top1_agreement", "cosine")},
     }
 
 
@@ -103,26 +113,31 @@ def _float_outputs(final) -> int:
     return removed
 
 
-def _set_input_ranges(prepared, model, x, method) -> dict:
+def _set_input_ranges(prepared, model, x, method, learned=None) -> dict:
     """Overwrite the observed range of the fake quantizer in front of each quantized layer with
-    the estimator's (lo, hi) of that layer's input, measured on the float model. Core ML's
-    LinearQuantizer offers min/max observers only; this is how percentile, entropy and MSE reach it."""
+    the estimator's (lo, hi) of that layer's input, measured on the float model, or with the range
+    quantization-aware training learned. Core ML's LinearQuantizer offers min/max observers only;
+    this is how percentile, entropy, MSE and learned ranges reach it."""
     import torch
 
     from ..calibration import ranges
     from ..calibration.observe import input_stats
 
-    name, estimate = ranges.method(method)
-    fronts = {}
-    for node in prepared.graph.nodes:
-        if node.op == "call_module" and node.args and getattr(node.args[0], "op", None) == "call_module":
-            fq = prepared.get_submodule(node.args[0].target)
-            if hasattr(fq, "activation_post_process") and not hasattr(prepared.get_submodule(node.target), "normalized_shape"):
-                fronts[node.target] = fq
-    stats = input_stats(model, x, list(fronts))
+    fronts = input_quantizers(prepared)
+    if learned is not None:
+        name, about = "learned", "learned by quantization-aware training (checkpoint qat.ranges)"
+        missing = [n for n in fronts if n not in learned]
+        if missing:
+            raise CalibrationError(f"the checkpoint's learned ranges lack the Core ML quantized layers {missing}")
+        chosen = {n: learned[n] for n in fronts}
+    else:
+        name, estimate = ranges.method(method)
+        about = ranges.describe(name)
+        stats = input_stats(model, x, list(fronts))
+        chosen = {n: estimate(stats[n], W8A8.quantization_scheme == "symmetric") for n in fronts}
     applied = {}
     for layer, fq in fronts.items():
-        lo, hi = estimate(stats[layer], W8A8.quantization_scheme == "symmetric")
+        lo, hi = chosen[layer]
         obs = fq.activation_post_process
         obs.min_val.copy_(torch.tensor(float(lo)))
         obs.max_val.copy_(torch.tensor(float(hi)))
@@ -130,7 +145,30 @@ def _set_input_ranges(prepared, model, x, method) -> dict:
         fq.scale.copy_(scale)
         fq.zero_point.copy_(zero_point)
         applied[layer] = [round(float(lo), 6), round(float(hi), 6)]
-    return {"method": name, "estimator": ranges.describe(name), "ranges": applied}
+    return {"method": name, "estimator": about, "ranges": applied}
+
+
+def input_quantizers(prepared) -> dict:
+    """{layer: the fake quantizer on its input} for every layer with quantized weights of a prepared
+    model (a Linear / Conv2d, or one fused with its GELU), found by walking back from the layer
+    through Dropouts (identity at inference; an Mlp calls its one Dropout twice, after GELU and
+    after fc2, so the module in front of a quantizer is not a name for the layer it feeds) to the
+    activation quantizer."""
+    import torch
+
+    out = {}
+    for node in prepared.graph.nodes:
+        if node.op != "call_module" or not any(hasattr(m, "weight_fake_quant")
+                                               for m in prepared.get_submodule(node.target).modules()):
+            continue
+        arg = node.args[0] if node.args else None
+        while getattr(arg, "op", None) == "call_module" and isinstance(prepared.get_submodule(arg.target),
+                                                                        torch.nn.Dropout):
+            arg = arg.args[0]
+        if getattr(arg, "op", None) == "call_module" and hasattr(prepared.get_submodule(arg.target),
+                                                                  "activation_post_process"):
+            out[node.target] = prepared.get_submodule(arg.target)
+    return out
 
 
 @contextlib.contextmanager

@@ -14,11 +14,13 @@ from ..runtime import edge_bench as eb
 
 
 def write(folder: Path, val, artifact_logits: np.ndarray | None, precision: str, runner: str | None,
-          n: int = eb.GOLDEN_N) -> dict:
-    """Write folder/golden.npz from the first n validation images; returns the manifest section."""
+          n: int = eb.GOLDEN_N, reference=None) -> dict:
+    """Write folder/golden.npz from the first n validation images; returns the manifest section.
+    `reference`: (logits, name) validation compared with (default: the FP32 logits)."""
     n = min(n, len(val.x))
+    expected, name = reference if reference is not None else (val.reference, "pytorch-fp32")
     arrays = {"x": np.ascontiguousarray(val.x[:n], np.float32),
-              "reference": np.ascontiguousarray(val.reference[:n], np.float32)}
+              "reference": np.ascontiguousarray(expected[:n], np.float32)}
     raw = _uniform_raw(val.raw, n)
     if raw is not None:
         arrays["raw"] = raw
@@ -29,9 +31,9 @@ def write(folder: Path, val, artifact_logits: np.ndarray | None, precision: str,
     with open(folder / eb.GOLDEN, "wb") as f:
         np.savez(f, **arrays)
     return {"file": eb.GOLDEN, "n": n, "data": val.source, "input": "raw" if raw is not None else "preprocessed",
-            "reference": "pytorch-fp32", "built_with": runner, "built_sqnr_db": built,
+            "reference": name, "built_with": runner, "built_sqnr_db": built,
             "threshold_sqnr_db": round(eb.golden_threshold(precision, built), 2),
-            "check": "logit SQNR against FP32 PyTorch on these images >= threshold_sqnr_db"}
+            "check": f"logit SQNR against {name} on these images >= threshold_sqnr_db"}
 
 
 def _uniform_raw(raw, n: int):

@@ -24,6 +24,17 @@ def applies(spec) -> bool:
     return spec.precision == "int8" and not spec.weights_only
 
 
+def learned_ranges(checkpoint) -> dict | None:
+    """{layer: [lo, hi]} a quantization-aware fine-tuning learned (train/qat.py), or None: such a
+    checkpoint is exported with these ranges, already smoothed, without a calibration set."""
+    qat = checkpoint.meta.get("qat") if isinstance(checkpoint.meta, dict) else None
+    return qat["ranges"] if isinstance(qat, dict) and isinstance(qat.get("ranges"), dict) else None
+
+
+def needs_calibration(checkpoint, spec) -> bool:
+    return applies(spec) and learned_ranges(checkpoint) is None
+
+
 def check_request(checkpoint, spec, calib) -> None:
     """Before smoothing or exporting anything: the method is known, the calibration images fit the
     model, every layer named to stay in float exists."""
@@ -33,6 +44,9 @@ def check_request(checkpoint, spec, calib) -> None:
         raise BadInput("--keep-float and --max-drop choose the layers of a W8A8 export; --weights-only quantizes "
                        "the weights of every layer")
     if not applies(spec):
+        return
+    if learned_ranges(checkpoint) is not None:
+        _check_learned(checkpoint, spec)
         return
     ranges.method(spec.calib_method)
     want = (checkpoint.config.in_chans, *checkpoint.config.img_size)
@@ -52,6 +66,8 @@ def prepare(checkpoint, spec, calib):
     input rows carry outlier channels kept in float (token_mixing_rule). Other exports pass through."""
     if not applies(spec):
         return checkpoint, spec, {}
+    if learned_ranges(checkpoint) is not None:
+        return _prepare_learned(checkpoint, spec)
     details = {}
     if spec.smooth is not None:
         model, details["smoothing"] = smooth(checkpoint.model, calib.x, spec.smooth)
@@ -60,6 +76,43 @@ def prepare(checkpoint, spec, calib):
     details["token_mixing"] = rule
     extra = tuple(n for n in rule["kept_float"] if n not in spec.float_layers)
     return checkpoint, replace(spec, float_layers=spec.float_layers + extra), details
+
+
+def _check_learned(checkpoint, spec) -> None:
+    """A QAT checkpoint: its ranges name its layers; options that would change what it learned refused."""
+    from ..errors import BadInput
+    from ..train.qat import check_ranges
+
+    problems = check_ranges(checkpoint.meta["qat"], layer_macs(checkpoint.model))
+    if spec.max_drop is not None:
+        problems.append("--max-drop ranks layers by re-calibrating them; a QAT checkpoint is exported with the "
+                        "ranges it learned (keep layers in float with --keep-float instead)")
+    if problems:
+        raise BadInput("quantization-aware checkpoint: " + "; ".join(problems))
+
+
+def _prepare_learned(checkpoint, spec):
+    """QAT: the model was smoothed and its float layers chosen before fine-tuning; export keeps both
+    and takes the learned ranges (place_qdq). --smooth and --calib-method do not apply."""
+    qat = checkpoint.meta["qat"]
+    extra = tuple(n for n in qat.get("float_layers", ()) if n not in spec.float_layers)
+    notes = [f"--{name} {value} ignored: the ranges were learned by quantization-aware training"
+             for name, value in (("calib-method", spec.calib_method),) if value is not None]
+    details = {"qat": {"ranges": "learned (checkpoint qat.ranges)", "layers": len(qat["ranges"]),
+                       "float_layers": list(qat.get("float_layers", ())),
+                       "smoothing": "folded into the checkpoint before fine-tuning"
+                       if qat.get("recipe", {}).get("smoothing") else "none"}, "notes": notes}
+    return checkpoint, replace(spec, float_layers=spec.float_layers + extra, smooth=None), details
+
+
+def place_qdq(graph, checkpoint, calib, flavor: str, spec):
+    """The Q/DQ graph of one flavor for a W8A8 export (ONNX Runtime, TensorRT, OpenVINO): with the
+    ranges a QAT checkpoint learned, else calibrated on calib. Returns (graph, details)."""
+    learned = learned_ranges(checkpoint)
+    q, details = qdq.calibrate(graph, None if learned else calib.x, qdq.FLAVORS[flavor], spec.calib_method,
+                               frozenset(spec.float_layers), learned=learned)
+    details["calibration"]["sha256"] = None if learned else calib.sha256
+    return q, details
 
 
 # Token mixing transposes LayerNorm's channels onto the rows of its first matmul's input, where

@@ -227,8 +227,12 @@ class OnnxTarget:
 
 
 def _check_calibration(ck, spec, calib) -> None:
+    from .int8 import needs_calibration
+
     if spec.weights_only:
         raise BadInput("ONNX Runtime int8 is static W8A8 (QDQ); weights-only int8 is a Core ML option")
+    if not needs_calibration(ck, spec):
+        return   # ranges learned by quantization-aware training
     if calib is None or len(calib) == 0:
         raise CalibrationError("onnx int8 needs a calibration set; got none")
     want = (ck.config.in_chans, *ck.config.img_size)
@@ -259,13 +263,11 @@ def _write_fp16(model, fp32_path, out, ck, calib, spec) -> dict:
 
 
 def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
-    from . import qdq
+    from .int8 import place_qdq
 
-    q, details = qdq.calibrate(pre_processed(fp32_path), calib.x, qdq.FLAVORS["onnxruntime"], spec.calib_method,
-                               frozenset(spec.float_layers))
+    q, details = place_qdq(pre_processed(fp32_path), ck, calib, "onnxruntime", spec)
     save_onnx(add_metadata(q, ck), out)
     details["quantized_op_types"] = quantized_op_types(q)
-    details["calibration"]["sha256"] = calib.sha256
     return {"int8": details}
 
 

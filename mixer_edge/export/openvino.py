@@ -43,7 +43,7 @@ class OpenVinoTarget:
     def export(self, checkpoint, spec, calib, out_dir: Path) -> Exported:
         ov, nncf = _ov(), require("nncf", self.capabilities.extra)
         out_dir = Path(out_dir)
-        _check_int8_request(spec, calib)
+        _check_int8_request(checkpoint, spec, calib)
         details: dict = {"versions": {"openvino": ov.__version__, "nncf": nncf.__version__},
                          **_ignored_options(spec)}
         if spec.precision == "int8" and not spec.weights_only:
@@ -125,9 +125,11 @@ def _ignored_options(spec) -> dict:
 
 # ---- INT8 ---------------------------------------------------------------------------------------
 
-def _check_int8_request(spec, calib) -> None:
+def _check_int8_request(checkpoint, spec, calib) -> None:
     """Fail before converting anything."""
-    if spec.precision != "int8" or spec.weights_only:
+    from .int8 import needs_calibration
+
+    if not needs_calibration(checkpoint, spec):
         return
     if calib is None or len(calib) == 0:
         raise CalibrationError("openvino int8 needs calibration images (--calib-data) for its activation ranges")
@@ -137,16 +139,14 @@ def _quantize(ov, checkpoint, calib, spec):
     """The shared Q/DQ graph, OpenVINO flavor, read by OpenVINO's ONNX frontend."""
     import tempfile
 
-    from . import qdq
+    from .int8 import place_qdq
     from .onnx import export_fp32_onnx, save_onnx
 
     with tempfile.TemporaryDirectory(prefix="mixer-edge-ov-int8-") as tmp:
         fp32 = export_fp32_onnx(checkpoint.model, Path(tmp) / "fp32.onnx")
-        q, details = qdq.calibrate(fp32, calib.x, qdq.FLAVORS["openvino"], spec.calib_method,
-                                   frozenset(spec.float_layers))
+        q, details = place_qdq(fp32, checkpoint, calib, "openvino", spec)
         save_onnx(q, Path(tmp) / "int8.onnx")
         model = ov.convert_model(str(Path(tmp) / "int8.onnx"))
-    details["calibration"]["sha256"] = calib.sha256
     model.inputs[0].get_tensor().set_names({"input"})
     model.outputs[0].get_tensor().set_names({"logits"})
     return model, details

@@ -306,23 +306,37 @@ def qdq_summary(model) -> dict:
 
 # ---- the whole step -----------------------------------------------------------------------------------
 
-def calibrate(onnx_model, x: np.ndarray, flavor: Flavor, method: str | None = None,
-              float_layers=frozenset(), stats=None):
+def calibrate(onnx_model, x: np.ndarray | None, flavor: Flavor, method: str | None = None,
+              float_layers=frozenset(), stats=None, learned: dict | None = None):
     """Measure activations on x, estimate ranges with `method`, insert Q/DQ. Returns (model,
-    details); pass `stats` (from activation_stats) to reuse one measurement across recipes."""
-    name, estimate = ranges.method(method)
+    details); pass `stats` (from activation_stats) to reuse one measurement across recipes. With
+    `learned` ({layer: [lo, hi]}, from quantization-aware training) nothing is measured: each
+    layer's input takes its learned range, as asymmetric (lo, hi) for every flavor to derive its
+    own scale from, exactly as it does from an estimate."""
     acts, _ = quant_inputs(onnx_model, float_layers)
-    stats = stats if stats is not None else activation_stats(onnx_model, x, acts)
-    act_ranges = {t: tuple(float(v) for v in estimate(stats[t], flavor.symmetric_activations)) for t in acts}
+    by_layer = {layer_name(n.name): n.input[0] for n in quant_nodes(onnx_model)}
+    if learned is not None:
+        name, about, images = "learned", "learned by quantization-aware training (checkpoint qat.ranges)", 0
+        by_tensor = {t: tuple(float(v) for v in learned[layer]) for layer, t in by_layer.items() if layer in learned}
+        act_ranges = {t: by_tensor[t] for t in acts if t in by_tensor}
+        asymmetric = by_tensor.get
+    else:
+        name, estimate = ranges.method(method)
+        about, images = ranges.describe(name), int(len(x))
+        stats = stats if stats is not None else activation_stats(onnx_model, x, acts)
+        act_ranges = {t: tuple(float(v) for v in estimate(stats[t], flavor.symmetric_activations)) for t in acts}
+
+        def asymmetric(t):
+            return tuple(float(v) for v in estimate(stats[t], False)) if t in stats else None
     shifted = {}
     if flavor.recentre:
-        onnx_model, act_ranges, shifted = recentre(onnx_model, stats, act_ranges, estimate)
+        onnx_model, act_ranges, shifted = recentre(onnx_model, act_ranges, asymmetric, flavor.weight_qmax)
     q = insert_qdq(onnx_model, act_ranges, flavor, float_layers)
-    by_layer = {layer_name(n.name): n.input[0] for n in quant_nodes(onnx_model)}
+    by_layer = {layer_name(n.name): n.input[0] for n in quant_nodes(onnx_model)}   # recentred inputs renamed
     details = {"flavor": flavor.name, "symmetric_activations": flavor.symmetric_activations,
                "weight_bits": flavor.weight_bits, "weights": "int8 initializers + DequantizeLinear"
                if flavor.int8_weights else "float initializers + per-channel Q/DQ (folded at build time)",
-               "calibration": {"method": name, "estimator": ranges.describe(name), "images": int(len(x)),
+               "calibration": {"method": name, "estimator": about, "images": images,
                                "ranges": {layer: [round(v, 6) for v in act_ranges[t]]
                                           for layer, t in by_layer.items() if t in act_ranges}},
                "recentred": {layer_name(n): round(c, 6) for n, c in shifted.items()},
@@ -335,12 +349,19 @@ def calibrate(onnx_model, x: np.ndarray, flavor: Flavor, method: str | None = No
 RECENTRE_GAIN = 1.33   # recentre when it shrinks the symmetric range by at least this factor
 
 
-def recentre(onnx_model, stats, act_ranges, estimate):
+def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None):
     """Symmetric int8 (TensorRT: zero point 0) spends half its grid on values a one-sided tensor
     never takes: GELU outputs lie in [-0.17, max]. For a MatMul input x with a constant bias Add
     after it, x @ W + b == (x - c) @ W + (b + c * colsum(W)) exactly; with c the middle of x's
     asymmetric range, x - c is centred and its symmetric grid is up to twice as fine. Applied to a
-    tensor only when its range says so (RECENTRE_GAIN). Returns (model, ranges, {node: c})."""
+    tensor only when its range says so (RECENTRE_GAIN). `asymmetric(tensor)` gives its (lo, hi).
+
+    Two details keep the shift from adding error of its own. c is a whole number of grid steps, so
+    x = 0 (most GELU outputs) stays exactly representable, as an asymmetric zero point keeps it.
+    And the bias takes colsum of the weights as the engine multiplies them, on their per-channel
+    grid (weight_qmax; None: as they are): with c * colsum(W) instead, every weight's rounding
+    error would be multiplied by c, hundreds for a GELU output with massive activations
+    (benchmarks/qat_recovery.py). Returns (model, ranges, {node: c})."""
     onnx = require("onnx", "onnx")
     from onnx import helper, numpy_helper
 
@@ -358,13 +379,18 @@ def recentre(onnx_model, stats, act_ranges, estimate):
         biased = bias_add(consumers.get(node.output[0], []), node.output[0], inits)
         if x not in act_ranges or w not in inits or biased is None or len(consumers.get(x, [])) != 1:
             continue
-        lo, hi = (float(v) for v in estimate(stats[x], False))
-        c, half = (lo + hi) / 2, (hi - lo) / 2
+        lo, hi = asymmetric(x)
+        half = (hi - lo) / 2
         if max(abs(lo), abs(hi)) < RECENTRE_GAIN * half:
             continue
+        step = max(half, 1e-8) / 127                                          # the shifted tensor's grid
+        c = step * round((lo + hi) / 2 / step)
         add, b_name = biased
         W = numpy_helper.to_array(inits[w]).astype(np.float64)                 # (K, N)
         b = numpy_helper.to_array(inits[b_name]).astype(np.float64)            # (N,)
+        if weight_qmax is not None:                                            # as the engine multiplies
+            scale = weight_qparams(W.astype(np.float32), W.ndim - 1, weight_qmax).astype(np.float64)   # (N,)
+            W = np.clip(np.round(W / scale), -weight_qmax, weight_qmax) * scale
         inits[b_name].CopyFrom(numpy_helper.from_array((b + c * W.sum(axis=0)).astype(np.float32), b_name))
         shift, out = f"{x}_recentre_c", f"{x}_recentred"
         g.initializer.append(numpy_helper.from_array(np.array(c, np.float32), shift))

@@ -16,8 +16,8 @@ from ..errors import BadInput, CalibrationError, MissingDependency, MixerEdgeErr
 from ..calibration import ranges
 from ..runtime import edge_bench as eb
 from ..runtime import trt_build as tb
-from . import qdq
 from .fp16_typed import check_fp16_model, to_fp16_typed
+from .int8 import needs_calibration, place_qdq
 from .tensorrt_rules import check_explicit_quantization
 from .base import (Capabilities, Exported, LoadedRunner, Status, installed, missing_status,
                    runtime_runner)
@@ -44,12 +44,10 @@ def _write_fp16(model, ck, calib, spec) -> tuple:
 
 
 def _write_int8(model, ck, calib, spec) -> tuple:
-    q, details = qdq.calibrate(model, calib.x, qdq.FLAVORS["tensorrt"], spec.calib_method,
-                               frozenset(spec.float_layers))
+    q, details = place_qdq(model, ck, calib, "tensorrt", spec)
     problems = check_explicit_quantization(q)
     if problems:
         raise ValidationError("the int8 TensorRT ONNX breaks the explicit-quantization rules: " + "; ".join(problems))
-    details["calibration"]["sha256"] = calib.sha256
     return q, {"qdq": details}
 
 
@@ -214,7 +212,7 @@ def _check_spec(ck, spec, calib) -> list[str]:
     if spec.precision == "int8":
         if spec.weights_only:
             raise BadInput("TensorRT int8 is W8A8 explicit quantization; weights-only int8 is a Core ML option")
-        if calib is None or len(calib) == 0:
+        if needs_calibration(ck, spec) and (calib is None or len(calib) == 0):
             raise CalibrationError("tensorrt int8 needs a calibration set for its activation scales; got none")
         ranges.method(spec.calib_method)
     elif spec.calib_method is not None:

@@ -38,6 +38,9 @@ class TrainConfig:
     accum: int = 1                  # micro-batches per optimizer step (batch_size is per micro-batch)
     precision: str = "auto"         # auto (bf16 autocast on a CUDA GPU that has it, else fp32) | fp32 | bf16
     workers: int = 0                # DataLoader processes decoding and augmenting images; 0 = in this one
+    # Quantization-aware fine-tuning (train/qat.py): the INT8 export's recipe simulated while training.
+    qat: bool = False
+    qat_calib_size: int = 300       # calib-split images that smooth the model and start the ranges
 
     def __post_init__(self):
         """Collect every out-of-range value, then raise once (one line naming each)."""
@@ -52,6 +55,7 @@ class TrainConfig:
                  ("drop_path", 0 <= self.drop_path < 1, "in [0, 1)"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
                  ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1, "in (0, 1)"),
                  ("accum", self.accum >= 1, ">= 1"), ("workers", self.workers >= 0, ">= 0"),
+                 ("qat_calib_size", self.qat_calib_size >= 1, ">= 1"),
                  ("precision", self.precision in ("auto", "fp32", "bf16"), "auto, fp32 or bf16"),
                  ("optimizer", self.optimizer in ("adamw", "sgd"), "adamw or sgd"),
                  ("eval_every", self.eval_every >= 1, ">= 1")]

@@ -61,6 +61,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         if cfg.batch_size % world.size:
             raise BadInput(f"--batch-size {cfg.batch_size} must divide evenly over {world.size} processes")
         regularize(model, cfg.drop_path, cfg.dropout)
+        if cfg.qat:
+            model, meta = _quantization_aware(cfg, model, preprocess, data, train_set, split, meta)
         images = TrainImages(train_set.images, train_set.labels, preprocess,
                              augment.policy(cfg.augment, model.config.img_size, cfg.hflip), cfg.seed)
         batches = loader(images, cfg.batch_size, world, cfg.workers, cfg.seed)
@@ -100,6 +102,8 @@ def _check_data(cfg: TrainConfig, data: ImageSet) -> None:
         raise BadInput(f"--num-classes {cfg.num_classes} disagrees with the data: {cfg.data!r} has "
                        f"{data.num_classes} classes ({', '.join(data.classes[:10])}"
                        f"{', ...' if data.num_classes > 10 else ''})")
+    if cfg.qat and not cfg.pretrained:
+        raise BadInput("--qat fine-tunes a trained model for INT8: give --pretrained CHECKPOINT")
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
@@ -123,15 +127,46 @@ def _build_model(cfg: TrainConfig, data: ImageSet) -> tuple[MlpMixer, Preprocess
     return model, Preprocess.default(model.config.img_size, model.config.in_chans), {}
 
 
+def _quantization_aware(cfg, model, preprocess, data, train_set, split, meta):
+    """The INT8 export's recipe put into the model before fine-tuning (train/qat.py): calibration
+    images drawn from the data's calib split (never trained on, held out from evaluation like it)."""
+    from ..calibration.sets import draw_calibration
+    from ..export.base import ExportSpec
+    from . import qat
+
+    calib = draw_calibration(data, preprocess, size=cfg.qat_calib_size, seed=cfg.seed, trained=train_set.keys,
+                             split=split)
+    model, recipe = qat.prepare(model, calib, ExportSpec().smooth, None)
+    return model, {**meta, "qat": recipe}
+
+
+def _saved(model, meta: dict):
+    """(model, metadata) as a checkpoint stores them: a quantization-aware model as ordinary layers
+    holding its float weights, its learned ranges in `qat` (what export reads)."""
+    from . import qat
+
+    if not qat.is_qat(model):
+        return model, meta
+    return qat.plain(model), {**meta, "qat": qat.describe(model, meta["qat"])}
+
+
 # AdamW from scratch; SGD with momentum 0.9 is the paper's fine-tuning optimizer (--recipe finetune).
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9)}
 
 
-def _param_groups(model: nn.Module, weight_decay: float):
-    # No weight decay on biases and LayerNorm scales, as usual for transformers and Mixers.
+def _param_groups(model: nn.Module, weight_decay: float, lr: float | None = None):
+    # No weight decay on biases and LayerNorm scales, as usual for transformers and Mixers. A
+    # quantization-aware model's ranges (log-parametrized) learn faster (qat.RANGE_LR_FACTOR).
+    from . import qat
+
+    ranges = {id(p) for p in qat.range_parameters(model)}
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 and id(p) not in ranges]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if ranges:
+        factor = {} if lr is None else {"lr": lr * qat.RANGE_LR_FACTOR}
+        groups.append({"params": qat.range_parameters(model), "weight_decay": 0.0, **factor})
+    return groups
 
 
 def _schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -149,7 +184,7 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval
 
     steps_per_epoch = len(batches) // cfg.accum   # optimizer steps; full batches only
     total = steps_per_epoch * cfg.epochs
-    optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay, cfg.lr), lr=cfg.lr)
     scheduler = _schedule(optimizer, max(1, int(cfg.warmup_epochs * steps_per_epoch)), total)
     ema = _ema(model, cfg, total)
     out = Path(cfg.out)
@@ -199,10 +234,12 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval
     path = out / "model.safetensors"
     if world.is_main:
         full = {**about, "metrics": final, "history": history}
-        path = save_checkpoint(out, model.cpu(), preprocess, data.classes, full)
+        last, meta = _saved(model.cpu(), full)
+        path = save_checkpoint(out, last, preprocess, data.classes, meta)
         if ema is not None:
-            save_checkpoint(out / "ema", ema.module.cpu(), preprocess, data.classes,
-                            {**full, "weights": "exponential moving average", "ema_decay": _ema_decay(cfg, total)})
+            averaged, meta = _saved(ema.module.cpu(), {**full, "weights": "exponential moving average",
+                                                       "ema_decay": _ema_decay(cfg, total)})
+            save_checkpoint(out / "ema", averaged, preprocess, data.classes, meta)
         _plot_curves(out, history)
     distributed.barrier(world)
     return TrainResult(checkpoint=path, metrics=final)
@@ -256,8 +293,9 @@ def _save_progress(out: Path, model, preprocess, classes, about: dict, history: 
     if scores[-1] is not None and scores[-1] >= max(s for s in scores if s is not None):
         from copy import deepcopy
 
-        save_checkpoint(out / "best", deepcopy(model).cpu(), preprocess, classes, {
+        best, meta = _saved(deepcopy(model).cpu(), {
             **about, "metrics": history[-1], "weights": f"best eval top-1, epoch {history[-1]['epoch']}"})
+        save_checkpoint(out / "best", best, preprocess, classes, meta)
 
 
 def _plot_curves(out: Path, history: list) -> None:
@@ -347,7 +385,7 @@ def _check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     # Everything but the epoch count must match, or the resumed run is a different experiment.
     keys = ("data", "model", "pretrained", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
             "clip_grad", "seed", "img_size", "gelu", "split_seed", "augment", "hflip", "mixup", "cutmix",
-            "drop_path", "dropout", "ema", "ema_decay", "accum", "precision", "optimizer")
+            "drop_path", "dropout", "ema", "ema_decay", "accum", "precision", "optimizer", "qat", "qat_calib_size")
     diff = {k: (saved.get(k), getattr(cfg, k)) for k in keys if saved.get(k) != getattr(cfg, k)}
     if diff:
         raise BadInput(f"cannot resume from {path}: settings differ from the saved run "

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Quantization-aware training where post-training INT8 fails: a case, the best post-training
+export per target over every range estimator, then `mixer-edge train --qat` and its exports.
+
+The case: a trained checkpoint given "massive activations" in the channel-mixing MLPs, a few hidden
+units per block whose fc1 row (weights and bias) is scaled up 100-300x and whose fc2 column is scaled
+down by the same factor. GELU(k z) / k is GELU(z) for |z| away from 0 and ReLU(z) near it, so the
+float model keeps its accuracy (printed), but those units now dominate the per-tensor range of fc2's
+input: neither smoothing (a LayerNorm fold: there is no LayerNorm before fc2) nor the token-mixing
+rule (token mixing only) removes them, and every other hidden unit is left a few int8 levels.
+
+    python benchmarks/qat_recovery.py runs/t4-default --data imagefolder:runs/mnist-folders/train \\
+        --eval-data imagefolder:runs/mnist-folders/eval --out runs/qat-bench
+
+Top-1 is measured on --eval-data (images neither trained nor calibrated on), the same images for
+every row; "drop" is against the case's FP32 top-1.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import mixer_edge as me  # noqa: E402
+from mixer_edge.calibration import make_calibration  # noqa: E402
+from mixer_edge.calibration.ranges import METHODS  # noqa: E402
+from mixer_edge.export import api  # noqa: E402
+from mixer_edge.export.base import ExportSpec  # noqa: E402
+from mixer_edge.models.checkpoint import save_checkpoint  # noqa: E402
+
+TARGETS = ("onnx", "tensorrt", "openvino", "coreml")
+STATUS = {True: "passed", False: "failed", None: "skipped"}
+
+
+def massive_units(model, units: int, low: float, high: float, seed: int = 0):
+    """A copy with `units` hidden units per channel-mixing MLP scaled up by a factor in [low, high]
+    (fc1 row and bias) and down by it (fc2 column)."""
+    out = copy.deepcopy(model).eval()
+    rng = np.random.default_rng(seed)
+    record = []
+    with torch.no_grad():
+        for i, block in enumerate(out.blocks):
+            fc1, fc2 = block.mlp_channels.fc1, block.mlp_channels.fc2
+            idx = rng.choice(fc1.out_features, size=units, replace=False)
+            k = torch.from_numpy(rng.uniform(low, high, size=units)).float()   # (units,)
+            fc1.weight[idx] *= k[:, None]
+            fc1.bias[idx] *= k
+            fc2.weight[:, idx] /= k
+            record.append({"block": i, "units": idx.tolist(), "factors": [round(float(v), 1) for v in k]})
+    return out, record
+
+
+def top1(ck, data) -> float:
+    with torch.no_grad():
+        logits = ck.model.eval()(torch.from_numpy(ck.preprocess(data.images)))
+    return float((logits.argmax(1).numpy() == data.labels).mean())
+
+
+def export_row(ck, target, spec, calib, val) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        o = api.export_one(ck, target, spec, calib, tmp, validation=val, keep_invalid=True)
+    return o.validation
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--data", required=True, help="the checkpoint's training data (QAT and calibration)")
+    ap.add_argument("--eval-data", required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--units", type=int, default=6, help="massive hidden units per block (default 6)")
+    ap.add_argument("--factors", default="100,300", help="scale range low,high (default 100,300)")
+    ap.add_argument("--calib-size", type=int, default=300)
+    ap.add_argument("--qat-args", default="", help="extra options for `mixer-edge train --qat`")
+    args = ap.parse_args(argv)
+    low, high = (float(v) for v in args.factors.split(","))
+
+    base = me.load_checkpoint(args.checkpoint)
+    ev = me.load_data(args.eval_data)
+    model, record = massive_units(base.model, args.units, low, high)
+    case_dir = args.out / "case"
+    save_checkpoint(case_dir, model, base.preprocess, base.classes, {**base.meta, "massive_units": record})
+    case = me.load_checkpoint(case_dir)
+    fp32 = top1(case, ev)
+    print(f"FP32 top-1 on {len(ev)} images: {100 * top1(base, ev):.2f} % (original), {100 * fp32:.2f} % (case)")
+
+    calib = make_calibration(args.data, case.preprocess, size=args.calib_size, trained=case.trained_keys,
+                             split=case.split)
+    val = api.validation_data(case, case.preprocess(ev.images), ev.labels, args.eval_data)
+    print("\npost-training INT8 (every estimator; the default recipe otherwise):\n")
+    print("| target | " + " | ".join(METHODS) + " | best | drop |\n|---|" + "---|" * (len(METHODS) + 2))
+    best = {}
+    for t in TARGETS:
+        figures = {m: export_row(case, t, ExportSpec("int8", calib_method=m), calib, val)["top1"] for m in METHODS}
+        m = max(figures, key=figures.get)
+        best[t] = figures[m]
+        print(f"| {t} | " + " | ".join(f"{100 * v:.1f}" for v in figures.values()) +
+              f" | {m} | {100 * (fp32 - figures[m]):.2f} |", flush=True)
+
+    qat_dir = args.out / "qat"
+    cmd = [sys.executable, "-m", "mixer_edge.cli", "train", "--qat", "--pretrained", str(case_dir), "--data", args.data,
+           "--out", str(qat_dir), *args.qat_args.split()]
+    print("\n$ mixer-edge " + " ".join(cmd[3:]), flush=True)
+    subprocess.run(cmd, check=True)
+    q = me.load_checkpoint(qat_dir)
+    qval = api.validation_data(q, q.preprocess(ev.images), ev.labels, args.eval_data)
+    print(f"\nQAT float weights: top-1 {100 * top1(q, ev):.2f} %\n")
+    print("| target | FP32 (case) | best PTQ INT8 | PTQ drop | QAT INT8 | QAT drop | QAT validation |\n"
+          "|---|---|---|---|---|---|---|")
+    for t in TARGETS:
+        v = export_row(q, t, ExportSpec("int8"), None, qval)
+        print(f"| {t} | {100 * fp32:.2f} | {100 * best[t]:.2f} | {100 * (fp32 - best[t]):.2f} | {100 * v['top1']:.2f} "
+              f"| {100 * (fp32 - v['top1']):.2f} | {STATUS[v.get('passed')]} ({v.get('checked_by')}) |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

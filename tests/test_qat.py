@@ -1,0 +1,184 @@
+"""Quantization-aware fine-tuning (train/qat.py): the fake quantization is the export's arithmetic,
+checked against hand computations of ONNX QuantizeLinear / DequantizeLinear and against ONNX
+Runtime executing the exported Q/DQ graph; the learned ranges reach every target's artifact."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mixer_edge.export import int8, qdq
+from mixer_edge.train import qat
+
+
+def _onnx_qdq(x: np.ndarray, scale: float, zero: int, qmin=-128, qmax=127) -> np.ndarray:
+    """ONNX QuantizeLinear then DequantizeLinear, by hand: round half to even, saturate."""
+    q = np.clip(np.round(x / np.float32(scale)) + zero, qmin, qmax)
+    return ((q - zero) * np.float32(scale)).astype(np.float32)
+
+
+@pytest.mark.parametrize("lo, hi", [(-1.0, 1.0), (-0.17, 12.3), (-4.1, 5.27), (0.0, 3.0), (-2.5, 0.0)])
+def test_activation_fake_quant_is_the_exported_qdq(lo, hi):
+    """ActQuant over [lo, hi] gives what the Q/DQ pair export writes for that range
+    (qdq.activation_qparams, asymmetric) computes: equal to float32 rounding (1e-6 of the range)."""
+    x = np.random.default_rng(0).normal(0, max(hi, -lo) / 2, 10_000).astype(np.float32)
+    x[:3] = [lo * 2, hi * 2, 0.0]                   # saturation both ways, and exact zero
+    scale, zero = qdq.activation_qparams(lo, hi, symmetric=False)
+    want = _onnx_qdq(x, float(scale), int(zero))
+    got = qat.ActQuant(lo, hi)(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6 * (hi - lo))
+    assert got[2] == 0.0
+
+
+def test_weight_fake_quant_is_the_exported_per_channel_grid():
+    """Per output channel, symmetric, max |w| / 127: qdq.weight_qparams with 8-bit weights."""
+    w = np.random.default_rng(1).normal(0, 0.05, (64, 49)).astype(np.float32)
+    w[3] *= 40                                      # one channel far larger: its own scale
+    scale = qdq.weight_qparams(w, 0, 127)           # (64,)
+    want = np.clip(np.round(w / scale[:, None]), -127, 127) * scale[:, None]
+    got = qat.fake_quant_weight(torch.from_numpy(w)).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
+
+
+def test_straight_through_gradients_reach_inputs_and_ranges():
+    """Rounding passes gradients straight through inside the range, none outside; the range
+    parameters get gradients (what makes them learnable)."""
+    aq = qat.ActQuant(-1.0, 1.0)
+    x = torch.tensor([-3.0, -0.5, 0.2, 0.7, 3.0], requires_grad=True)
+    aq(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+    assert aq.a_lo.grad is not None and aq.a_hi.grad is not None
+    assert float(aq.a_lo.grad) != 0.0 and float(aq.a_hi.grad) != 0.0
+
+
+@pytest.fixture(scope="module")
+def prepared(ck, calib):
+    """The digits model with the export's recipe put in: smoothed, ranges from the calibration images."""
+    import copy
+
+    model, recipe = qat.prepare(copy.deepcopy(ck.model), calib, 0.5, None)
+    return model.eval(), recipe
+
+
+def test_prepare_starts_from_the_post_training_recipe(ck, calib, prepared):
+    """Epoch 0 of QAT is the post-training export: the initial ranges are the default estimator's
+    asymmetric ranges for the export's own Q/DQ graph of the smoothed model (ONNX Runtime measuring
+    the graph, independently of the PyTorch hooks QAT uses), every layer of the model is quantized
+    but those the token-mixing rule keeps in float."""
+    from mixer_edge.calibration import ranges
+    from mixer_edge.calibration.smoothing import smooth
+
+    model, recipe = prepared
+    smoothed, _ = smooth(ck.model, calib.x, 0.5)
+    graph = int8.fp32_onnx(smoothed)
+    acts, _ = qdq.quant_inputs(graph)
+    stats = qdq.activation_stats(graph, calib.x, acts)
+    by_layer = {qdq.layer_name(n.name): n.input[0] for n in qdq.quant_nodes(graph)}
+    _, estimate = ranges.method(None)
+    start = recipe["calibration"]["initial_ranges"]
+    assert set(start) == set(int8.layer_macs(ck.model)) - set(recipe["token_mixing"]["kept_float"])
+    for layer, (lo, hi) in start.items():
+        want = estimate(stats[by_layer[layer]], False)
+        np.testing.assert_allclose([lo, hi], want, rtol=1e-3, atol=1e-4, err_msg=layer)
+
+
+def test_qat_forward_is_what_onnx_runtime_runs_from_the_export(prepared, val):
+    """The fake-quantized PyTorch model and the OpenVINO-flavor Q/DQ graph export writes from the
+    learned ranges (8-bit weights, asymmetric activations), executed as written by ONNX Runtime,
+    give the same logits: cosine > 0.9999 and top-1 agreement >= 0.99 on the eval split (a value
+    on a rounding boundary may land one step apart in float32)."""
+    from mixer_edge.export.validate import compare
+
+    model, _ = prepared
+    plain = qat.plain(model)
+    graph = qdq.calibrate(int8.fp32_onnx(plain), None, qdq.FLAVORS["openvino"], learned=qat.learned(model))[0]
+    with torch.no_grad():
+        simulated = model(torch.from_numpy(val.x)).numpy()
+    figures = compare(simulated, int8.run_graph(graph, val.x))
+    assert figures["cosine"] > 0.9999 and figures["top1_agreement"] >= 0.99, figures
+
+
+def test_plain_keeps_the_float_weights_and_drops_the_quantizers(prepared):
+    model, _ = prepared
+    plain = qat.plain(model)
+    assert not qat.is_qat(plain) and qat.is_qat(model)
+    want = {k: v for k, v in model.state_dict().items() if ".act." not in k}
+    got = plain.state_dict()
+    assert set(got) == set(want)
+    for k in got:
+        assert torch.equal(got[k], want[k]), k
+
+
+@pytest.fixture(scope="module")
+def qat_checkpoint(digits_checkpoint, tmp_path_factory):
+    """One epoch of `mixer-edge train --qat` on the digits (a few seconds)."""
+    from mixer_edge.cli import main
+
+    out = tmp_path_factory.mktemp("qat")
+    assert main(["train", "--qat", "--pretrained", str(digits_checkpoint), "--data", "digits", "--epochs", "1",
+                 "--qat-calib-size", "64", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_qat_records_its_recipe_and_ranges(qat_checkpoint, ck):
+    from mixer_edge import load_checkpoint
+
+    q = load_checkpoint(qat_checkpoint)
+    meta = q.meta
+    assert meta["train"]["qat"] is True and meta["train"]["ema"] is False and meta["train"]["lr"] == 1e-3
+    assert meta["train"]["epochs"] == 1 and meta["train"]["augment"] == "geometry"   # given, and the recipe's
+    ranges = meta["qat"]["ranges"]
+    assert set(ranges) | set(meta["qat"]["float_layers"]) == set(int8.layer_macs(ck.model))
+    assert all(lo <= 0 <= hi for lo, hi in ranges.values())
+    assert meta["qat"]["recipe"]["calibration"]["images"] == 64
+    assert not qat.is_qat(q.model)          # stored as ordinary layers: it loads like any checkpoint
+
+
+@pytest.mark.parametrize("target", ["onnx", "tensorrt", "openvino"])
+def test_export_uses_the_learned_ranges_without_calibration(qat_checkpoint, target, tmp_path):
+    """No --calib-data: each Q/DQ target takes the checkpoint's ranges. The manifest shows them:
+    per layer, the scale and zero point the graph carries are those the learned range gives (checked
+    by hand against the model file for the ONNX Runtime artifact), and no calibration set is named."""
+    from mixer_edge.cli import main
+
+    out = tmp_path / "art"
+    assert main(["export", str(qat_checkpoint), "--target", target, "--int8", "--out", str(out)]) == 0
+    manifest = json.loads((out / f"{target}-int8" / "manifest.json").read_text())
+    learned = json.loads((qat_checkpoint / "model.json").read_text())
+    learned = (learned.get("meta") or learned)["qat"]["ranges"]
+    section = next(v for v in manifest["export"].values() if isinstance(v, dict) and "calibration" in v)
+    cal = section["calibration"]
+    assert cal["method"] == "learned" and cal["images"] == 0
+    assert manifest.get("calibration") is None
+    assert manifest["validation"]["passed"] is True
+    assert manifest["validation"]["quantized_ops"]["counted"] == len(learned)
+    if target != "tensorrt":   # TensorRT recentres one-sided inputs: its ranges are the shifted ones
+        for layer, (lo, hi) in learned.items():
+            np.testing.assert_allclose(cal["ranges"][layer], [lo, hi], atol=1e-5, err_msg=layer)
+    if target == "onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(out / "onnx-int8" / "model.onnx"))
+        inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+        node = next(n for n in model.graph.node if qdq.layer_name(n.name) == "blocks.0.mlp_channels.fc2"
+                    and n.op_type in qdq.QUANT_OPS)
+        x_dq = node.input[0]
+        dq = next(n for n in model.graph.node if n.output[0] == x_dq)
+        lo, hi = learned["blocks.0.mlp_channels.fc2"]
+        scale = (max(hi, 0) - min(lo, 0)) / 255
+        assert float(inits[dq.input[1]]) == pytest.approx(scale, rel=1e-6)
+        assert int(inits[dq.input[2]]) == int(np.clip(np.round(-128 - min(lo, 0) / scale), -128, 127))
+
+
+def test_qat_refusals(digits_checkpoint, qat_checkpoint, tmp_path, capsys):
+    from mixer_edge.cli import main
+
+    assert main(["train", "--qat", "--data", "digits", "--out", str(tmp_path / "a")]) == 2
+    assert "--qat fine-tunes a trained model" in capsys.readouterr().err
+    assert main(["export", str(qat_checkpoint), "--target", "onnx", "--int8", "--max-drop", "0.1", "--out",
+                 str(tmp_path / "b")]) == 2
+    assert "--max-drop" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "onnx-int8").exists()
