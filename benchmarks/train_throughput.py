@@ -10,7 +10,8 @@ with the images decoded in this process (--workers 0) and in 2 DataLoader worker
 Images are made from a seeded generator and held either in memory ("memory": the training step
 alone) or written once as PNG class folders and streamed from them ("streamed": load_data with
 MIXER_EDGE_STREAM_ABOVE_MB=0, each image decoded from its file when a batch needs it), the same
-pixels both ways.
+pixels both ways. One more row per model: in memory, no workers, under bf16 autocast
+(`--precision bf16`, the library's own autocast), against the fp32 row beside it.
 """
 from __future__ import annotations
 
@@ -48,13 +49,13 @@ def write_pngs(images, labels, root: Path) -> Path:
     return root
 
 
-def timed_steps(model, batches, steps: int) -> list:
+def timed_steps(model, batches, steps: int, precision: str = "fp32") -> list:
     """Seconds of each optimizer step after the first (allocation, worker start: not timed). A step
     includes waiting for its batch, so decoding that the workers do not hide is counted."""
     import torch
     from torch import nn
 
-    from mixer_edge.train.loop import _param_groups
+    from mixer_edge.train.loop import _autocast, _param_groups
 
     opt = torch.optim.AdamW(_param_groups(model, 0.05), lr=5e-3)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
@@ -64,7 +65,9 @@ def timed_steps(model, batches, steps: int) -> list:
     for step in range(steps + 1):
         t0 = time.perf_counter()
         xb, yb = next(it)
-        loss = loss_fn(model(xb), yb)
+        with _autocast(precision, torch.device("cpu")):
+            logits = model(xb)
+        loss = loss_fn(logits.float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -81,7 +84,7 @@ def peak_rss_mb() -> dict:
 
 
 def one(model_name: str, size: int, channels: int, steps: int, workers: int, folder: str | None = None,
-        batch: int = 16) -> dict:
+        batch: int = 16, precision: str = "fp32") -> dict:
     import torch
 
     from mixer_edge.data.files import ImageFiles
@@ -106,18 +109,20 @@ def one(model_name: str, size: int, channels: int, steps: int, workers: int, fol
     data = TrainImages(images, labels, pre, augment.policy("auto", (size, size)), seed=0)
     batches = loader(data, batch, World(), workers, seed=0)
     set_epoch(batches, 0)
-    times = timed_steps(model, batches, steps)
+    times = timed_steps(model, batches, steps, precision)
     del batches
     med = sorted(times)[len(times) // 2]
     return {"model": model_name, "size": size, "batch": batch, "workers": workers,
-            "images": "memory" if folder is None else "streamed", "steps_timed": len(times),
+            "images": "memory" if folder is None else "streamed", "precision": precision, "steps_timed": len(times),
             "median_step_s": round(med, 4), "images_per_s": round(batch / med, 1), **peak_rss_mb(),
             "torch_threads": torch.get_num_threads()}
 
 
-def run_one(model_name: str, size: int, channels: int, steps: int, workers: int, folder: Path | None) -> dict:
+def run_one(model_name: str, size: int, channels: int, steps: int, workers: int, folder: Path | None,
+            precision: str = "fp32") -> dict:
     """one() in a fresh process, so its peak resident memory is its own."""
-    cmd = [sys.executable, __file__, "--steps", str(steps), "--one", model_name, str(size), str(channels), str(workers)]
+    cmd = [sys.executable, __file__, "--steps", str(steps), "--one", model_name, str(size), str(channels), str(workers),
+           "--precision", precision]
     if folder is not None:
         cmd += ["--folder", str(folder)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, STREAM_ENV: "0"})
@@ -130,23 +135,25 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--one", nargs=4, metavar=("MODEL", "SIZE", "CHANNELS", "WORKERS"), help=argparse.SUPPRESS)
     p.add_argument("--folder", default=None, help=argparse.SUPPRESS)   # with --one: stream from this folder
+    p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)   # with --one
     args = p.parse_args(argv)
     if args.one:
         m, size, ch, workers = args.one
-        print(json.dumps(one(m, int(size), int(ch), args.steps, int(workers), args.folder)))
+        print(json.dumps(one(m, int(size), int(ch), args.steps, int(workers), args.folder, precision=args.precision)))
         return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         for m, size, ch in CONFIGS:
             # The very images "memory" holds, as PNG files: written once per configuration, not timed.
             folder = write_pngs(*make_images(size, ch, 16 * (args.steps + 2)), Path(tmp) / f"{size}px")
-            for source in SOURCES:
-                for workers in (0, 2):
-                    rows.append(run_one(m, size, ch, args.steps, workers, folder if source == "streamed" else None))
-                    r = rows[-1]
-                    print(f"{m:5} {size:3} px  {source:8}  workers {workers}: {r['images_per_s']:7.1f} img/s  "
-                          f"(median step {r['median_step_s']:.3f} s)  peak RSS {r['peak_rss_mb']:.0f} MB "
-                          f"(a worker: {r['worker_peak_rss_mb']:.0f} MB)", flush=True)
+            runs = [(source, workers, "fp32") for source in SOURCES for workers in (0, 2)] + [("memory", 0, "bf16")]
+            for source, workers, precision in runs:
+                rows.append(run_one(m, size, ch, args.steps, workers, folder if source == "streamed" else None,
+                                    precision))
+                r = rows[-1]
+                print(f"{m:5} {size:3} px  {source:8}  workers {workers} {precision}: {r['images_per_s']:7.1f} img/s  "
+                      f"(median step {r['median_step_s']:.3f} s)  peak RSS {r['peak_rss_mb']:.0f} MB "
+                      f"(a worker: {r['worker_peak_rss_mb']:.0f} MB)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -178,6 +178,9 @@ def test_qat_refusals(digits_checkpoint, qat_checkpoint, tmp_path, capsys):
 
     assert main(["train", "--qat", "--data", "digits", "--out", str(tmp_path / "a")]) == 2
     assert "--qat fine-tunes a trained model" in capsys.readouterr().err
+    assert main(["train", "--qat", "--pretrained", str(digits_checkpoint), "--data", "digits", "--qat-calib-method",
+                 "median", "--out", str(tmp_path / "c")]) == 2
+    assert "--qat-calib-method must be one of minmax, percentile, entropy, mse, got median" in capsys.readouterr().err
     assert main(["export", str(qat_checkpoint), "--target", "onnx", "--int8", "--max-drop", "0.1", "--out",
                  str(tmp_path / "b")]) == 2
     assert "--max-drop" in capsys.readouterr().err

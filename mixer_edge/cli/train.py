@@ -30,10 +30,14 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="quantization-aware fine-tuning of --pretrained for INT8: the export's recipe (smoothing, "
                         "per-channel weights, per-tensor activations, float LayerNorm and residuals) simulated while "
                         "training, ranges learned and saved; export then uses them instead of calibrating. Sets "
-                        + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QAT_RECIPE.items() if k != "qat")
+                        + ", ".join("--no-ema" if k == "ema" else f"--{k.replace('_', '-')} {v}"
+                                    for k, v in QAT_RECIPE.items() if k != "qat")
                         + " unless given")
     p.add_argument("--qat-calib-size", type=int, default=T.qat_calib_size,
                    help=f"--qat: calib-split images that smooth the model and start the ranges (default {T.qat_calib_size})")
+    p.add_argument("--qat-calib-method", default=None,
+                   help="--qat: the range estimator the starting ranges come from, as --calib-method of export "
+                        "(minmax, percentile, entropy, mse; default the export's, mse)")
     p.add_argument("--epochs", type=int, default=T.epochs, help=f"passes over the train split (default {T.epochs})")
     p.add_argument("--batch-size", type=int, default=T.batch_size,
                    help=f"global batch size, split across processes (default {T.batch_size})")
@@ -84,7 +88,7 @@ RECIPES = {"scratch": {}, "finetune": {"optimizer": "sgd", "weight_decay": 0.0, 
 # --qat: a short fine-tune of a converged model with the lighter geometric augmentation
 # (docs/quantization.md has the measurements); the moving average would blend weights trained
 # against older ranges, so it is off.
-QAT_RECIPE = {"qat": True, "epochs": 3, "lr": 1e-3, "augment": "geometry", "weight_decay": 0.0, "warmup_epochs": 0.1,
+QAT_RECIPE = {"qat": True, "epochs": 5, "lr": 1e-3, "augment": "geometry", "weight_decay": 0.0, "warmup_epochs": 0.1,
               "drop_path": 0.0, "ema": False}
 
 
@@ -103,7 +107,7 @@ def train_config(args: argparse.Namespace):
         split_seed=args.split_seed, resume=args.resume, device=args.device, augment=args.augment, hflip=args.hflip,
         mixup=args.mixup, cutmix=args.cutmix, drop_path=args.drop_path, dropout=args.dropout, ema=args.ema,
         ema_decay=args.ema_decay, accum=args.accum, precision=args.precision, workers=args.workers,
-        qat_calib_size=args.qat_calib_size)
+        qat_calib_size=args.qat_calib_size, qat_calib_method=args.qat_calib_method)
     defaults = TrainConfig(data=cfg.data, out=cfg.out)
     settings = {**RECIPES[args.recipe], **(QAT_RECIPE if args.qat else {})}
     recipe = {k: v for k, v in settings.items() if getattr(cfg, k) == getattr(defaults, k)}

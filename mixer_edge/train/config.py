@@ -41,6 +41,7 @@ class TrainConfig:
     # Quantization-aware fine-tuning (train/qat.py): the INT8 export's recipe simulated while training.
     qat: bool = False
     qat_calib_size: int = 300       # calib-split images that smooth the model and start the ranges
+    qat_calib_method: str | None = None   # the estimator of the starting ranges; None = the export's default
 
     def __post_init__(self):
         """Collect every out-of-range value, then raise once (one line naming each)."""
@@ -61,6 +62,11 @@ class TrainConfig:
                  ("eval_every", self.eval_every >= 1, ">= 1")]
         bad = [f"--{name.replace('_', '-')} must be {want}, got {getattr(self, name)}" for name, ok, want in rules
                if not ok]
+        if self.qat_calib_method is not None:
+            from ..calibration.ranges import METHODS
+
+            if self.qat_calib_method not in METHODS:
+                bad.append(f"--qat-calib-method must be one of {', '.join(METHODS)}, got {self.qat_calib_method}")
         if bad:
             raise BadInput("; ".join(bad))
 

@@ -136,7 +136,7 @@ def _quantization_aware(cfg, model, preprocess, data, train_set, split, meta):
 
     calib = draw_calibration(data, preprocess, size=cfg.qat_calib_size, seed=cfg.seed, trained=train_set.keys,
                              split=split)
-    model, recipe = qat.prepare(model, calib, ExportSpec().smooth, None)
+    model, recipe = qat.prepare(model, calib, ExportSpec().smooth, cfg.qat_calib_method)
     return model, {**meta, "qat": recipe}
 
 
@@ -385,7 +385,7 @@ def _check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     # Everything but the epoch count must match, or the resumed run is a different experiment.
     keys = ("data", "model", "pretrained", "batch_size", "lr", "weight_decay", "warmup_epochs", "label_smoothing",
             "clip_grad", "seed", "img_size", "gelu", "split_seed", "augment", "hflip", "mixup", "cutmix",
-            "drop_path", "dropout", "ema", "ema_decay", "accum", "precision", "optimizer", "qat", "qat_calib_size")
+            "drop_path", "dropout", "ema", "ema_decay", "accum", "precision", "optimizer", "qat", "qat_calib_size", "qat_calib_method")
     diff = {k: (saved.get(k), getattr(cfg, k)) for k in keys if saved.get(k) != getattr(cfg, k)}
     if diff:
         raise BadInput(f"cannot resume from {path}: settings differ from the saved run "
