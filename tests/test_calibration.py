@@ -182,7 +182,8 @@ def test_recentring_uses_the_weight_grid_and_keeps_zero_exact(ck, calib):
         step = hi / 127
         assert abs(c / step - round(c / step)) < 1e-6, (node.name, c, step)
         W = before[node.input[1]]                                          # (K, N)
-        scale = np.maximum(np.abs(W).max(axis=0), 1e-8) / 127              # (N,) per output channel
+        # (N,) per output channel, stored as float32 in the graph as every Q/DQ scale is
+        scale = (np.maximum(np.abs(W).max(axis=0), 1e-8) / 127).astype(np.float32).astype(np.float64)
         Wq = np.clip(np.round(W / scale), -127, 127) * scale
         add = next(n for n in shifted_graph.graph.node if node.output[0] in n.input and n.op_type == "Add")
         b_name = next(i for i in add.input if i in after)

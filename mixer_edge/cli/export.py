@@ -89,6 +89,10 @@ def export_plan(args: argparse.Namespace):
                       keep_invalid=args.keep_invalid, spec=spec)
 
 
+# How a line names what validation compared with (export/api.reference).
+REFERENCE_NAMES = {"pytorch-fp32": "PyTorch", "pytorch-qat-int8": "PyTorch QAT INT8"}
+
+
 def validation_line(o) -> str:
     v = o.validation
     if v.get("skipped"):   # the runtime did not run here; a structural check (the INT8 op count) still may fail
@@ -96,7 +100,8 @@ def validation_line(o) -> str:
         return f"{o.dest.name:16} validation skipped: {v['skipped']}{failed}"
     if v.get("refused"):   # a structural check refused it before validation could run
         return f"{o.dest.name:16} FAILED: {v['refused']}{o.fate}"
-    acc = f" top-1 {v['top1']:.4f} (PyTorch {v['reference_top1']:.4f})" if "top1" in v else \
+    reference = REFERENCE_NAMES.get(v.get("reference"), "PyTorch")
+    acc = f" top-1 {v['top1']:.4f} ({reference} {v['reference_top1']:.4f})" if "top1" in v else \
         f" no top-1: {(v.get('images') or {}).get('labels', 'no labels')}"
     verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + o.fate
     return (f"{o.dest.name:16} {verdict:6} max|diff| {v['max_abs_diff']:.2e}  agree {v['top1_agreement']:.4f}  "
@@ -114,18 +119,25 @@ def run_export(args: argparse.Namespace) -> int:
             print(f"note: {o.dest.name}: {note}", file=sys.stderr)
     failed = [o for o in outcomes if not o.passed]
     if failed:
-        print(f"error: {len(failed)} of {len(outcomes)} artifacts failed validation against PyTorch FP32",
+        print(f"error: {len(failed)} of {len(outcomes)} artifacts failed validation against {_compared_with(outcomes)}",
               file=sys.stderr)
         return EXIT_VALIDATION_FAILED
     print(summary_line(outcomes, args.out))
     return EXIT_OK
 
 
+def _compared_with(outcomes) -> str:
+    """'PyTorch FP32', 'PyTorch QAT INT8' or both: what this plan's artifacts were compared with."""
+    names = {"pytorch-fp32": "PyTorch FP32", "pytorch-qat-int8": "PyTorch QAT INT8"}
+    used = sorted({names[r] for o in outcomes if (r := o.validation.get("reference")) in names})
+    return " / ".join(used) or "PyTorch FP32"
+
+
 def summary_line(outcomes, out) -> str:
     """Passed and skipped counted apart: a check that did not run is never reported as passed."""
     skipped = [o for o in outcomes if o.validation.get("skipped")]
     passed = len(outcomes) - len(skipped)
-    text = f"{passed} artifact(s) validated against PyTorch FP32"
+    text = f"{passed} artifact(s) validated against {_compared_with(outcomes)}"
     if skipped:
         text += (f", {len(skipped)} written with validation skipped (runtime not available here: "
                  f"{', '.join(o.dest.name for o in skipped)})")

@@ -67,7 +67,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="EMA decay (default: 1 - 10 / optimizer steps, a horizon of a tenth of the run)")
     p.add_argument("--accum", type=int, default=T.accum, help="micro-batches per optimizer step (default 1)")
     p.add_argument("--precision", type=name_type("precision", ["auto", "fp32", "bf16"]), default=T.precision,
-                   help="auto (default: bf16 autocast on a CUDA GPU that has it, else fp32), fp32, bf16")
+                   help="auto (default: bf16 autocast where the hardware computes in bf16: a CUDA GPU that has it, "
+                        "a CPU with AVX512-BF16 / AMX / Arm BF16; else fp32), fp32, bf16")
     p.add_argument("--workers", type=int, default=T.workers,
                    help="DataLoader worker processes decoding and augmenting images (default 0: in this one)")
     p.add_argument("--split-seed", type=int, default=T.split_seed,

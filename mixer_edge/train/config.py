@@ -36,7 +36,7 @@ class TrainConfig:
     ema: bool = True                # exponential moving average of the weights, evaluated and saved
     ema_decay: float | None = None  # default: a horizon of a tenth of the run's optimizer steps
     accum: int = 1                  # micro-batches per optimizer step (batch_size is per micro-batch)
-    precision: str = "auto"         # auto (bf16 autocast on a CUDA GPU that has it, else fp32) | fp32 | bf16
+    precision: str = "auto"         # auto (bf16 autocast where the GPU or CPU computes in bf16, else fp32) | fp32 | bf16
     workers: int = 0                # DataLoader processes decoding and augmenting images; 0 = in this one
     # Quantization-aware fine-tuning (train/qat.py): the INT8 export's recipe simulated while training.
     qat: bool = False

@@ -230,6 +230,7 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval
             _save_progress(out, model, preprocess, data.classes, about, history)
         distributed.barrier(world)
     final = {**history[-1], "eval_n": int(len(eval_xy[1])), "train_n": len(batches.dataset),
+             "precision": "bf16" if uses_bf16(cfg.precision, device) else "fp32",
              "wall_s": round(time.perf_counter() - started, 2), "processes": world.size}
     path = out / "model.safetensors"
     if world.is_main:
@@ -278,12 +279,23 @@ def _ema(model, cfg, total_steps: int):
 
 
 def _autocast(precision: str, device: torch.device):
-    """bf16 autocast: asked for, or by default on a CUDA GPU with bf16. On CPUs it is opt-in: the
-    small Mixers trained here are not faster with it (docs/training.md)."""
+    """bf16 autocast: asked for, or by default (`auto`) where the hardware computes in bf16: a CUDA
+    GPU that has it, or a CPU with bf16 instructions (AVX512-BF16, AMX, Arm BF16). Measured on an
+    AVX512-BF16 CPU: B/16 3.6x faster with 32 % less memory, T/4 1.34x, and T/4 on MNIST as
+    accurate (docs/training.md). On other CPUs bf16 is emulated and slower: fp32."""
     from contextlib import nullcontext
 
-    on = precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(precision, device) else nullcontext()
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    from ..runtime.edge_bench import isa_flags
+
+    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(isa_flags()))
 
 
 def _save_progress(out: Path, model, preprocess, classes, about: dict, history: list) -> None:
