@@ -89,8 +89,8 @@ def export_plan(args: argparse.Namespace):
                       keep_invalid=args.keep_invalid, spec=spec)
 
 
-# How a line names what validation compared with (export/api.reference).
-REFERENCE_NAMES = {"pytorch-fp32": "PyTorch", "pytorch-qat-int8": "PyTorch QAT INT8"}
+# How the summary names what validation compared with (export/api.reference); a line drops "FP32".
+REFERENCE_NAMES = {"pytorch-fp32": "PyTorch FP32", "pytorch-qat-int8": "PyTorch QAT INT8"}
 
 
 def validation_line(o) -> str:
@@ -100,7 +100,7 @@ def validation_line(o) -> str:
         return f"{o.dest.name:16} validation skipped: {v['skipped']}{failed}"
     if v.get("refused"):   # a structural check refused it before validation could run
         return f"{o.dest.name:16} FAILED: {v['refused']}{o.fate}"
-    reference = REFERENCE_NAMES.get(v.get("reference"), "PyTorch")
+    reference = REFERENCE_NAMES.get(v.get("reference"), "PyTorch").removesuffix(" FP32")
     acc = f" top-1 {v['top1']:.4f} ({reference} {v['reference_top1']:.4f})" if "top1" in v else \
         f" no top-1: {(v.get('images') or {}).get('labels', 'no labels')}"
     verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + o.fate
@@ -128,8 +128,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _compared_with(outcomes) -> str:
     """'PyTorch FP32', 'PyTorch QAT INT8' or both: what this plan's artifacts were compared with."""
-    names = {"pytorch-fp32": "PyTorch FP32", "pytorch-qat-int8": "PyTorch QAT INT8"}
-    used = sorted({names[r] for o in outcomes if (r := o.validation.get("reference")) in names})
+    used = sorted({REFERENCE_NAMES[r] for o in outcomes if (r := o.validation.get("reference")) in REFERENCE_NAMES})
     return " / ".join(used) or "PyTorch FP32"
 
 

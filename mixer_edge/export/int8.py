@@ -96,8 +96,8 @@ def _prepare_learned(checkpoint, spec):
     and takes the learned ranges (place_qdq). --smooth and --calib-method do not apply."""
     qat = checkpoint.meta["qat"]
     extra = tuple(n for n in qat.get("float_layers", ()) if n not in spec.float_layers)
-    notes = [f"--{name} {value} ignored: the ranges were learned by quantization-aware training"
-             for name, value in (("calib-method", spec.calib_method),) if value is not None]
+    notes = [] if spec.calib_method is None else [
+        f"--calib-method {spec.calib_method} ignored: the ranges were learned by quantization-aware training"]
     details = {"qat": {"ranges": "learned (checkpoint qat.ranges)", "layers": len(qat["ranges"]),
                        "float_layers": list(qat.get("float_layers", ())),
                        "smoothing": "folded into the checkpoint before fine-tuning"

@@ -28,15 +28,24 @@ class Preprocessed:
         return self.preprocess(self.images[part])
 
 
-@torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x, batch_size: int = 256) -> np.ndarray:
     """x: (N, C, H, W) float32, or Preprocessed raw images -> logits (N, K) float32, in eval mode, on
     the model's device. Either way x is taken batch_size images at a time."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model(torch.from_numpy(x[i:i + batch_size]).to(device)).float().cpu().numpy()
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, model.config.num_classes), np.float32)
+    return predict_logits_of([model], x, batch_size)[0]
+
+
+@torch.inference_mode()
+def predict_logits_of(models: list, x, batch_size: int = 256) -> list[np.ndarray]:
+    """predict_logits of several models (a model and its EMA), each batch of x made once for all."""
+    for m in models:
+        m.eval()
+    outs: list[list] = [[] for _ in models]
+    for i in range(0, len(x), batch_size):
+        batch = torch.from_numpy(x[i:i + batch_size])                 # (b, C, H, W), decoded once
+        for m, out in zip(models, outs):
+            out.append(m(batch.to(next(m.parameters()).device)).float().cpu().numpy())
+    return [np.concatenate(out) if out else np.zeros((0, m.config.num_classes), np.float32)
+            for m, out in zip(models, outs)]
 
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict[str, float]:

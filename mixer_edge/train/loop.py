@@ -29,7 +29,7 @@ from ..models.variants import create_model
 from ..progress import progress
 from . import distributed
 from .config import TrainConfig
-from .evaluate import predict_logits, topk_accuracy
+from .evaluate import predict_logits_of, topk_accuracy
 
 RESUME_NAME = "resume.safetensors"
 
@@ -154,19 +154,12 @@ def _saved(model, meta: dict):
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "sgd": lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9)}
 
 
-def _param_groups(model: nn.Module, weight_decay: float, lr: float | None = None):
-    # No weight decay on biases and LayerNorm scales, as usual for transformers and Mixers. A
-    # quantization-aware model's ranges (log-parametrized) learn faster (qat.RANGE_LR_FACTOR).
-    from . import qat
-
-    ranges = {id(p) for p in qat.range_parameters(model)}
+def _param_groups(model: nn.Module, weight_decay: float):
+    # No weight decay on biases, LayerNorm scales and a QAT model's range logarithms, as usual for
+    # transformers and Mixers.
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1 and id(p) not in ranges]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if ranges:
-        factor = {} if lr is None else {"lr": lr * qat.RANGE_LR_FACTOR}
-        groups.append({"params": qat.range_parameters(model), "weight_decay": 0.0, **factor})
-    return groups
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def _schedule(optimizer, warmup_steps: int, total_steps: int):
@@ -184,7 +177,7 @@ def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval
 
     steps_per_epoch = len(batches) // cfg.accum   # optimizer steps; full batches only
     total = steps_per_epoch * cfg.epochs
-    optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay, cfg.lr), lr=cfg.lr)
+    optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = _schedule(optimizer, max(1, int(cfg.warmup_epochs * steps_per_epoch)), total)
     ema = _ema(model, cfg, total)
     out = Path(cfg.out)
@@ -257,11 +250,12 @@ def _step(cfg, model, optimizer, scheduler, ema) -> None:
 
 
 def _evaluate(model, ema, eval_xy) -> dict:
+    """Eval top-1 / top-5 of the model and its EMA, in one pass over the images (a streamed eval
+    split is decoded and preprocessed once for both)."""
     x, y = eval_xy
-    out = {f"eval_{k}": v for k, v in topk_accuracy(predict_logits(model, x), y).items()}
-    if ema is not None:
-        out.update({f"ema_eval_{k}": v for k, v in topk_accuracy(predict_logits(ema.module, x), y).items()})
-    return out
+    named = {"eval": model, **({"ema_eval": ema.module} if ema is not None else {})}
+    logits = predict_logits_of(list(named.values()), x)
+    return {f"{name}_{k}": v for name, out in zip(named, logits) for k, v in topk_accuracy(out, y).items()}
 
 
 def _ema_decay(cfg, total_steps: int) -> float:

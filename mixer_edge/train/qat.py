@@ -35,15 +35,11 @@ def _round_ste(v: torch.Tensor) -> torch.Tensor:
     return v + (torch.round(v) - v).detach()
 
 
-# Range parameters learn at this multiple of the weights' learning rate. They are logarithms (the
-# range is its start times exp(a)), so a step moves a range by a fraction of itself whatever its
-# size: a GELU output ranging to 2,000 can shrink to 20 in a few hundred steps, as an input ranging
-# to 1 moves by as little. Measured: docs/quantization.md, "Quantization-aware training".
-RANGE_LR_FACTOR = 1.0
-
-
 class ActQuant(nn.Module):
-    """Per-tensor asymmetric fake quantization over a learned [lo, hi] = [lo0 e^a_lo, hi0 e^a_hi]."""
+    """Per-tensor asymmetric fake quantization over a learned [lo, hi] = [lo0 e^a_lo, hi0 e^a_hi].
+    Logarithms, so an optimizer step moves a range by a fraction of itself whatever its size. They
+    learn with the weights (same rate, no weight decay: 0-d parameters); docs/quantization.md says
+    what a faster rate did."""
 
     def __init__(self, lo: float, hi: float):
         super().__init__()
@@ -145,10 +141,6 @@ def plain(model: nn.Module) -> nn.Module:
 
 def is_qat(model: nn.Module) -> bool:
     return bool(quantized_layers(model))
-
-
-def range_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for m in model.modules() if isinstance(m, ActQuant) for p in (m.a_lo, m.a_hi)]
 
 
 # ---- preparing a model: the export's recipe on the training data's calibration images ---------------
