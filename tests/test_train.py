@@ -27,6 +27,35 @@ def _max_diff(a, b):
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.parametrize("given, steps_per_epoch, want", [
+    (None, 150, 34),     # 4,800 MNIST digits at batch 32: ceil(5,000 / 150)
+    (None, 44, 100),     # the 1,438 digits at batch 32 would need 114: capped at 100
+    (None, 40_000, 10),  # an ImageNet-sized set: never fewer than 10
+    (8, 150, 8),         # a number given is kept
+])
+def test_auto_epochs_are_about_5000_optimizer_steps(given, steps_per_epoch, want):
+    assert _cfg("x", epochs=given).epochs_for(steps_per_epoch) == want
+
+
+def test_auto_epochs_resolve_before_training_and_are_recorded(tmp_path, monkeypatch):
+    """auto becomes a number before the schedule is built; the checkpoint records that number."""
+    from mixer_edge.train import config
+    monkeypatch.setattr(config, "AUTO_STEPS", 4)
+    monkeypatch.setattr(config, "AUTO_EPOCHS", (1, 100))
+    train(_cfg(tmp_path / "auto", epochs=None, batch_size=512))    # 1,438 // 512 = 2 steps an epoch
+    from mixer_edge import load_checkpoint
+    meta = load_checkpoint(tmp_path / "auto").meta
+    assert meta["train"]["epochs"] == 2 and [h["epoch"] for h in meta["history"]] == [1, 2]
+
+
+def test_cli_epochs_accepts_auto_or_a_whole_number():
+    from mixer_edge.cli.train import _epochs
+    assert _epochs("auto") is None and _epochs("AUTO") is None and _epochs("8") == 8
+    import argparse
+    with pytest.raises(argparse.ArgumentTypeError, match="whole number or auto, got 'x'"):
+        _epochs("x")
+
+
 def test_same_seed_same_weights_and_checkpoint_metadata(tmp_path):
     r1 = train(_cfg(tmp_path / "a"))
     r2 = train(_cfg(tmp_path / "b"))

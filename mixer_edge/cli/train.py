@@ -13,8 +13,18 @@ from .common import _data_help
 
 # ---- train -------------------------------------------------------------------------------------
 
+def _epochs(value: str) -> int | None:
+    """--epochs: a positive whole number, or auto (None: TrainConfig.epochs_for decides)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or auto, got {value!r}") from None
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.config import TrainConfig as T
+    from ..train.config import AUTO_EPOCHS, AUTO_STEPS, TrainConfig as T
 
     p.add_argument("--data", required=True, help=_data_help())
     p.add_argument("--model", default=T.model, help=f"variant name (see `mixer-edge models`); default {T.model}")
@@ -38,7 +48,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--qat-calib-method", default=None,
                    help="--qat: the range estimator the starting ranges come from, as --calib-method of export "
                         "(minmax, percentile, entropy, mse; default the export's, mse)")
-    p.add_argument("--epochs", type=int, default=T.epochs, help=f"passes over the train split (default {T.epochs})")
+    p.add_argument("--epochs", type=_epochs, default=T.epochs,
+                   help=f"passes over the train split, or auto (the default): enough passes for about {AUTO_STEPS:,} "
+                        f"optimizer steps, {AUTO_EPOCHS[0]} to {AUTO_EPOCHS[1]} epochs. Small sets need many: T/4 "
+                        "on 4,800 MNIST digits reaches 96.3 %% in 8 epochs, 98.1-98.7 %% in 32 (docs/training.md)")
     p.add_argument("--batch-size", type=int, default=T.batch_size,
                    help=f"global batch size, split across processes (default {T.batch_size})")
     p.add_argument("--lr", type=float, default=T.lr, help=f"peak AdamW learning rate (default {T.lr})")

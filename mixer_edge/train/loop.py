@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -66,6 +66,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         images = TrainImages(train_set.images, train_set.labels, preprocess,
                              augment.policy(cfg.augment, model.config.img_size, cfg.hflip), cfg.seed)
         batches = loader(images, cfg.batch_size, world, cfg.workers, cfg.seed)
+        cfg = replace(cfg, epochs=cfg.epochs_for(len(batches) // cfg.accum))   # auto -> a number, recorded
         # Decoded (when streamed) and preprocessed a batch at a time by every evaluation: the eval
         # split is never held as one array, raw or preprocessed.
         x_eval = Preprocessed(eval_set.images, preprocess)
@@ -104,9 +105,6 @@ def _check_data(cfg: TrainConfig, data: ImageSet) -> None:
                        f"{', ...' if data.num_classes > 10 else ''})")
     if cfg.qat and not cfg.pretrained:
         raise BadInput("--qat fine-tunes a trained model for INT8: give --pretrained CHECKPOINT")
-    for name in ("epochs", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
 
 
 def _data_channels(data: ImageSet) -> int:
