@@ -210,21 +210,33 @@ def test_evaluation_in_batches_equals_the_whole_array(folder60, trained_eager, m
     assert result["n"] == 60
 
 
-def test_export_validation_of_a_streamed_folder(folder60, trained_eager, monkeypatch, count_decodes):
+def test_export_validation_of_a_streamed_folder(folder60, trained_eager, monkeypatch, count_decodes, tmp_path):
     """prepare_validation with --eval-data a streamed folder: the preprocessed images an eager read
-    gives, exactly; the folder decoded once for keys, then only the validation images."""
+    gives, exactly, but made a batch at a time instead of held (above the threshold); the folder
+    decoded once for keys, then only the validation images; an export validated on them reports
+    the very figures the held images give."""
     from mixer_edge import load_checkpoint
     from mixer_edge.export import ExportPlan, prepare_validation
+    from mixer_edge.export.api import export_one
+    from mixer_edge.export.base import ExportSpec
+    from mixer_edge.train.evaluate import Preprocessed
 
     ck = load_checkpoint(trained_eager)
     plan = ExportPlan(targets=("onnx",), precisions=("fp32",), out_dir=".", eval_data=f"imagefolder:{folder60}")
     eager = prepare_validation(ck, plan, None, load_data)
+    assert isinstance(eager.x, np.ndarray)                  # 60 digits: far below 256 MB, held
     count_decodes.clear()
     monkeypatch.setattr(files, "STREAM_ABOVE_MB", 0)
     streamed = prepare_validation(ck, plan, None, load_data)
-    assert np.array_equal(streamed.x, eager.x) and np.array_equal(streamed.reference, eager.reference)
+    assert isinstance(streamed.x, Preprocessed)             # above the threshold: never one array
+    assert len(count_decodes) == 1 + 60 + len(streamed.x)   # estimate, keys, the validation images (reference)
+    assert np.array_equal(streamed.x[0:len(streamed.x)], eager.x) and np.array_equal(streamed.reference, eager.reference)
     assert streamed.about == eager.about and isinstance(streamed.raw, ImageFiles)
-    assert len(count_decodes) == 1 + 60 + len(streamed.x)   # estimate, keys, the validation images
+    checks = [export_one(ck, "onnx", ExportSpec(precision="fp32"), None, tmp_path / name, validation=v).validation
+              for name, v in (("held", eager), ("made", streamed))]
+    keys = ("passed", "cosine", "sqnr_db", "top1_agreement", "max_abs_diff", "mean_abs_diff", "samples", "top1")
+    assert checks[0]["passed"] and checks[0]["samples"] == len(eager.x) > 0   # the 60 less those trained on
+    assert {k: checks[0][k] for k in keys} == {k: checks[1][k] for k in keys}
 
 
 # ---- torchrun: two processes streaming match one ------------------------------------------------

@@ -83,10 +83,23 @@ def prepare_validation(ck, plan: ExportPlan, calib, load):
     selection = "all of it" if plan.eval_data else "its held-out eval split"
     about = part.describe(selection=selection, excluded=len(data) - len(part), labels=how,
                           calibration_excluded=calib is None or calib.keys is not None)
-    # Held preprocessed (every target is compared on it): the eval split, or all of --eval-data. A
-    # streamed folder is decoded one image at a time into it; raw stays lazy (golden.npz takes 32).
-    return validation_data(ck, ck.preprocess(part.images), labels, f"{data.spec} ({selection}, {len(part)} images "
+    return validation_data(ck, model_inputs(part.images, ck), labels, f"{data.spec} ({selection}, {len(part)} images "
                            f"not trained or calibrated on)", raw=part.images, about=about)
+
+
+def model_inputs(images, ck):
+    """Validation images as the model's input, (N, C, H, W) float32. Held, preprocessed once for every
+    target, up to the streaming threshold (docs/data.md); above it made a batch at a time from the
+    raw images each time a target runs, as a whole array would not fit (20,000 images at 224 px are
+    12 GB of float32). Raw images stay lazy either way (golden.npz takes 32)."""
+    import numpy as np
+
+    from ..data.files import stream_above_mb
+    from ..train.evaluate import Preprocessed
+
+    lazy = Preprocessed(images, ck.preprocess)
+    mb = len(images) * ck.config.in_chans * int(np.prod(ck.config.img_size)) * 4 / 2**20
+    return lazy if mb > stream_above_mb() else lazy[0:len(images)]
 
 
 def _validation_source(ck, plan: ExportPlan, load):

@@ -23,7 +23,8 @@ from .validate import compare, failures, tolerance_dict
 
 @dataclass(frozen=True)
 class ValidationData:
-    x: np.ndarray                 # (N, C, H, W) float32, preprocessed
+    x: object                     # (N, C, H, W) float32, preprocessed: an array, or made by slices
+                                  # (train.evaluate.Preprocessed) when too large to hold; read in batches
     labels: np.ndarray | None
     source: str
     reference: np.ndarray         # FP32 PyTorch logits on x, (N, K)
@@ -269,11 +270,16 @@ def _validate(target, artifact, spec: ExportSpec, val: ValidationData, stand_in=
     # What checked it, beside the verdict: a stand-in (Core ML W8A8's quantized PyTorch model off
     # macOS, ONNX Runtime for an unbuilt TensorRT engine) vouches for the model, not its runtime.
     checked_by = "stand-in" if stand_in is not None or runner.config.get("stands_in_for") else "own runtime"
-    logits = runner(val.x)
+    logits = _in_batches(runner, val.x)
     figures = compare(expected, logits, val.labels)
     problems = failures(precision, figures)
     return ({**base, "runner": runner.what, "runtime": runner.config, "checked_by": checked_by, **figures,
              "passed": not problems}, problems, logits)
+
+
+def _in_batches(runner, x, batch: int = 256) -> np.ndarray:
+    """runner's logits (N, K) on x taken batch images at a time: x may be made by slices."""
+    return np.concatenate([np.asarray(runner(x[i:i + batch]), np.float32) for i in range(0, len(x), batch)])
 
 
 def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder: Path) -> dict:
