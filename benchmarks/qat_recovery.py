@@ -37,6 +37,7 @@ from mixer_edge.calibration.ranges import METHODS  # noqa: E402
 from mixer_edge.export import api  # noqa: E402
 from mixer_edge.export.base import ExportSpec  # noqa: E402
 from mixer_edge.models.checkpoint import save_checkpoint  # noqa: E402
+from mixer_edge.train.evaluate import evaluate  # noqa: E402
 
 TARGETS = ("onnx", "tensorrt", "openvino", "coreml")
 STATUS = {True: "passed", False: "failed", None: "skipped"}
@@ -81,9 +82,7 @@ def _hidden_means(model, x) -> list:
 
 
 def top1(ck, data) -> float:
-    with torch.no_grad():
-        logits = ck.model.eval()(torch.from_numpy(ck.preprocess(data.images)))
-    return float((logits.argmax(1).numpy() == data.labels).mean())
+    return evaluate(ck, data)["top1"]
 
 
 def export_row(ck, target, spec, calib, val) -> dict:

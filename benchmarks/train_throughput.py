@@ -25,9 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from mixer_edge.data.files import STREAM_ENV   # 0 streams every folder
+
 CONFIGS = [("T/4", 28, 1), ("B/16", 224, 3)]
 SOURCES = ("memory", "streamed")
-STREAM_ENV = "MIXER_EDGE_STREAM_ABOVE_MB"   # mixer_edge.data.files.STREAM_ENV; 0 streams every folder
 
 
 def make_images(size: int, channels: int, n: int):

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import BadInput, CalibrationError, ValidationError, require
 from ..models.checkpoint import Checkpoint, versions
 from ..models.mixer import count_params
+from ..runtime import edge_bench as eb
 from . import artifact as art
 from . import golden, int8
 from .base import PRECISIONS, Exported, ExportSpec, NotRunnableHere
@@ -270,16 +271,11 @@ def _validate(target, artifact, spec: ExportSpec, val: ValidationData, stand_in=
     # What checked it, beside the verdict: a stand-in (Core ML W8A8's quantized PyTorch model off
     # macOS, ONNX Runtime for an unbuilt TensorRT engine) vouches for the model, not its runtime.
     checked_by = "stand-in" if stand_in is not None or runner.config.get("stands_in_for") else "own runtime"
-    logits = _in_batches(runner, val.x)
+    logits = eb.predict(runner, val.x, batch=256)   # a batch at a time: val.x may be made by slices
     figures = compare(expected, logits, val.labels)
     problems = failures(precision, figures)
     return ({**base, "runner": runner.what, "runtime": runner.config, "checked_by": checked_by, **figures,
              "passed": not problems}, problems, logits)
-
-
-def _in_batches(runner, x, batch: int = 256) -> np.ndarray:
-    """runner's logits (N, K) on x taken batch images at a time: x may be made by slices."""
-    return np.concatenate([np.asarray(runner(x[i:i + batch]), np.float32) for i in range(0, len(x), batch)])
 
 
 def _manifest(ck: Checkpoint, target, spec: ExportSpec, calib, exported, folder: Path) -> dict:
