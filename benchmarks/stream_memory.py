@@ -12,7 +12,7 @@ i mod 10,000 upscaled and painted with a seeded random foreground and background
 finished folder is marked (.complete) and not looked at again. Results go to OUT/stream_memory.json.
 
 Each run goes through training's own pieces, as mixer_edge.train.loop.train does: load_data (the
-folder streams: 2,000 decoded images are 287 MiB, above data/files.STREAM_ABOVE_MB), the content
+folder streams: 2,000 decoded images are 287 MiB, above runtime/edge_bench.STREAM_ABOVE_MB), the content
 split (every image decoded once for its key), trained_images, TrainImages, the DataLoader,
 regularize and the default augmentation; then one untimed and --steps timed optimizer steps
 (benchmarks/train_throughput.timed_steps). train() itself would first run a whole epoch.
@@ -84,7 +84,7 @@ def one(folder: str, steps: int, workers: int, batch: int = 16) -> dict:
     from mixer_edge.train import augment
     from mixer_edge.train.data import TrainImages, loader, set_epoch
     from mixer_edge.train.distributed import World
-    from mixer_edge.train.evaluate import Preprocessed
+    from mixer_edge.runtime.edge_bench import Batches
     from mixer_edge.train.loop import regularize, trained_images
     from train_throughput import peak_rss_mb, timed_steps
 
@@ -99,7 +99,7 @@ def one(folder: str, steps: int, workers: int, batch: int = 16) -> dict:
     model = create_model("B/16", num_classes=data.num_classes, in_chans=3, img_size=SIDE)
     regularize(model, 0.1, 0.0)
     pre = Preprocess.default(model.config.img_size, model.config.in_chans)
-    Preprocessed(eval_set.images, pre)   # what train() hands the per-epoch evaluation: nothing decoded yet
+    Batches(eval_set.images, pre)   # what train() hands the per-epoch evaluation: nothing decoded yet
     images = TrainImages(train_set.images, train_set.labels, pre, augment.policy("auto", model.config.img_size),
                          seed=0)
     batches = loader(images, batch, World(), workers, seed=0)

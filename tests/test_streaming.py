@@ -46,7 +46,7 @@ def read_both(spec, monkeypatch):
     """(eager, streamed) ImageSets of one spec: the threshold decides, nothing else differs."""
     eager = load_data(spec)
     with monkeypatch.context() as m:
-        m.setattr(files, "STREAM_ABOVE_MB", 0)
+        m.setattr(eb, "STREAM_ABOVE_MB", 0)
         streamed = load_data(spec)
     assert isinstance(eager.images, np.ndarray) and isinstance(streamed.images, ImageFiles)
     return eager, streamed
@@ -97,11 +97,11 @@ def test_streaming_is_chosen_by_the_estimated_decoded_size(folder60, monkeypatch
     memory, a byte below it they stream; the environment variable overrides the constant."""
     spec = f"imagefolder:{folder60}"
     assert isinstance(load_data(spec).images, np.ndarray)                 # default: 256 MiB
-    monkeypatch.setattr(files, "STREAM_ABOVE_MB", 3840 / 2 ** 20)
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 3840 / 2 ** 20)
     assert isinstance(load_data(spec).images, np.ndarray)
-    monkeypatch.setattr(files, "STREAM_ABOVE_MB", 3839 / 2 ** 20)
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 3839 / 2 ** 20)
     assert isinstance(load_data(spec).images, ImageFiles)
-    monkeypatch.setattr(files, "STREAM_ABOVE_MB", 256)
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 256)
     monkeypatch.setenv(files.STREAM_ENV, "0")
     assert isinstance(load_data(spec).images, ImageFiles)
     monkeypatch.setenv(files.STREAM_ENV, "lots")
@@ -132,9 +132,9 @@ def test_streaming_decodes_only_the_images_asked_for(folder60, monkeypatch, coun
     len none; an index one; calibration its drawn images; a preprocessed batch its batch."""
     from mixer_edge.calibration.sets import draw_calibration
     from mixer_edge.data.preprocess import Preprocess
-    from mixer_edge.train.evaluate import Preprocessed
+    from mixer_edge.runtime.edge_bench import Batches
 
-    monkeypatch.setattr(files, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
     data = load_data(f"imagefolder:{folder60}")
     assert len(count_decodes) == 1
     data.keys
@@ -147,7 +147,7 @@ def test_streaming_decodes_only_the_images_asked_for(folder60, monkeypatch, coun
     pre = Preprocess.default(8, 1)
     calib = draw_calibration(data, pre, size=4, seed=0)
     assert len(count_decodes) == 66 and len(calib) == 4
-    assert Preprocessed(data.images, pre)[10:17].shape == (7, 1, 8, 8)
+    assert Batches(data.images, pre)[10:17].shape == (7, 1, 8, 8)
     assert len(count_decodes) == 73
     # The device runtime's held-out selection (the bench harness) keeps a streamed set lazy too.
     part, _ = eb.select(eb.Data(data.images, data.labels, data.classes, data.spec), "all", {}, 20, keys=data.keys)
@@ -183,7 +183,7 @@ def trained_eager(folder60, tmp_path_factory):
 def test_training_on_a_streamed_folder_gives_the_eager_weights(folder60, trained_eager, tmp_path, monkeypatch):
     """Same seed, same pixels, same order: the weights agree to 1e-6 absolute per element (measured:
     exactly equal), with the images decoded in this process and in 2 DataLoader workers."""
-    monkeypatch.setattr(files, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
     assert isinstance(load_data(f"imagefolder:{folder60}").images, ImageFiles)
     a = load_file(str(trained_eager / "model.safetensors"))
     for workers in (0, 2):
@@ -198,12 +198,13 @@ def test_evaluation_in_batches_equals_the_whole_array(folder60, trained_eager, m
     """Logits of 7-image batches decoded from files against one 60-image array: within 1e-5
     (only the batch size, and so the summation blocking, differs); top-1 / top-5 identical."""
     from mixer_edge import load_checkpoint
-    from mixer_edge.train.evaluate import Preprocessed, evaluate, predict_logits, topk_accuracy
+    from mixer_edge.runtime.edge_bench import Batches
+    from mixer_edge.train.evaluate import evaluate, predict_logits, topk_accuracy
 
     ck = load_checkpoint(trained_eager)
     eager, streamed = read_both(f"imagefolder:{folder60}", monkeypatch)
     whole = predict_logits(ck.model, ck.preprocess(eager.images), batch_size=1000)   # (60, 10)
-    batched = predict_logits(ck.model, Preprocessed(streamed.images, ck.preprocess), batch_size=7)
+    batched = predict_logits(ck.model, Batches(streamed.images, ck.preprocess), batch_size=7)
     np.testing.assert_allclose(batched, whole, rtol=1e-5, atol=1e-5)
     result = evaluate(ck, streamed, batch_size=7)
     assert {k: result[k] for k in ("top1", "top5")} == topk_accuracy(whole, eager.labels)
@@ -219,17 +220,18 @@ def test_export_validation_of_a_streamed_folder(folder60, trained_eager, monkeyp
     from mixer_edge.export import ExportPlan, prepare_validation
     from mixer_edge.export.api import export_one
     from mixer_edge.export.base import ExportSpec
-    from mixer_edge.train.evaluate import Preprocessed
+    from mixer_edge.runtime.edge_bench import Batches
 
     ck = load_checkpoint(trained_eager)
     plan = ExportPlan(targets=("onnx",), precisions=("fp32",), out_dir=".", eval_data=f"imagefolder:{folder60}")
     eager = prepare_validation(ck, plan, None, load_data)
     assert isinstance(eager.x, np.ndarray)                  # 60 digits: far below 256 MB, held
     count_decodes.clear()
-    monkeypatch.setattr(files, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
     streamed = prepare_validation(ck, plan, None, load_data)
-    assert isinstance(streamed.x, Preprocessed)             # above the threshold: never one array
-    assert len(count_decodes) == 1 + 60 + len(streamed.x)   # estimate, keys, the validation images (reference)
+    assert isinstance(streamed.x, Batches)                  # above the threshold: never one array
+    # the folder's size estimate, the keys, the input's size estimate, the validation images (reference)
+    assert len(count_decodes) == 1 + 60 + 1 + len(streamed.x)
     assert np.array_equal(streamed.x[0:len(streamed.x)], eager.x) and np.array_equal(streamed.reference, eager.reference)
     assert streamed.about == eager.about and isinstance(streamed.raw, ImageFiles)
     checks = [export_one(ck, "onnx", ExportSpec(precision="fp32"), None, tmp_path / name, validation=v).validation
@@ -240,6 +242,43 @@ def test_export_validation_of_a_streamed_folder(folder60, trained_eager, monkeyp
 
 
 # ---- torchrun: two processes streaming match one ------------------------------------------------
+
+def test_benchmarks_of_a_streamed_folder_equal_the_held_ones(folder60, trained_eager, monkeypatch, tmp_path):
+    """The device script (bench_artifact on its own reader) and `mixer-edge bench` (the harness) on a
+    folder above the threshold: the folder stays files, the model input is made a batch at a time,
+    and the results' accuracy and image selection are the held run's exactly; the artifact's logits
+    on the two inputs are equal to the bit (the same pixels through the same runtime)."""
+    from mixer_edge import load_checkpoint
+    from mixer_edge.bench.harness import BenchConfig, benchmark, make_settings
+    from mixer_edge.export import ExportPlan, prepare_validation
+    from mixer_edge.export.api import export_one
+    from mixer_edge.export.base import ExportSpec
+
+    ck, spec = load_checkpoint(trained_eager), f"imagefolder:{folder60}"
+    plan = ExportPlan(targets=("onnx",), precisions=("fp32",), out_dir=".", eval_data=spec)
+    export_one(ck, "onnx", ExportSpec(precision="fp32"), None, tmp_path, validation=prepare_validation(ck, plan, None, load_data))
+    art = tmp_path / "onnx-fp32"
+    settings = make_settings(warmup=0, iters=2, batch_sizes=(1, 4), min_calls=1, min_seconds=0)
+    inputs = []
+    real = eb.model_inputs
+    monkeypatch.setattr(eb, "model_inputs", lambda images, prepare: inputs.append(real(images, prepare)) or inputs[-1])
+
+    def bench_both():
+        device, _ = eb.bench_artifact(art, eb.read_data(spec), settings, eb.Options(), "all")
+        host = benchmark([str(art)], BenchConfig(data=spec, settings=settings, images="all"))["results"][0]
+        return [{k: entry[k] for k in ("status", "accuracy", "data")} for entry in (device, host)]
+
+    held = bench_both()
+    assert [type(x) for x in inputs] == [np.ndarray, np.ndarray] and held[0]["accuracy"]["n"] == 60
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
+    assert isinstance(eb.read_data(spec).images, eb.ImageFiles)   # the device script's reader streams too
+    assert bench_both() == held
+    assert [type(x) for x in inputs[2:]] == [eb.Batches, eb.Batches]
+    backend = eb.load_backend(art, eb.read_manifest(art), eb.Options())
+    logits = [eb.predict(backend.run, x, 7) for x in (inputs[0], inputs[2])]
+    assert logits[0].shape == (60, 10) and np.array_equal(logits[0], logits[1])
+    assert np.array_equal(eb._tile(inputs[2], 70), eb._tile(inputs[0], 70))   # the timed batches
+
 
 def test_two_process_gloo_streaming_matches_single_process(tmp_path, monkeypatch):
     """test_train's two-process parity test on the 1,797 digits written as PNGs and streamed

@@ -299,7 +299,8 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
         images, labels, about = evaluation_images(s, data, config)
         key = json.dumps([about["fingerprint"], s.preprocess.to_dict()])
         if key not in inputs:
-            x = s.preprocess(images)
+            with _bad_input():
+                x = eb.model_inputs(images, s.preprocess)   # held, or made a batch at a time when too large
             inputs[key] = (x, None if reference is None else _reference_logits(reference, x, config))
         x, ref = inputs[key]
         entry = bench_subject(s, x, labels, config, ref, reference)

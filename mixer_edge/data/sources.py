@@ -7,7 +7,7 @@
     folder:DIR         unlabeled images
     DIR                a bare folder: imagefolder if it holds class folders, folder if it holds images
 
-Image folders larger than data/files.STREAM_ABOVE_MB decoded are not decoded here: their ImageSet
+Image folders larger than runtime/edge_bench.STREAM_ABOVE_MB decoded are not decoded here: their ImageSet
 holds ImageFiles, which decodes each image when it is used (docs/data.md, Streaming).
 
 SOURCES is the registry. A loader's parameter list is its spec grammar: no parameter means the bare
@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import BadInput, unknown
 from ..runtime import edge_bench as eb
 from .dataset import ImageSet
-from .files import PROGRESS_ABOVE, ImageFiles, streams
+from .files import PROGRESS_ABOVE, ImageFiles
 
 DIGIT_CLASSES, CIFAR10_CLASSES = eb.DIGIT_CLASSES, eb.CIFAR10_CLASSES
 IMAGE_SUFFIXES = eb.IMAGE_SUFFIXES
@@ -131,11 +131,10 @@ def load_folder(root: Path) -> ImageSet:
 # as training did); these adapt them to ImageSet and BadInput.
 
 def _decoded_or_streamed(files: list):
-    """All images decoded now when they fit (files.streams), else ImageFiles: decoded when used."""
-    lazy = ImageFiles(files)
-    if streams(lazy):
-        return lazy
-    return _images(_runtime(eb._read_images, files, _progress))
+    """All images decoded now when they fit, else ImageFiles: decoded when used (the runtime's
+    decoded_or_streamed, with the host's progress bar and BadInput)."""
+    images = _runtime(eb.decoded_or_streamed, ImageFiles(files), _progress)
+    return images if isinstance(images, ImageFiles) else _images(images)
 
 
 def _runtime(fn, *args):

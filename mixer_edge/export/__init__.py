@@ -88,18 +88,17 @@ def prepare_validation(ck, plan: ExportPlan, calib, load):
 
 
 def model_inputs(images, ck):
-    """Validation images as the model's input, (N, C, H, W) float32. Held, preprocessed once for every
-    target, up to the streaming threshold (docs/data.md); above it made a batch at a time from the
-    raw images each time a target runs, as a whole array would not fit (20,000 images at 224 px are
-    12 GB of float32). Raw images stay lazy either way (golden.npz takes 32)."""
-    import numpy as np
+    """Validation images as the model's input, (N, C, H, W) float32: held, preprocessed once for
+    every target, up to the streaming threshold; above it made a batch at a time from the raw images
+    each time a target runs (edge_bench.model_inputs; docs/data.md). Raw images stay lazy either way
+    (golden.npz takes 32)."""
+    from ..errors import BadInput
+    from ..runtime import edge_bench as eb
 
-    from ..data.files import stream_above_mb
-    from ..train.evaluate import Preprocessed
-
-    lazy = Preprocessed(images, ck.preprocess)
-    mb = len(images) * ck.config.in_chans * int(np.prod(ck.config.img_size)) * 4 / 2**20
-    return lazy if mb > stream_above_mb() else lazy[0:len(images)]
+    try:
+        return eb.model_inputs(images, ck.preprocess)
+    except eb.BenchError as e:   # a bad MIXER_EDGE_STREAM_ABOVE_MB
+        raise BadInput(str(e)) from None
 
 
 def _validation_source(ck, plan: ExportPlan, load):

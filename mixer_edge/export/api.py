@@ -25,7 +25,7 @@ from .validate import compare, failures, tolerance_dict
 @dataclass(frozen=True)
 class ValidationData:
     x: object                     # (N, C, H, W) float32, preprocessed: an array, or made by slices
-                                  # (train.evaluate.Preprocessed) when too large to hold; read in batches
+                                  # (edge_bench.Batches) when too large to hold; read in batches
     labels: np.ndarray | None
     source: str
     reference: np.ndarray         # FP32 PyTorch logits on x, (N, K)

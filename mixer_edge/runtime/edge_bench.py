@@ -869,15 +869,15 @@ def folder_files(root: Path) -> list:
 
 
 def read_imagefolder(root: Path, wrap=None) -> Data:
-    """imagefolder:DIR, decoded: one sub-folder of images per class.
+    """imagefolder:DIR: one sub-folder of images per class, decoded now or streamed (decoded_or_streamed).
     wrap: an optional iterator wrapper over the files (the host's progress bar)."""
     files, labels, classes = imagefolder_files(root)
-    return Data(_read_images(files, wrap), labels, classes, f"imagefolder:{root}")
+    return Data(decoded_or_streamed(ImageFiles(files), wrap), labels, classes, f"imagefolder:{root}")
 
 
 def read_folder(root: Path, wrap=None) -> Data:
-    """folder:DIR, decoded: unlabeled images (calibration, prediction)."""
-    return Data(_read_images(folder_files(root), wrap), None, None, f"folder:{root}")
+    """folder:DIR: unlabeled images (calibration, prediction), decoded now or streamed."""
+    return Data(decoded_or_streamed(ImageFiles(folder_files(root)), wrap), None, None, f"folder:{root}")
 
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -905,6 +905,110 @@ def read_image(path) -> np.ndarray:
             return np.asarray(img.convert("L"))[..., None]  # "1" -> 0/255, "LA" drops alpha, "F" clips
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BenchError(f"cannot read image {path}: {e}") from None
+
+
+# ---- streaming: folders too large to hold, decoded and preprocessed a batch at a time ------------
+# An image folder is decoded into memory when that is small (each file decoded once, not once per
+# epoch or per artifact) and streamed otherwise. The host's training, evaluation, calibration and
+# benchmark use these same classes (docs/data.md, Streaming).
+
+# Above this decoded size (MiB) an image folder is streamed, and above this float32 size a benchmark's
+# or a validation's model input is made a batch at a time. 256 MiB keeps every small set in memory
+# (MNIST's 70,000 digits as PNGs: 55 MB; CIFAR-10's 60,000: 184 MB) and streams what grows with the
+# data: 2,000 RGB images at 224 px are already 287 MiB, ImageNet's 1.28 million are 180 GiB.
+STREAM_ABOVE_MB = 256
+STREAM_ENV = "MIXER_EDGE_STREAM_ABOVE_MB"   # overrides STREAM_ABOVE_MB (torchrun children, tests)
+
+
+def stream_above_mb() -> float:
+    """STREAM_ABOVE_MB, or MIXER_EDGE_STREAM_ABOVE_MB when set (the one place it is read)."""
+    text = os.environ.get(STREAM_ENV)
+    if text is None:
+        return STREAM_ABOVE_MB
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise BenchError(f"{STREAM_ENV}={text!r} is not a size; accepted: megabytes >= 0 of decoded images "
+                         f"above which an image folder is streamed (default {STREAM_ABOVE_MB}; 0 streams every folder)")
+    return value
+
+
+class ImageFiles:
+    """Image files decoded on access, a sequence like the decoded array it stands for: len, x[i] is
+    uint8 (H, W, C) by read_image, x[index_array] and x[a:b] are lazy subsets, iteration decodes one
+    image at a time. Nothing holds more than one decoded image. `error`: what a bad file or index
+    raises (the host's subclass raises its own BadInput)."""
+    error = BenchError
+
+    def __init__(self, paths):
+        self.paths = tuple(str(p) for p in paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} files)"
+
+    def __getitem__(self, index):
+        if isinstance(index, (int, np.integer)):
+            return self._decode(self.paths[index])
+        if isinstance(index, slice):
+            return type(self)(self.paths[index])
+        idx = np.asarray(index)
+        if idx.dtype == bool and idx.shape == (len(self),):
+            idx = np.flatnonzero(idx)
+        if idx.ndim != 1 or not (idx.dtype.kind in "iu" or idx.size == 0):
+            raise self.error(f"image files are indexed by an int, a slice or a 1-d index array, got "
+                             f"{type(index).__name__} {getattr(idx, 'dtype', '')} {getattr(idx, 'shape', '')}")
+        return type(self)([self.paths[i] for i in idx.astype(np.int64)])
+
+    def __iter__(self):
+        return (self._decode(p) for p in self.paths)
+
+    def _decode(self, path: str) -> np.ndarray:
+        try:
+            return read_image(path)   # looked up each call, so a test can count decodes
+        except BenchError as e:
+            raise self.error(str(e)) from None
+
+
+def streams(files: ImageFiles) -> bool:
+    """Whether a folder is too large to decode into memory: the first image's decoded size times the
+    file count (the images of a folder are usually of one size) above stream_above_mb()."""
+    estimate = files[0].nbytes * len(files)   # bytes, one image decoded to find out
+    return estimate > stream_above_mb() * 2 ** 20
+
+
+def decoded_or_streamed(files: ImageFiles, wrap=None):
+    """Every image decoded now when the folder fits (streams), else the files, decoded when used."""
+    return files if streams(files) else _read_images(files.paths, wrap)
+
+
+class Batches:
+    """Raw images seen as their model input, made a slice at a time: x[i:j] -> prepare(images[i:j]),
+    (j - i, C, H, W) float32. What the benchmark and validation run on when holding it would not fit."""
+
+    def __init__(self, images, prepare: Callable):
+        self.images, self.prepare = images, prepare
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        if not isinstance(part, slice):
+            raise BenchError(f"model inputs are taken by slices (a batch), got {type(part).__name__}")
+        return self.prepare(self.images[part])
+
+
+def model_inputs(images, prepare: Callable):
+    """The model input of raw images: (N, C, H, W) float32 held, made once for every run over it, up
+    to stream_above_mb(); above it Batches, made a batch at a time each time (20,000 images at 224
+    px are 12 GB of float32). The size is estimated from the first image's input."""
+    lazy = Batches(images, prepare)
+    mb = lazy[0:1].nbytes * len(lazy) / 2 ** 20 if len(lazy) else 0.0
+    return lazy if mb > stream_above_mb() else lazy[0:len(lazy)]
 
 
 # ---- labels: the data's classes mapped to the model's ------------------------------------------
@@ -1259,15 +1363,17 @@ def parse_batch_sizes(text: str) -> tuple:
     return sizes
 
 
-def _tile(x: np.ndarray, n: int) -> np.ndarray:
-    """n images: the first n, repeated when there are fewer."""
-    return np.ascontiguousarray(x[np.arange(n) % len(x)])
+def _tile(x, n: int) -> np.ndarray:
+    """n images: the first n, repeated when there are fewer. x: an array or Batches (sliced only)."""
+    head = np.asarray(x[0:min(n, len(x))])
+    return np.ascontiguousarray(head[np.arange(n) % len(head)])
 
 
-def measure_speed(run, x: np.ndarray, settings: Settings, fixed_batch: int | None = None,
+def measure_speed(run, x, settings: Settings, fixed_batch: int | None = None,
                   clock=time.perf_counter, memory: "MemoryMark | None" = None) -> dict:
     """First inference, latency at batch 1 (or the fixed batch), throughput per batch size; with
-    a memory mark, the model's resident memory read right after the first inference."""
+    a memory mark, the model's resident memory read right after the first inference. x: model
+    inputs, held or Batches (only the first images are used)."""
     if len(x) == 0:
         raise BenchError("no images to benchmark with")
     lat_batch = fixed_batch or 1
@@ -1290,8 +1396,9 @@ def measure_speed(run, x: np.ndarray, settings: Settings, fixed_batch: int | Non
 
 # ---- accuracy -----------------------------------------------------------------------------------
 
-def predict(run, x: np.ndarray, batch: int, fixed_batch: int | None = None) -> np.ndarray:
-    """Logits for all of x; a fixed-batch model gets its batch, the last one padded."""
+def predict(run, x, batch: int, fixed_batch: int | None = None) -> np.ndarray:
+    """Logits for all of x (model inputs, held or Batches); a fixed-batch model gets its batch, the
+    last one padded."""
     b = fixed_batch or batch
     out = []
     for i in range(0, len(x), b):
@@ -1845,7 +1952,7 @@ def bench_artifact(folder, data: Data, settings: Settings, options: Options, sel
                 sha256=file_hashes(manifest), size_bytes=artifact_size(folder, manifest),
                 data={**about, "labels": labels_how},
                 quantization=quantization_summary(manifest), validation=validation_summary(manifest))
-    x = preprocess(data.images, manifest["preprocess"])
+    x = model_inputs(data.images, lambda images: preprocess(images, manifest["preprocess"]))
     ref_logits = None
     if reference is not None:  # logits of the reference artifact first: its memory is not ours
         ref_manifest = read_manifest(reference)

@@ -1,7 +1,7 @@
 """Evaluation: logits from a model on preprocessed images, and top-k accuracy from logits.
 
 Both are reused by export validation and the benchmark, so every accuracy figure in the project
-is computed the same way. Raw images go in as Preprocessed: decoded (when streamed) and preprocessed
+is computed the same way. Raw images go in as the runtime's Batches: decoded (when streamed) and preprocessed
 one batch at a time, so evaluating a large folder never holds it whole.
 """
 from __future__ import annotations
@@ -12,24 +12,8 @@ import torch
 from ..errors import BadInput
 
 
-class Preprocessed:
-    """Raw images seen as their model input, made a slice at a time: x[i:j] -> (j - i, C, H, W)
-    float32, by the checkpoint's own Preprocess. images: anything ImageSet.images holds."""
-
-    def __init__(self, images, preprocess):
-        self.images, self.preprocess = images, preprocess
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, part: slice) -> np.ndarray:
-        if not isinstance(part, slice):
-            raise BadInput(f"preprocessed images are taken by slices (a batch), got {type(part).__name__}")
-        return self.preprocess(self.images[part])
-
-
 def predict_logits(model: torch.nn.Module, x, batch_size: int = 256) -> np.ndarray:
-    """x: (N, C, H, W) float32, or Preprocessed raw images -> logits (N, K) float32, in eval mode, on
+    """x: (N, C, H, W) float32, or raw images as edge_bench.Batches -> logits (N, K) float32, in eval mode, on
     the model's device. Either way x is taken batch_size images at a time."""
     return predict_logits_of([model], x, batch_size)[0]
 
@@ -70,5 +54,7 @@ def evaluate(checkpoint, data, batch_size: int = 256) -> dict:
     labels, how = model_labels(checkpoint.identity, data)
     if labels is None:
         raise BadInput(f"cannot compute top-1 on {data.spec!r}: {how}")
-    logits = predict_logits(checkpoint.model, Preprocessed(data.images, checkpoint.preprocess), batch_size)
+    from ..runtime.edge_bench import Batches
+
+    logits = predict_logits(checkpoint.model, Batches(data.images, checkpoint.preprocess), batch_size)
     return {**topk_accuracy(logits, labels), "n": int(len(data)), "labels": how}

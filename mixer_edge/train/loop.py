@@ -44,7 +44,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from ..data.sources import load_data
     from . import augment
     from .data import TrainImages, loader
-    from .evaluate import Preprocessed
+    from ..runtime.edge_bench import Batches
 
     device = _device(cfg.device)
     world = distributed.init_world(device)
@@ -69,7 +69,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         cfg = replace(cfg, epochs=cfg.epochs_for(len(batches) // cfg.accum))   # auto -> a number, recorded
         # Decoded (when streamed) and preprocessed a batch at a time by every evaluation: the eval
         # split is never held as one array, raw or preprocessed.
-        x_eval = Preprocessed(eval_set.images, preprocess)
+        x_eval = Batches(eval_set.images, preprocess)
         return _fit(cfg, model.to(device), preprocess, data, meta, split, world, device,
                     batches, (x_eval, eval_set.labels))
     finally:
