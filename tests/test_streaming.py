@@ -299,6 +299,8 @@ def test_two_process_gloo_streaming_matches_single_process(tmp_path, monkeypatch
     one, two = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "two")
     assert two.meta["metrics"]["processes"] == 2 and two.meta["metrics"]["eval_n"] == 179
     assert one.meta["images"]["data"]["fingerprint"] == load_data("digits").fingerprint   # the same images
+    # ... and the same split: the keys each process hashed half of (distributed.share_keys)
+    assert two.meta["images"] == one.meta["images"]
     w1, w2 = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
     err = sum(float(((w1[k] - w2[k]) ** 2).sum()) for k in w1) ** 0.5
     ref = sum(float((w1[k] ** 2).sum()) for k in w1) ** 0.5

@@ -42,14 +42,15 @@ class TrainResult:
 
 def train(cfg: TrainConfig) -> TrainResult:
     from ..data.sources import load_data
+    from ..runtime.edge_bench import Batches
     from . import augment
     from .data import TrainImages, loader
-    from ..runtime.edge_bench import Batches
 
     device = _device(cfg.device)
     world = distributed.init_world(device)
     try:
         data = load_data(cfg.data)
+        distributed.share_keys(data, world)
         _check_data(cfg, data)
         torch.manual_seed(cfg.seed)
         model, preprocess, meta = _build_model(cfg, data)
