@@ -270,11 +270,18 @@ def plot_accuracy_latency(rows: list[Row]) -> bytes:
     if drawn:
         ax.set_xscale("log")
         ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no row has both accuracy and latency", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("latency p50 at batch 1 with its 95% interval (ms, log scale)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("accuracy vs latency (circled: Pareto front)")
+    return _finish(fig, ax, None if drawn else "no row has both accuracy and latency",
+                   "latency p50 at batch 1 with its 95% interval (ms, log scale)", "top-1 accuracy (%)",
+                   "accuracy vs latency (circled: Pareto front)")
+
+
+def _finish(fig, ax, empty: str | None, xlabel: str, ylabel: str, title: str) -> bytes:
+    """Axis labels, title and grid, then the PNG; `empty`: the message a plot with nothing drawn shows."""
+    if empty:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     return _png(fig)
 
@@ -298,13 +305,8 @@ def plot_throughput(rows: list[Row]) -> bytes:
         batches = sorted({t["batch"] for r in lines for t in r.throughput})
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no throughput measured", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("throughput (images/s, with its 95% interval)")
-    ax.set_title("throughput vs batch size")
-    ax.grid(True, alpha=0.3)
-    return _png(fig)
+    return _finish(fig, ax, None if lines else "no throughput measured", "batch size",
+                   "throughput (images/s, with its 95% interval)", "throughput vs batch size")
 
 
 # ---- tables -------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +79,9 @@ class Checkpoint:
                 "images": {"reserved": pack_keys(self.reserved_keys)}}
 
 
-from ..runtime.edge_bench import sha256_file  # noqa: E402,F401  (one implementation: the runtime's)
+# One implementation of each, the device runtime's: file hashes, and atomic writes (a temp file, then
+# os.replace) for the host's checkpoints, manifests and reports as for the device's results.
+from ..runtime.edge_bench import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402,F401
 
 
 def versions() -> dict:
@@ -90,30 +90,6 @@ def versions() -> dict:
     from .. import __version__
     return {"mixer_edge": __version__, "torch": torch.__version__, "numpy": numpy.__version__}
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then os.replace: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def save_checkpoint(out_dir, model: MlpMixer, preprocess, classes, meta: dict | None = None) -> Path:
