@@ -25,11 +25,13 @@ def predict(model: str, images, top_k: int = 5) -> dict:
 
 
 def _checkpoint_tops(path: str, files, top_k: int) -> list:
+    from .data.files import ImageFiles
     from .models.weights import load_pretrained
     from .train.evaluate import predict_logits
 
     ck = load_pretrained(path)
-    logits: np.ndarray = predict_logits(ck.model, ck.preprocess(_runtime(eb._read_images, files)))
+    x = _runtime(eb.model_inputs, ImageFiles(files), ck.preprocess)   # many files: made a batch at a time
+    logits: np.ndarray = predict_logits(ck.model, x)
     return _runtime(eb.ranked, logits, ck.classes, top_k)
 
 

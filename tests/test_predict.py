@@ -78,6 +78,28 @@ def test_checkpoint_and_its_fp32_artifacts_give_the_same_top1(exported, images, 
     assert tops["ckpt"] == tops["onnx"] == tops["openvino"]
 
 
+def test_many_images_are_predicted_a_batch_at_a_time(exported, images, digits_checkpoint, tmp_path, capsys,
+                                                     monkeypatch):
+    """Above the streaming threshold (forced to 0 here) an artifact's and a checkpoint's inputs are
+    made a batch at a time from the files (edge_bench.Batches), never held, and the predictions are
+    the held run's exactly: the same classes and scores."""
+    models = {"ckpt": digits_checkpoint, "onnx": exported[("onnx", "fp32")]}
+
+    def run(tag):
+        for name, model in models.items():
+            assert host(capsys, model, images, "--json", tmp_path / f"{name}-{tag}.json")[0] == 0
+        return {name: json.loads((tmp_path / f"{name}-{tag}.json").read_text())["predictions"] for name in models}
+
+    made = []
+    real = eb.model_inputs
+    monkeypatch.setattr(eb, "model_inputs", lambda images, prepare: made.append(real(images, prepare)) or made[-1])
+    held = run("held")
+    assert [type(x) for x in made] == [np.ndarray, np.ndarray]
+    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
+    assert run("made") == held and len(held["onnx"]) == N_IMAGES
+    assert [type(x) for x in made[2:]] == [eb.Batches, eb.Batches]
+
+
 def test_python_api_for_applications(exported, images, ck, val):
     model = eb.load(exported[("onnx", "fp32")])
     raw = [np.asarray(Image.open(f)) for f in sorted(images.iterdir())]      # (H, W) uint8 arrays

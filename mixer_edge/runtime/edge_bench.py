@@ -468,10 +468,11 @@ class Predictor:
             raise DeviceCheckFailed(self.device_check["reason"])
 
     def logits(self, images) -> np.ndarray:
-        """images: raw uint8 arrays (H, W[, C]) or a list of image file paths."""
-        if images and isinstance(images[0], (str, Path)):
-            images = _read_images(image_files(images))
-        x = preprocess(images, self.manifest["preprocess"])
+        """images: raw uint8 arrays (H, W[, C]) or a list of image file paths; many files are decoded
+        and preprocessed a batch at a time (model_inputs), so a large folder is never held."""
+        if len(images) and isinstance(images[0], (str, Path)):
+            images = ImageFiles(image_files(images))
+        x = model_inputs(images, lambda part: preprocess(part, self.manifest["preprocess"]))
         return predict(self.backend.run, x, 32, batch_axis(self.manifest))
 
     def predict(self, images, top_k: int = 5) -> list:
