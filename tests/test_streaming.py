@@ -306,3 +306,19 @@ def test_two_process_gloo_streaming_matches_single_process(tmp_path, monkeypatch
     ref = sum(float((w1[k] ** 2).sum()) for k in w1) ** 0.5
     assert err / ref < 1e-3
     assert abs(one.meta["metrics"]["eval_top1"] - two.meta["metrics"]["eval_top1"]) <= 1 / 179
+
+
+def test_two_processes_meeting_a_bad_file_say_so_once(tmp_path):
+    """A corrupt PNG in a streamed folder under --nproc 2: the process whose share holds it fails
+    while hashing, every process raises it (share_keys gathers the error), and the user sees one
+    error line naming the file, exit code 2, no traceback, nothing written, well before any timeout."""
+    folder = write_digits(tmp_path / "digits", 200)
+    bad = sorted(folder.rglob("*.png"))[5]   # hashed by the second process: each takes every other image
+    bad.write_bytes(b"not a png")
+    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1", files.STREAM_ENV: "0"}
+    done = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "train", "--data", f"imagefolder:{folder}",
+                           "--model", "T/2", "--epochs", "1", "--nproc", "2", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and errors == [f"error: cannot read image {bad}: cannot identify image file '{bad}'"]
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

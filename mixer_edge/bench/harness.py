@@ -248,7 +248,7 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [""])[0][:300]
 
 
-def _reference_logits(path: str, x: np.ndarray, config: BenchConfig) -> np.ndarray:
+def _reference_logits(path: str, x, config: BenchConfig) -> np.ndarray:
     """Logits of the reference (an FP32 artifact or a checkpoint run eagerly) on x."""
     (subject, *_) = subjects_for(path, replace(config, compile=False))
     try:
@@ -293,7 +293,7 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
         raise BadInput("nothing to benchmark: give artifact folders or checkpoints")
     data = load_images(config.data)
     reference = config.reference or next((str(s.path) for s in subjects if s.target == "pytorch-eager"), None)
-    inputs: dict[str, tuple] = {}   # one preprocessed copy per (image selection, preprocess), shared by subjects
+    inputs: dict[str, tuple] = {}   # one model input (held, or Batches) per (image selection, preprocess), shared
     results = []
     for s in subjects:
         images, labels, about = evaluation_images(s, data, config)
@@ -311,7 +311,7 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
     return eb.document(results, eb.device_info(config.device_name), _versions(), config.settings, TOOL, config.data)
 
 
-def bench_subject(s: Subject, x: np.ndarray, labels, config: BenchConfig, ref_logits=None,
+def bench_subject(s: Subject, x, labels, config: BenchConfig, ref_logits=None,
                   reference: str | None = None) -> dict:
     base = dict(artifact=str(s.path), name=s.name, target=s.target, precision=s.precision, sha256=s.sha256,
                 size_bytes=s.size_bytes, quantization=s.quantization, validation=s.validation)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 from pathlib import Path
 
 from ..runtime.edge_bench import EXIT_OK
@@ -94,7 +93,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder for model.safetensors and model.json")
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.safetensors (last finished epoch)")
     p.add_argument("--nproc", type=int, default=1,
-                   help="data-parallel processes via torchrun (gloo on CPU, NCCL on GPU); default 1")
+                   help="data-parallel processes on this machine, joined as torchrun joins them (gloo on CPU, "
+                        "NCCL on GPU); an error all of them meet is printed once; default 1")
 
 
 # A recipe sets these TrainConfig fields over the options' defaults; an option given explicitly wins.
@@ -133,7 +133,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     output_folder(args.out, "--out")
     if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return _launch_torchrun(args)
+        return _launch(args)
     from ..train import train
 
     result = train(train_config(args))
@@ -146,12 +146,11 @@ def run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _launch_torchrun(args: argparse.Namespace) -> int:
-    """Re-run this same train command under torchrun, minus --nproc (the children must not relaunch)."""
-    from ..train.distributed import launch_command
+def _launch(args: argparse.Namespace) -> int:
+    """Re-run this same train command in --nproc processes, minus --nproc (the children must not relaunch)."""
+    from ..train.distributed import launch
 
-    child = _drop_option(args.argv[args.argv.index("train") + 1:], "--nproc")
-    return subprocess.call(launch_command(args.nproc, child))
+    return launch(args.nproc, _drop_option(args.argv[args.argv.index("train") + 1:], "--nproc"))
 
 
 def _drop_option(argv: list[str], option: str) -> list[str]:

@@ -932,7 +932,8 @@ def stream_above_mb() -> float:
         value = float("nan")
     if not value >= 0:
         raise BenchError(f"{STREAM_ENV}={text!r} is not a size; accepted: megabytes >= 0 of decoded images "
-                         f"above which an image folder is streamed (default {STREAM_ABOVE_MB}; 0 streams every folder)")
+                         f"(or of model input) above which an image folder is streamed (or the input made a "
+                         f"batch at a time); default {STREAM_ABOVE_MB}, 0 streams everything")
     return value
 
 
@@ -1154,8 +1155,8 @@ def select(data: Data, selection: str, manifest: dict, limit: int | None, keys=N
 
 
 def _subset(data: Data, idx) -> Data:
-    # An array, or the host's lazy sequence of image files, takes the index array as it is (nothing
-    # decoded); a list of images of different sizes is picked one by one.
+    # An array, or a lazy ImageFiles (the device script's or the host's), takes the index array as it
+    # is (nothing decoded); a list of images of different sizes is picked one by one.
     images = [data.images[i] for i in idx] if isinstance(data.images, (list, tuple)) else data.images[idx]
     return data._replace(images=images, labels=None if data.labels is None else data.labels[idx])
 

@@ -1,4 +1,4 @@
-"""`python -m mixer_edge.train ARGS`: the entry point torchrun runs in each process."""
+"""`python -m mixer_edge.train ARGS`: the entry point torchrun (or `train --nproc`) runs in each process."""
 import sys
 
 from ..cli import main
