@@ -869,16 +869,15 @@ def folder_files(root: Path) -> list:
     return files
 
 
-def read_imagefolder(root: Path, wrap=None) -> Data:
-    """imagefolder:DIR: one sub-folder of images per class, decoded now or streamed (decoded_or_streamed).
-    wrap: an optional iterator wrapper over the files (the host's progress bar)."""
+def read_imagefolder(root: Path) -> Data:
+    """imagefolder:DIR: one sub-folder of images per class, decoded now or streamed (decoded_or_streamed)."""
     files, labels, classes = imagefolder_files(root)
-    return Data(decoded_or_streamed(ImageFiles(files), wrap), labels, classes, f"imagefolder:{root}")
+    return Data(decoded_or_streamed(ImageFiles(files)), labels, classes, f"imagefolder:{root}")
 
 
-def read_folder(root: Path, wrap=None) -> Data:
+def read_folder(root: Path) -> Data:
     """folder:DIR: unlabeled images (calibration, prediction), decoded now or streamed."""
-    return Data(decoded_or_streamed(ImageFiles(folder_files(root)), wrap), None, None, f"folder:{root}")
+    return Data(decoded_or_streamed(ImageFiles(folder_files(root))), None, None, f"folder:{root}")
 
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
@@ -984,7 +983,8 @@ def streams(files: ImageFiles) -> bool:
 
 
 def decoded_or_streamed(files: ImageFiles, wrap=None):
-    """Every image decoded now when the folder fits (streams), else the files, decoded when used."""
+    """Every image decoded now when the folder fits (streams), else the files, decoded when used.
+    wrap: an optional iterator wrapper over the files being decoded (the host's progress bar)."""
     return files if streams(files) else _read_images(files.paths, wrap)
 
 
