@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from .export.validate import db_text
-from .models.checkpoint import atomic_write_json
+from .runtime.artifact import atomic_write_json
+from .runtime.results import format_table
+from .runtime.timing import Settings
 
 DEMO_DATA = "digits"
 DEMO_MODEL = "T/2"
@@ -66,7 +68,7 @@ def _train(out: Path, epochs: int, say):
 
 
 def _export(checkpoint: Path, out: Path, say, on_export) -> list:
-    from .export import ExportPlan, run_plan
+    from .export.plan import ExportPlan, run_plan
     from .export.registry import get_target, target_names
 
     targets = [t for t in target_names() if get_target(t).status().installed]
@@ -78,12 +80,11 @@ def _export(checkpoint: Path, out: Path, say, on_export) -> list:
 
 
 def _bench(checkpoint: Path, artifacts: list, path: Path, say) -> Path:
-    from .bench.harness import BenchConfig, benchmark, make_settings, write_results
-    from .runtime.edge_bench import format_table
+    from .bench.harness import BenchConfig, benchmark, write_results
 
     say(f"[3/4] benchmarking PyTorch eager and {len(artifacts)} artifacts (latency at batch 1, throughput at "
         f"1 and 32, accuracy on the eval split)")
-    config = BenchConfig(data=DEMO_DATA, settings=make_settings(warmup=5, iters=50, batch_sizes=(1, 32)))
+    config = BenchConfig(data=DEMO_DATA, settings=Settings(warmup=5, iters=50, batch_sizes=(1, 32)))
     doc = benchmark([str(checkpoint), *map(str, artifacts)], config)
     say(format_table(doc))
     write_results(path, doc)

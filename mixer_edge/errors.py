@@ -1,15 +1,20 @@
-"""The errors mixer-edge raises. Library code raises these; the CLI's error boundary turns them into exit codes.
+"""The host's errors. The vocabulary is the device runtime's (mixer_edge/runtime/errors.py: one
+definition, one exception -> exit code table for `mixer-edge` and the device scripts alike); the
+errors only the host raises derive from it. Library code raises; the CLI's error boundary turns
+them into exit codes.
 
 Every message says what arrived and what is accepted, so one line is enough for the user.
 """
+from __future__ import annotations
 
+import argparse
+import difflib
+import importlib
 
-class MixerEdgeError(Exception):
-    """Base class: a problem the user can fix (bad input, missing package), not a bug."""
+from .runtime.errors import BadInput, DeviceCheckFailed, MixerEdgeError, NotRunnable, ValidationError
 
-
-class BadInput(MixerEdgeError, ValueError):
-    """A file, option or data set that cannot be used as given."""
+__all__ = ["BadInput", "CalibrationError", "DeviceCheckFailed", "MissingDependency", "MixerEdgeError",
+           "NotRunnable", "UnknownName", "ValidationError", "name_type", "require", "resolve", "unknown"]
 
 
 class UnknownName(BadInput, KeyError):
@@ -27,19 +32,9 @@ class CalibrationError(MixerEdgeError):
     """The calibration set is missing, too small, or does not fit the model."""
 
 
-class DeviceCheckFailed(MixerEdgeError):
-    """An artifact does not compute on this machine what was validated at export (its golden set)."""
-
-
-class ValidationError(MixerEdgeError):
-    """An exported artifact disagrees with the PyTorch reference beyond tolerance."""
-
-
 def unknown(kind: str, got: object, accepted) -> UnknownName:
     """The one way we phrase 'not in the registry': what arrived, every accepted name, and the
     closest one when a near miss looks like a typo."""
-    import difflib
-
     names = sorted(str(a) for a in accepted)
     lower = {n.lower(): n for n in names}
     close = difflib.get_close_matches(str(got).lower(), list(lower), n=1, cutoff=0.6)
@@ -61,8 +56,6 @@ def resolve(kind: str, got: object, accepted, aliases: dict | None = None) -> st
 def name_type(kind: str, accepted, aliases: dict | None = None):
     """An argparse `type=` that resolves names as resolve() does (any case, aliases, suggestions)
     and reports a miss through argparse's own one-line usage error."""
-    import argparse
-
     def parse(value: str):
         try:
             return resolve(kind, value, accepted, aliases)
@@ -74,8 +67,6 @@ def name_type(kind: str, accepted, aliases: dict | None = None):
 
 def require(module: str, extra: str):
     """Import an optional SDK inside a function; a missing one names the pip extra to install."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
+PROGRESS_ABOVE = 500   # images; fewer are read or hashed in well under a second, a bar would only flicker
+
 
 def progress(iterable=None, *, total=None, desc: str = "", enabled: bool = True, leave: bool = True):
     from tqdm.auto import tqdm

@@ -70,20 +70,20 @@ def calib(ck):
 def val(ck):
     from mixer_edge import load_data
     from mixer_edge.data.dataset import take_split
-    from mixer_edge.export import api
+    from mixer_edge.export.reference import validation_data
 
     part = take_split(load_data("digits"), "eval")
-    return api.validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)")
+    return validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)")
 
 
 @pytest.fixture(scope="session")
 def digits_onnx_artifact(ck, val, tmp_path_factory) -> Path:
     """The digits model exported to ONNX FP32, validated: a real artifact folder (~2 s)."""
-    from mixer_edge.export import api
     from mixer_edge.export.base import ExportSpec
+    from mixer_edge.export.build import export_one
 
     out = tmp_path_factory.mktemp("digits-artifacts")
-    return api.export_one(ck, "onnx", ExportSpec("fp32"), None, out, validation=val).artifact.path
+    return export_one(ck, "onnx", ExportSpec("fp32"), None, out, validation=val).artifact.path
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,11 @@ import numpy as np
 import pytest
 
 from mixer_edge.cli import main
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.export.build import export_one
+from mixer_edge.runtime.artifact import MANIFEST, read_manifest
+from mixer_edge.runtime.cli import main as device_main
+from mixer_edge.runtime.errors import BadInput
 
-SCRIPT = Path(eb.__file__)
 FAST = ["--iters", "2", "--warmup", "0", "--batch-sizes", "1"]
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -35,10 +37,9 @@ def made(digits_checkpoint, digits_onnx_artifact, digits_bench_result, digits_ca
          tmp_path_factory) -> dict:
     """Real files: {CKPT}, {ART} (ONNX FP32), {TRT} (TensorRT FP32, no engine: its runtime is not
     here), {RESULT} (a bench result of {ART}), {CALIB} (calib make's .npz + .json)."""
-    from mixer_edge.export import api
     from mixer_edge.export.base import ExportSpec
 
-    trt = api.export_one(ck, "tensorrt", ExportSpec("fp32"), None, tmp_path_factory.mktemp("made"),
+    trt = export_one(ck, "tensorrt", ExportSpec("fp32"), None, tmp_path_factory.mktemp("made"),
                          validation=val).artifact.path
     return {"CKPT": digits_checkpoint, "ART": digits_onnx_artifact, "TRT": trt, "RESULT": digits_bench_result,
             "CALIB": digits_calib_file}
@@ -83,9 +84,9 @@ def _mutated(made: dict, tmp: Path, edit) -> Path:
     """A copy of the ONNX artifact whose manifest.json was edited (files left as they are)."""
     folder = tmp / "mutated"
     shutil.copytree(made["ART"], folder)
-    manifest = json.loads((folder / eb.MANIFEST).read_text())
+    manifest = json.loads((folder / MANIFEST).read_text())
     edit(manifest)
-    (folder / eb.MANIFEST).write_text(json.dumps(manifest))
+    (folder / MANIFEST).write_text(json.dumps(manifest))
     return folder
 
 
@@ -164,7 +165,7 @@ MAKERS = {
     "R_NO_DEVICE": lambda m, t: _result(m, t, _drop("device")),
     "R_TYPES": lambda m, t: _result(m, t, lambda d: d.update(device={"name": 3}, results="x")),
     "R_ROW_TYPES": lambda m, t: _result(m, t, lambda d: d["results"][0].update(latency_ms=[], accuracy="high")),
-    "R_MANIFEST": lambda m, t: m["ART"] / eb.MANIFEST,
+    "R_MANIFEST": lambda m, t: m["ART"] / MANIFEST,
     # calibration sets
     "C_SHAPE": lambda m, t: _calib_copy(m, t, arrays={"x": np.zeros((4, 3, 5, 5), np.float32)}),
     "C_STR_LABELS": lambda m, t: _calib_copy(m, t, arrays={"x": np.zeros((4, 1, 8, 8), np.float32),
@@ -197,7 +198,7 @@ def _tampered(made: dict, tmp: Path) -> Path:
 def _broken_manifest(made: dict, tmp: Path) -> Path:
     folder = tmp / "broken"
     shutil.copytree(made["ART"], folder)
-    (folder / eb.MANIFEST).write_bytes(b"\xff\xfe{{")
+    (folder / MANIFEST).write_bytes(b"\xff\xfe{{")
     return folder
 
 
@@ -207,7 +208,8 @@ def _broken_manifest(made: dict, tmp: Path) -> Path:
 class Case:
     argv: tuple
     code: int
-    via: str = "cli"                  # cli: mixer_edge.cli.main; edge: edge_bench.main; script: a real process
+    via: str = "cli"                  # cli: mixer_edge.cli.main; edge: runtime/cli.main (edge_bench.py's); script: a
+                                      # real process running the artifact's own edge_bench.py
     interrupt: str | None = None      # "module:attr" raising KeyboardInterrupt when called
     absent: tuple = ("out", "r.json")  # what must not exist afterwards (relative to tmp_path)
 
@@ -309,7 +311,7 @@ CASES = {
     "predict/manifest-fewer-classes": C("predict", "{M_FEWER_CLASSES}", "{PNG}"),
     "predict/manifest-not-json": C("predict", "{M_NOT_JSON}", "{PNG}"),
     "predict/ctrl-c": C("predict", "{ART}", "{PNG}", "--json", "{JSON}", code=130,
-                        interrupt="mixer_edge.runtime.edge_bench:ranked"),
+                        interrupt="mixer_edge.runtime.predict:ranked"),
     # bench
     "bench/item-missing": C("bench", "{MISSING}", "--data", "digits"),
     "bench/item-is-file": C("bench", "{FILE}", "--data", "digits"),
@@ -334,7 +336,7 @@ CASES = {
                                 "--json", "{JSON}", code=3, absent=()),
     "bench/runtime-missing": C("bench", "{TRT}", "--data", "digits", *FAST, code=3, absent=()),
     "bench/ctrl-c": C("bench", "{ART}", "--data", "digits", *FAST, "--json", "{JSON}", code=130,
-                      interrupt="mixer_edge.runtime.edge_bench:time_calls"),
+                      interrupt="mixer_edge.runtime.timing:time_calls"),
     # report
     "report/result-missing": C("report", "{MISSING}.json", "--out", "{OUT}"),
     "report/result-is-folder": C("report", "{DIR}", "--out", "{OUT}"),
@@ -382,7 +384,7 @@ CASES = {
                                  "--json", "{JSON}", code=3, via="edge", absent=()),
     "device/runtime-missing": C("{TRT}", "--data", "digits", *FAST, code=3, via="edge"),
     "device/ctrl-c": C("{ART}", "--data", "digits", *FAST, "--json", "{JSON}", code=130, via="edge",
-                       interrupt="mixer_edge.runtime.edge_bench:measure_speed"),
+                       interrupt="mixer_edge.runtime.bench:measure_speed"),
     "script/manifest-preprocess-int": C("{M_PRE_INT}", "--data", "digits", *FAST, via="script"),
     "script/manifest-classes-obj": C("{M_CLASSES_OBJ}", "--data", "digits", *FAST, via="script"),
     "script/provider-missing": C("{ART}", "--data", "digits", *FAST, "--provider", "CUDAExecutionProvider",
@@ -414,10 +416,11 @@ def _interrupt(monkeypatch, where: str) -> None:
 
 def _run(case: Case, argv: list[str], capsys) -> tuple[int, str]:
     if case.via == "script":
-        done = subprocess.run([sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, timeout=120)
+        script = Path(argv[0]) / "edge_bench.py"   # the launcher the artifact carries, its runtime beside it
+        done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120)
         return done.returncode, done.stderr
     try:
-        code = (main if case.via == "cli" else eb.main)(argv)
+        code = (main if case.via == "cli" else device_main)(argv)
     except SystemExit as e:   # argparse's own usage errors
         code = e.code
     return code, capsys.readouterr().err
@@ -457,8 +460,8 @@ def test_mistake(case: Case, made, tmp_path, capsys, monkeypatch):
 
 def test_manifest_problems_are_listed_in_one_line(made, tmp_path):
     folder = _mutated(made, tmp_path, lambda d: d.update(files="x", preprocess=3, classes={}))
-    with pytest.raises(eb.BenchError) as e:
-        eb.read_manifest(folder)
+    with pytest.raises(BadInput) as e:
+        read_manifest(folder)
     text = str(e.value)
     assert "\n" not in text and "files" in text and "preprocess" in text and "classes" in text, text
     assert "expected" in text and "'x'" in text   # what arrived, what is accepted

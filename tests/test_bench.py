@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import re
 import shutil
@@ -11,17 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from mixer_edge.errors import BadInput
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.export.artifact import ship_runtime
+from mixer_edge.runtime.backends import BACKENDS
+from mixer_edge.runtime.cli import build_parser, main
+from mixer_edge.runtime.errors import BadInput
+from mixer_edge.runtime.results import KIND, RESULT_KEYS, SCHEMA
+from mixer_edge.runtime.timing import Settings
 
 ort = pytest.importorskip("onnxruntime")
 
 CLASSES = [str(i) for i in range(10)]
 FAST = ["--iters", "5", "--warmup", "1", "--batch-sizes", "1,4", "--min-calls", "5", "--min-time", "0"]
-EDGE_SCRIPT = Path(eb.__file__)
 
 
 # ---- fixtures: a tiny model, its checkpoint, hand-made artifacts, data ---------------------------
@@ -119,7 +123,7 @@ def onnx_target():
 
 
 def _edge(capsys, *argv) -> tuple[int, str, str]:
-    code = eb.main([str(a) for a in argv])
+    code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -132,82 +136,30 @@ def _edge_json(capsys, tmp_path, artifact, data, *extra) -> dict:
 
 
 def _config(data: str, **kw):
-    from mixer_edge.bench.harness import BenchConfig, make_settings
+    from mixer_edge.bench.harness import BenchConfig
 
-    return BenchConfig(data=data, settings=make_settings(warmup=1, iters=5, batch_sizes=(1, 4), min_calls=5,
+    return BenchConfig(data=data, settings=Settings(warmup=1, iters=5, batch_sizes=(1, 4), min_calls=5,
                                                          min_seconds=0), **kw)
 
 
-# ---- the timing loop ----------------------------------------------------------------------------
-
-def test_latency_stats_matches_numpy():
-    samples = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0, 7.5, 0.5, 2.5, 9.0, 6.0, 3.25]
-    s = eb.latency_stats(samples)
-    a = np.array(samples)
-    assert s["count"] == len(samples)
-    assert s["min"] == a.min() and s["max"] == a.max()
-    for key, p in (("p10", 10), ("p50", 50), ("p90", 90), ("p99", 99)):
-        assert s[key] == pytest.approx(np.percentile(a, p), rel=1e-12)
-    assert s["mean"] == pytest.approx(a.mean(), rel=1e-12)
-    assert s["std"] == pytest.approx(a.std(), rel=1e-12)
-    # n = 12: the 95% interval of the median is (x(3), x(10)) of the sorted samples, coverage
-    # 1 - 2 (1 + 12 + 66) / 4096 = 0.961426 (P(B <= 2) = 0.0193 <= 0.025 < P(B <= 3) = 0.0730).
-    assert s["p50_ci"] == [2.0, 7.5] and s["p50_ci_coverage"] == pytest.approx(1 - 2 * 79 / 4096, abs=1e-12)
-    assert eb.latency_stats([4.0]) == {"min": 4.0, "mean": 4.0, "p10": 4.0, "p50": 4.0, "p90": 4.0, "p99": 4.0,
-                                       "max": 4.0, "std": 0.0, "count": 1, "p50_ci": [4.0, 4.0],
-                                       "p50_ci_coverage": 0.0}
-
-
-class FakeClock:
-    """Time moves only when the fake runner runs: each call takes the next planned duration."""
-
-    def __init__(self, durations_ms):
-        self.now, self.plan, self.calls = 100.0, list(durations_ms), 0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def run(self, *_):
-        self.now += self.plan[self.calls] / 1e3
-        self.calls += 1
-
-
-def test_time_calls_percentiles_from_a_runner_of_known_duration():
-    warmup, timed = 3, [float(v) for v in np.random.default_rng(0).permutation(np.arange(1, 201))]
-    clock = FakeClock([250.0] + [99.0] * warmup + timed)
-    t = eb.time_calls(clock.run, warmup, iters=len(timed), clock=clock)
-    assert clock.calls == 1 + warmup + len(timed)      # first, warm-up, then exactly iters timed
-    assert t.first_ms == pytest.approx(250.0)
-    assert t.samples_ms == pytest.approx(timed)         # warm-up excluded
-    s = eb.latency_stats(t.samples_ms)
-    assert (s["p50"], s["p90"], s["p99"]) == pytest.approx(tuple(np.percentile(timed, [50, 90, 99])))
-    assert s["min"] == pytest.approx(1.0) and s["max"] == pytest.approx(200.0)
-
-
-def test_time_calls_by_duration_stops_after_enough_time():
-    clock = FakeClock([15.625] * 100)  # binary fractions: the fake time adds up exactly
-    t = eb.time_calls(clock.run, 2, duration=0.125, clock=clock)
-    assert len(t.samples_ms) == 8 and clock.calls == 1 + 2 + 8  # 8 x 15.625 ms = 125 ms timed
-    with pytest.raises(ValueError):
-        eb.time_calls(clock.run, 0, iters=3, duration=1.0, clock=clock)
-
+# ---- the timing loop, as the device script runs it ------------------------------------------------
 
 @pytest.mark.parametrize("min_calls,timed_1,timed_4", [(1, 7, 2), (5, 7, 5), (9, 9, 9)])
 def test_timed_calls_are_iters_with_a_floor(capsys, tmp_path, onnx_artifact, npz_data, monkeypatch, min_calls,
                                             timed_1, timed_4):
     """Batch 1: max(--iters, --min-calls) timed calls; batch 4: max(ceil(iters / 4), --min-calls)."""
     calls: dict[int, int] = {}
-    real = eb.BACKENDS["onnx"]
+    real = BACKENDS["onnx"]
 
     def counting(folder, manifest, opt):
-        b = real(folder, manifest, opt)
+        b = real.load(folder, manifest, opt)
 
         def run(x):
             calls[len(x)] = calls.get(len(x), 0) + 1
             return b.run(x)
         return b._replace(run=run)
 
-    monkeypatch.setitem(eb.BACKENDS, "onnx", counting)
+    monkeypatch.setitem(BACKENDS, "onnx", SimpleNamespace(load=counting, LIBRARY=real.LIBRARY, NEEDS=real.NEEDS))
     out = tmp_path / "r.json"
     code, _, err = _edge(capsys, onnx_artifact, "--data", npz_data, "--warmup", "2", "--iters", "7",
                          "--min-calls", min_calls, "--min-time", "0", "--batch-sizes", "1,4", "--limit", "8",
@@ -219,57 +171,6 @@ def test_timed_calls_are_iters_with_a_floor(capsys, tmp_path, onnx_artifact, npz
     assert calls[8] == 1                        # accuracy: the 8 images in one batch
     assert r["latency_ms"]["count"] == timed_1
     assert [(t["batch"], t["calls"]) for t in r["throughput"]] == [(1, timed_1), (4, timed_4)]
-
-
-def test_time_calls_floors_in_calls_and_seconds():
-    """Timed calls stop only when the count (or duration) and both floors are met."""
-    clock = FakeClock([1.0] * 100)
-    assert len(eb.time_calls(clock.run, 0, iters=5, min_calls=20, clock=clock).samples_ms) == 20
-    clock = FakeClock([15.625] * 100)  # binary fractions: the fake time adds up exactly
-    t = eb.time_calls(clock.run, 0, iters=2, min_seconds=0.0625, clock=clock)
-    assert len(t.samples_ms) == 4          # 4 x 15.625 ms = 62.5 ms
-    clock = FakeClock([15.625] * 100)
-    t = eb.time_calls(clock.run, 0, duration=0.03125, min_calls=5, clock=clock)
-    assert len(t.samples_ms) == 5          # the duration was met after 2 calls, the floor after 5
-    with pytest.raises(ValueError):
-        eb.time_calls(clock.run, 0, iters=3, min_calls=0, clock=clock)
-    with pytest.raises(eb.BenchError, match="--min-calls"):
-        eb.Settings(min_seconds=-1)
-
-
-def test_time_calls_reads_after_the_first_call_only():
-    clock = FakeClock([250.0, 1.0, 1.0, 1.0])
-    seen = []
-    t = eb.time_calls(clock.run, 1, iters=2, clock=clock, after_first=lambda: seen.append(clock.calls) or "noted")
-    assert seen == [1] and t.after_first == "noted" and t.first_ms == pytest.approx(250.0)
-    assert t.samples_ms == pytest.approx([1.0, 1.0])   # the hook's time is in no sample
-
-
-def test_throughput_stats_by_hand():
-    """Batch 8, calls of 1..10 ms: median 5.5 ms -> 8000 / 5.5 images/s; the median's interval
-    (x(2), x(9)) = (2, 9) ms -> (8000 / 9, 8000 / 2); p10 / p90 = 1.9 / 9.1 ms."""
-    t = eb.throughput_stats(8, [float(v) for v in (7, 1, 10, 3, 5, 2, 9, 4, 8, 6)])
-    assert t["batch"] == 8 and t["calls"] == 10 and t["seconds"] == pytest.approx(0.055, rel=1e-12)
-    assert t["images_per_s"] == pytest.approx(8000 / 5.5, rel=1e-12)
-    assert t["images_per_s_ci"] == pytest.approx([8000 / 9, 8000 / 2], rel=1e-12)
-    assert t["images_per_s_p10_p90"] == pytest.approx([8000 / 9.1, 8000 / 1.9], rel=1e-12)
-    assert t["call_ms"]["p50_ci"] == [2.0, 9.0]
-
-
-# ---- preprocessing and data parity with mixer_edge ----------------------------------------------
-
-@pytest.mark.parametrize("shape,channels,resize", [((5, 28, 28, 1), 1, "bilinear"), ((4, 30, 26, 3), 1, "bilinear"),
-                                                    ((3, 28, 28, 3), 1, "nearest"), ((3, 20, 20, 1), 3, "bicubic"),
-                                                    ((2, 28, 28), 3, "bilinear")])
-def test_edge_preprocess_is_mixer_edge_preprocess(shape, channels, resize):
-    from mixer_edge import Preprocess
-
-    rng = np.random.default_rng(4)
-    images = rng.integers(0, 256, shape, dtype=np.uint8)
-    p = Preprocess(size=(28, 28), channels=channels, mean=(0.4,) * channels, std=(0.3,) * channels, resize=resize)
-    expected = p(images)
-    assert np.array_equal(eb.preprocess(images, p.to_dict()), expected)
-    assert np.array_equal(eb.preprocess(list(images), p.to_dict()), p(list(images)))
 
 
 # ---- accuracy: harness, device script and plain onnxruntime agree -------------------------------
@@ -308,8 +209,8 @@ def test_harness_and_edge_accuracy_equal_plain_onnxruntime(capsys, tmp_path, onn
     assert edge["results"][0]["accuracy"] == pytest.approx(expected)
     assert edge["results"][0]["agreement"]["top1_agreement"] == 1.0
     # One schema for both: the same keys at the top and in every result.
-    assert set(doc) == set(edge) and set(art) == set(edge["results"][0]) == set(eb.RESULT_KEYS)
-    assert doc["schema"] == edge["schema"] == eb.SCHEMA
+    assert set(doc) == set(edge) and set(art) == set(edge["results"][0]) == set(RESULT_KEYS)
+    assert doc["schema"] == edge["schema"] == SCHEMA
 
 
 def test_openvino_artifact_in_the_device_script(capsys, tmp_path, onnx_artifact, npz_data):
@@ -370,7 +271,7 @@ def test_result_of_another_schema_is_refused(tmp_path):
     from mixer_edge.bench.report import build_report
 
     path = tmp_path / "old.json"
-    path.write_text(json.dumps({"schema": 2, "kind": eb.KIND, "device": {}, "results": []}))
+    path.write_text(json.dumps({"schema": 2, "kind": KIND, "device": {}, "results": []}))
     with pytest.raises(BadInput, match=r"old.json has bench result schema 2; this mixer-edge reads schema 1"):
         build_report([path], tmp_path / "report")
     path.write_text(json.dumps({"schema": 1, "kind": "something-else"}))
@@ -395,8 +296,9 @@ def _interrupting(after: int):
 
 
 def test_ctrl_c_in_the_device_script_writes_no_file(capsys, tmp_path, onnx_artifact, npz_data, monkeypatch):
-    real, wrap = eb.BACKENDS["onnx"], _interrupting(after=4)
-    monkeypatch.setitem(eb.BACKENDS, "onnx", lambda *a: (lambda b: b._replace(run=wrap(b.run)))(real(*a)))
+    real, wrap = BACKENDS["onnx"], _interrupting(after=4)
+    monkeypatch.setitem(BACKENDS, "onnx", SimpleNamespace(
+        load=lambda *a: (lambda b: b._replace(run=wrap(b.run)))(real.load(*a)), LIBRARY=real.LIBRARY))
     out = tmp_path / "out" / "r.json"
     code, _, err = _edge(capsys, onnx_artifact, "--data", npz_data, *FAST, "--json", out)
     assert code == 130 and "interrupted" in err
@@ -409,7 +311,7 @@ def test_ctrl_c_in_mixer_edge_bench_writes_no_file(tmp_path, onnx_artifact, npz_
 
     class Interrupting:
         def __init__(self, target):
-            self.target, self.capabilities = target, target.capabilities
+            self.target, self.capabilities, self.backend = target, target.capabilities, target.backend
 
         def status(self):
             return self.target.status()
@@ -430,19 +332,6 @@ def test_ctrl_c_in_mixer_edge_bench_writes_no_file(tmp_path, onnx_artifact, npz_
 
 # ---- runtime-only mode -------------------------------------------------------------------------
 
-def test_device_script_imports_only_stdlib_numpy_pil_and_runtimes():
-    allowed = set(sys.stdlib_module_names) | {"numpy", "PIL", "onnxruntime", "openvino", "tensorrt", "coremltools",
-                                              "trt_build",   # its sibling in every TensorRT artifact
-                                              "sklearn"}     # only for `--data digits`, imported there
-    tree = ast.parse(EDGE_SCRIPT.read_text())
-    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
-    assert imported <= allowed, imported - allowed
-    lazy = {n.args[0].value for n in ast.walk(tree)
-            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_import"}
-    assert lazy and lazy <= allowed  # the runtimes, imported by name when an artifact needs one
-
-
 def test_device_script_runs_without_torch_and_mixer_edge(capsys, tmp_path, onnx_artifact, image_folder):
     blocker = tmp_path / "blocked"
     for name in ("torch", "mixer_edge"):
@@ -450,7 +339,8 @@ def test_device_script_runs_without_torch_and_mixer_edge(capsys, tmp_path, onnx_
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not on this device')\n")
     device = tmp_path / "device"
     device.mkdir()
-    script = shutil.copy(EDGE_SCRIPT, device / "edge_bench.py")
+    ship_runtime(device, ["edge_bench.py"])   # the launcher and the runtime package, as an artifact has them
+    script = device / "edge_bench.py"
     env = {"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     probe = subprocess.run([sys.executable, "-c", "import mixer_edge"], env=env, capture_output=True, text=True,
                            cwd=device)
@@ -566,7 +456,7 @@ def test_every_bench_and_report_option_has_help():
         for action in p._actions:
             if not isinstance(action, argparse._HelpAction):
                 assert action.help, action.option_strings or action.dest
-    p = eb.build_parser()
+    p = build_parser()
     assert all(a.help for a in p._actions)
 
 

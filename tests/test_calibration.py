@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mixer_edge.calibration import ranges
+from mixer_edge.calibration.policy import layer_macs
 from mixer_edge.calibration.smoothing import channel_amax, folds, inject_outliers, smooth
 from mixer_edge.errors import UnknownName
 
@@ -143,13 +144,11 @@ def test_layer_names_match_module_paths(ck):
     from mixer_edge.export import int8, qdq
 
     names = qdq.layers(int8.fp32_onnx(ck.model))
-    assert names == list(int8.layer_macs(ck.model))
+    assert names == list(layer_macs(ck.model))
     assert names[0] == "stem.proj" and names[-1] == "head" and "blocks.3.mlp_channels.fc2" in names
 
 
 def test_layer_macs_by_hand(ck):
-    from mixer_edge.export.int8 import layer_macs
-
     cfg = ck.config   # T/2 on 8x8: 16 tokens, C 128, D_S 64, D_C 512
     macs = layer_macs(ck.model)
     assert macs["blocks.0.mlp_tokens.fc1"] == cfg.num_tokens * cfg.tokens_mlp_dim * cfg.hidden_dim

@@ -13,9 +13,12 @@ import pytest
 from conftest import block_imports
 from mixer_edge.cli import main
 from mixer_edge.errors import BadInput, CalibrationError
-from mixer_edge.export import ExportPlan, run_plan
-from mixer_edge.export.base import PRECISIONS
+from mixer_edge.export.artifact import runtime_files
+from mixer_edge.export.plan import ExportPlan, run_plan
+from mixer_edge.runtime.schema import PRECISIONS
 from mixer_edge.export.registry import TARGETS, get_target
+from mixer_edge.export.build import export_one, raise_for
+from mixer_edge.export.reference import validation_data
 
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +157,9 @@ def test_manifest_has_the_design_keys(capsys, digits_checkpoint, tmp_path):
         assert key in m, key
     assert m["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     assert m["validation"]["samples"] == 179 and m["validation"]["passed"] is True
-    assert {f["path"] for f in m["files"]} == {"model.onnx", "edge_bench.py", "golden.npz"}
+    runtime = {f"mixer_edge_runtime/{f}" for f in runtime_files()}
+    assert {f["path"] for f in m["files"]} == {"model.onnx", "edge_bench.py", "golden.npz", *runtime}
+    assert "mixer_edge_runtime/backends/onnxruntime.py" in runtime and "mixer_edge_runtime/edge_bench.py" not in runtime
     assert m["versions"]["onnxruntime"] and m["versions"]["torch"]
 
 
@@ -256,22 +261,21 @@ def test_failed_reexport_with_keep_invalid_replaces_it_marked(capsys, digits_che
 def test_reexport_refused_by_a_structural_check_removes_the_old_one(digits_checkpoint, tmp_path, monkeypatch):
     from mixer_edge import load_checkpoint
     from mixer_edge.errors import ValidationError
-    from mixer_edge.export import api
     from mixer_edge.export import onnx as onnx_target
     from mixer_edge.export.base import ExportSpec
 
     ck = load_checkpoint(digits_checkpoint)
-    val = api.validation_data(ck, np.zeros((4, 1, 8, 8), np.float32), None, "zeros")
-    assert api.export_one(ck, "onnx", ExportSpec(), None, tmp_path, validation=val).passed
+    val = validation_data(ck, np.zeros((4, 1, 8, 8), np.float32), None, "zeros")
+    assert export_one(ck, "onnx", ExportSpec(), None, tmp_path, validation=val).passed
 
     def refused(*a, **k):
         raise ValidationError("the program is not what was asked for")
 
     monkeypatch.setattr(onnx_target.OnnxTarget, "export", refused)
-    o = api.export_one(ck, "onnx", ExportSpec(), None, tmp_path, validation=val)
+    o = export_one(ck, "onnx", ExportSpec(), None, tmp_path, validation=val)
     assert not o.passed and o.retired and not (tmp_path / "onnx-fp32").exists() and list(tmp_path.iterdir()) == []
     with pytest.raises(ValidationError, match="was removed, so that nothing there looks current"):
-        api.raise_for([o])
+        raise_for([o])
 
 
 def test_degenerate_figures_are_defined():

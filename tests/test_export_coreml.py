@@ -17,11 +17,12 @@ ct = pytest.importorskip("coremltools")
 
 from mixer_edge import Checkpoint, Preprocess, create_model  # noqa: E402
 from mixer_edge.errors import BadInput, UnknownName, ValidationError  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
-from mixer_edge.export.base import ExportSpec, NotRunnableHere  # noqa: E402
+from mixer_edge.errors import NotRunnable  # noqa: E402
+from mixer_edge.export.base import ExportSpec  # noqa: E402
 from mixer_edge.export.coreml import (MODEL, W8A8_STAND_IN, CoreMLTarget, _predicts_here,  # noqa: E402
                                       check_program)
 from mixer_edge.export.registry import get_target  # noqa: E402
+from mixer_edge.export.build import export_one
 
 SPECS = {
     "fp32": ExportSpec("fp32"),
@@ -38,7 +39,7 @@ WEIGHT_OPS = {"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"}
 @pytest.fixture(scope="module")
 def outcomes(ck, calib, val, tmp_path_factory):
     root = tmp_path_factory.mktemp("coreml")
-    return {k: api.export_one(ck, "coreml", spec, calib, root / k, validation=val) for k, spec in SPECS.items()}
+    return {k: export_one(ck, "coreml", spec, calib, root / k, validation=val) for k, spec in SPECS.items()}
 
 
 def program(outcome):
@@ -108,7 +109,7 @@ def test_w8a8_quantized_pytorch_close_to_fp32(outcomes, val):
     assert abs(v["top1"] - v["reference_top1"]) <= 1 / 179 + 1e-9   # within one image (0.56 points)
     assert v["sqnr_db"] > 25, v
     # The stand-in lived only for the export (no cache): later, nothing here can run the program.
-    with pytest.raises(NotRunnableHere, match="needs macOS"):
+    with pytest.raises(NotRunnable, match="needs macOS"):
         CoreMLTarget().validation_runner(o.artifact)
     q = o.artifact.manifest["export"]["quantization"]
     assert q["mode"] == "w8a8" and q["activation_quantizers"] > 0
@@ -181,17 +182,17 @@ def test_bad_requests_fail_before_converting(ck, calib, val, tmp_path):
     rgb = Checkpoint(model=create_model("T/2", num_classes=10, in_chans=3, img_size=8), classes=ck.classes,
                      preprocess=Preprocess((8, 8), 3, mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4)))
     with pytest.raises(BadInput, match=r"per-channel std \[0.2, 0.3, 0.4\].*use --coreml-input tensor"):
-        api.export_one(rgb, "coreml", ExportSpec("fp16", coreml_input="image"), None, tmp_path, validation=val)
+        export_one(rgb, "coreml", ExportSpec("fp16", coreml_input="image"), None, tmp_path, validation=val)
     with pytest.raises(UnknownName, match="iOS15.*accepted: .*iOS17.*macOS14"):
-        api.export_one(ck, "coreml", ExportSpec("fp16", coreml_target="iOS15"), None, tmp_path, validation=val)
+        export_one(ck, "coreml", ExportSpec("fp16", coreml_target="iOS15"), None, tmp_path, validation=val)
     with pytest.raises(BadInput, match="W8A8.*iOS17 / macOS14 or newer.*iOS16"):
-        api.export_one(ck, "coreml", ExportSpec("int8", coreml_target="iOS16"), calib, tmp_path, validation=val)
+        export_one(ck, "coreml", ExportSpec("int8", coreml_target="iOS16"), calib, tmp_path, validation=val)
     assert not any(tmp_path.rglob("*.mlpackage"))
 
 
 @pytest.mark.skipif(_predicts_here(), reason="Core ML runs on macOS")
 def test_load_runner_refuses_off_macos(outcomes):
-    with pytest.raises(NotRunnableHere, match="needs macOS"):
+    with pytest.raises(NotRunnable, match="needs macOS"):
         CoreMLTarget().load_runner(outcomes["fp16"].artifact)
 
 

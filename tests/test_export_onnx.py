@@ -15,10 +15,13 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from mixer_edge.errors import BadInput, CalibrationError, UnknownName  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
-from mixer_edge.export.base import CALIB_METHODS, PRECISIONS, ExportSpec, NotRunnableHere  # noqa: E402
+from mixer_edge.errors import NotRunnable  # noqa: E402
+from mixer_edge.export.artifact import runtime_files  # noqa: E402
+from mixer_edge.export.base import CALIB_METHODS, ExportSpec  # noqa: E402
+from mixer_edge.runtime.schema import PRECISIONS  # noqa: E402
 from mixer_edge.export.registry import get_target  # noqa: E402
 from mixer_edge.export.validate import TOLERANCES  # noqa: E402
+from mixer_edge.export.build import export_one
 
 MANIFEST_KEYS = {"schema", "target", "precision", "files", "input", "output", "preprocess", "classes",
                  "model", "calibration", "validation", "versions"}
@@ -35,7 +38,7 @@ def export(ck, calib, val, tmp_path_factory):
         key = (precision, method, name)
         if key not in done:
             out = tmp_path_factory.mktemp(f"onnx-{precision}-{method}-{name}")
-            done[key] = api.export_one(ck, "onnx", ExportSpec(precision=precision, calib_method=method),
+            done[key] = export_one(ck, "onnx", ExportSpec(precision=precision, calib_method=method),
                                        calib if precision == "int8" else None, out, validation=val)
         return done[key]
 
@@ -100,14 +103,16 @@ def test_manifest(export, calib, precision):
     mf = o.artifact.manifest
     assert MANIFEST_KEYS <= set(mf), MANIFEST_KEYS - set(mf)
     assert (mf["target"], mf["precision"]) == ("onnx", precision)
-    assert [f["path"] for f in mf["files"]] == ["model.onnx", "edge_bench.py", "golden.npz"]
+    runtime = [f"mixer_edge_runtime/{f}" for f in runtime_files()]
+    assert [f["path"] for f in mf["files"]] == ["model.onnx", "edge_bench.py", *runtime, "golden.npz"]
     assert mf["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     assert {"onnx", "onnxruntime", "torch", "mixer_edge"} <= set(mf["versions"])
     assert mf["validation"]["passed"] is True and mf["validation"]["samples"] == 179
     assert mf["validation"]["runner"].startswith("onnxruntime ")
     assert mf["calibration"] == (calib.manifest() if precision == "int8" else None)
-    # nothing but the model, the device script and the manifest: intermediates went to a temp folder
-    assert sorted(p.name for p in o.artifact.path.iterdir()) == ["edge_bench.py", "golden.npz", "manifest.json", "model.onnx"]
+    # nothing but the model, the device runtime and the manifest: intermediates went to a temp folder
+    assert sorted(p.name for p in o.artifact.path.iterdir()) == ["edge_bench.py", "golden.npz", "manifest.json",
+                                                               "mixer_edge_runtime", "model.onnx"]
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -213,7 +218,7 @@ def test_runner_batches_threads_and_provider(export, val):
     np.testing.assert_allclose(y[len(val.x):], y[:len(val.x)], atol=1e-5)
     assert r(x[:0]).shape == (0, 10)
     # a provider this onnxruntime lacks: the runtime cannot run here (a not-run row, exit 3), not bad input
-    with pytest.raises(NotRunnableHere, match="needs ONNX Runtime provider NoSuchExecutionProvider"):
+    with pytest.raises(NotRunnable, match="needs ONNX Runtime provider NoSuchExecutionProvider"):
         t.load_runner(o.artifact, provider="NoSuchExecutionProvider")
 
 
@@ -221,12 +226,12 @@ def test_runner_batches_threads_and_provider(export, val):
 
 def test_bad_requests_fail_early(ck, calib, val, tmp_path):
     with pytest.raises(BadInput, match="opset 16"):
-        api.export_one(ck, "onnx", ExportSpec(opset=16), None, tmp_path, validation=val)
+        export_one(ck, "onnx", ExportSpec(opset=16), None, tmp_path, validation=val)
     with pytest.raises(UnknownName, match="calibration method 'kl'"):
-        api.export_one(ck, "onnx", ExportSpec(precision="int8", calib_method="kl"), calib, tmp_path, validation=val)
+        export_one(ck, "onnx", ExportSpec(precision="int8", calib_method="kl"), calib, tmp_path, validation=val)
     with pytest.raises(CalibrationError):
-        api.export_one(ck, "onnx", ExportSpec(precision="int8"), None, tmp_path, validation=val)
+        export_one(ck, "onnx", ExportSpec(precision="int8"), None, tmp_path, validation=val)
     wrong = replace(calib, x=np.zeros((4, 3, 8, 8), np.float32))
     with pytest.raises(CalibrationError, match=r"\[3, 8, 8\]"):
-        api.export_one(ck, "onnx", ExportSpec(precision="int8"), wrong, tmp_path, validation=val)
+        export_one(ck, "onnx", ExportSpec(precision="int8"), wrong, tmp_path, validation=val)
     assert not any(tmp_path.iterdir())  # failed exports leave nothing behind

@@ -12,10 +12,11 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 from mixer_edge.errors import BadInput, UnknownName  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
+from mixer_edge.export.artifact import runtime_files  # noqa: E402
 from mixer_edge.export.base import ExportSpec  # noqa: E402
 from mixer_edge.export.openvino import OpenVinoTarget  # noqa: E402
 from mixer_edge.export.registry import get_target  # noqa: E402
+from mixer_edge.export.build import export_one
 
 SPECS = {
     "fp32": ExportSpec("fp32"),
@@ -28,7 +29,7 @@ SPECS = {
 @pytest.fixture(scope="module")
 def outcomes(ck, calib, val, tmp_path_factory):
     out = tmp_path_factory.mktemp("openvino")
-    return {p: api.export_one(ck, "openvino", spec, calib, out, validation=val) for p, spec in SPECS.items()}
+    return {p: export_one(ck, "openvino", spec, calib, out, validation=val) for p, spec in SPECS.items()}
 
 
 def runner(outcome, **options):
@@ -51,7 +52,8 @@ def test_export_validates_in_manifest(outcomes, precision):
     assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits (eval split)"
     assert v["runtime"]["precision_hint"] == "f32" and v["runtime"]["device"] == "CPU"
     assert v["runtime"]["threads"] >= 1 and v["runner"].startswith("openvino ")
-    assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin", "edge_bench.py", "golden.npz"]
+    runtime = [f"mixer_edge_runtime/{f}" for f in runtime_files()]
+    assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin", "edge_bench.py", *runtime, "golden.npz"]
     assert set(m["versions"]) >= {"openvino", "nncf", "torch"}
     assert m["export"]["ir"]["compress_to_fp16"] is (precision == "fp16")
 
@@ -120,7 +122,7 @@ def test_runner_options_recorded_and_checked(outcomes, val):
 
 
 def test_weights_only_int8_keeps_float_activations(ck, val, tmp_path):
-    o = api.export_one(ck, "openvino", ExportSpec("int8", weights_only=True), None, tmp_path, validation=val)
+    o = export_one(ck, "openvino", ExportSpec("int8", weights_only=True), None, tmp_path, validation=val)
     assert o.passed, o.problems
     xml = o.artifact.file("model.xml").read_text()
     assert 'element_type="u8"' in xml and 'type="FakeQuantize"' not in xml

@@ -24,17 +24,20 @@ from onnx import helper, numpy_helper  # noqa: E402
 
 from mixer_edge import load_data  # noqa: E402
 from mixer_edge.data.dataset import take_split  # noqa: E402
-from mixer_edge.errors import BadInput, MissingDependency  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
+from mixer_edge.errors import BadInput, MissingDependency, NotRunnable  # noqa: E402
 from mixer_edge.export import artifact as art  # noqa: E402
 from mixer_edge.export import tensorrt as trt_target  # noqa: E402
-from mixer_edge.export.base import ExportSpec, NotRunnableHere  # noqa: E402
+from mixer_edge.export.base import ExportSpec  # noqa: E402
 from mixer_edge.export.registry import get_target  # noqa: E402
 from mixer_edge.export.tensorrt import (TensorRTTarget, check_explicit_quantization,  # noqa: E402
                                         check_fp16_model)
 from mixer_edge.cli.trt import add_trt_arguments, run_trt  # noqa: E402
 from mixer_edge.export.validate import compare  # noqa: E402
-from mixer_edge.runtime import trt_build as tb  # noqa: E402
+from mixer_edge.export.build import export_one  # noqa: E402
+from mixer_edge.runtime.artifact import read_manifest, sha256_file  # noqa: E402
+from mixer_edge.runtime.backends import tensorrt as trt_backend  # noqa: E402
+from mixer_edge.runtime.engine import DEFAULT_BATCH, build_artifact, stamp_engine  # noqa: E402
+from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_NOT_RUN  # noqa: E402
 
 SPECS = {
     "fp32": ExportSpec("fp32"),
@@ -51,7 +54,7 @@ gpu = pytest.mark.gpu
 @pytest.fixture(scope="module")
 def outcomes(ck, calib, val, tmp_path_factory):
     out = tmp_path_factory.mktemp("tensorrt")
-    return {name: api.export_one(ck, "tensorrt", spec, calib, out / name, validation=val)
+    return {name: export_one(ck, "tensorrt", spec, calib, out / name, validation=val)
             for name, spec in SPECS.items()}
 
 
@@ -271,39 +274,6 @@ def test_rules_catch_broken_models(outcomes):
     assert check_explicit_quantization(plain) == ["no QuantizeLinear nodes: not an explicitly quantized model"]
 
 
-# ---- the engine build plan, per TensorRT major --------------------------------------------------
-
-@pytest.mark.parametrize("major", [10, 11])
-@pytest.mark.parametrize("name", ["fp32", "fp16", "int8"])
-def test_build_plan_per_major(outcomes, name, major):
-    m = outcomes[name].artifact.manifest
-    plan = trt_target.build_plan(m, major)
-    assert plan["tensorrt_major"] == major and plan["network"]["strongly_typed"] is True
-    assert plan["network"]["creation_flags"] == (["STRONGLY_TYPED"] if major == 10 else [])
-    assert plan["builder_flags"]["set"] == [] and plan["calibrator"] is None  # no FP16 / INT8 flags on either
-    assert plan["builder_flags"]["clear"] == (["TF32"] if name == "fp32" else [])
-    assert plan["profile"] == {"input": "input", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [32, 1, 8, 8]}
-    assert plan["engine_file"] == "model.engine" and plan["timing_cache"] == "timing.cache"
-    assert plan["onnx_kind"] == m["export"]["onnx_kind"]
-    small = trt_target.build_plan(m, major, max_batch=8, opt_batch=4, timing_cache="/tmp/x.cache", workspace_mib=64)
-    assert small["profile"]["opt"][0] == 4 and small["profile"]["max"][0] == 8
-    assert small["timing_cache"] == "/tmp/x.cache" and small["workspace_bytes"] == 64 << 20
-
-
-def test_build_plan_refuses(outcomes):
-    m = outcomes["int8"].artifact.manifest
-    with pytest.raises(BadInput, match="min <= opt <= max"):
-        trt_target.build_plan(m, 10, opt_batch=64, max_batch=32)
-    with pytest.raises(BadInput, match="TensorRT 8.x is too old"):
-        trt_target.build_plan(m, 8)
-    with pytest.raises(BadInput, match="not a TensorRT artifact"):
-        trt_target.build_plan({**m, "target": "onnx"}, 10)
-    fixed = {**m, "input": {**m["input"], "shape": [4, 1, 8, 8]}}
-    assert trt_target.build_plan(fixed, 11)["profile"]["max"] == [4, 1, 8, 8]
-    with pytest.raises(BadInput, match="fixed at 4"):
-        trt_target.build_plan(fixed, 11, max_batch=8)
-
-
 # ---- `mixer-edge trt build`, runners, the on-device script ----------------------------------------
 
 def trt_args(path, **kw):
@@ -337,7 +307,7 @@ def test_trt_build_without_tensorrt_says_how_to_install_it(outcomes):
 
 @pytest.mark.skipif(TRT_HERE, reason="an engine can be built here")
 def test_runner_says_why_it_cannot_run_here(outcomes):
-    with pytest.raises(NotRunnableHere, match="engine is not built"):
+    with pytest.raises(NotRunnable, match="engine is not built"):
         TensorRTTarget().load_runner(outcomes["int8"].artifact)
 
 
@@ -352,8 +322,8 @@ def test_engine_version_mismatch_is_refused(outcomes, monkeypatch, tmp_path):
     msg = r"engine built with TensorRT 11.1.0, this runtime is 10.3.0: rebuild with `mixer-edge trt build DIR`"
     with pytest.raises(BadInput, match=msg):
         TensorRTTarget().load_runner(art.Artifact(a.path, manifest))
-    with pytest.raises(tb.BadInput, match=msg):
-        tb.load_tensorrt(a.path, manifest)
+    with pytest.raises(BadInput, match=msg):
+        trt_backend.load(a.path, manifest)
 
 
 def test_stamp_engine_keeps_the_manifest_valid(outcomes, tmp_path):
@@ -361,14 +331,14 @@ def test_stamp_engine_keeps_the_manifest_valid(outcomes, tmp_path):
     folder = tmp_path / "tensorrt-int8"
     shutil.copytree(outcomes["int8"].artifact.path, folder)
     (folder / "model.engine").write_bytes(b"stand-in bytes, not an engine")
-    info = {"built": True, "file": "model.engine", "sha256": tb.sha256_file(folder / "model.engine"),
+    info = {"built": True, "file": "model.engine", "sha256": sha256_file(folder / "model.engine"),
             "bytes": 29, "tensorrt": "10.3.0", "cuda": {"version": "12.6"}, "gpu": {"name": "test"}}
-    tb.stamp_engine(folder, tb.read_manifest(folder), info)
+    stamp_engine(folder, read_manifest(folder), info)
     m = art.load_artifact(folder).manifest  # every sha256 still matches
     assert [f["path"] for f in m["files"]][-1] == "model.engine"
     assert m["export"]["engine"]["tensorrt"] == "10.3.0" and m["versions"]["tensorrt"] == "10.3.0"
-    assert m["export"]["engine"]["defaults"] == tb.DEFAULT_BATCH
-    tb.stamp_engine(folder, tb.read_manifest(folder), info)  # a rebuild replaces the entry
+    assert m["export"]["engine"]["defaults"] == DEFAULT_BATCH
+    stamp_engine(folder, read_manifest(folder), info)  # a rebuild replaces the entry
     assert [f["path"] for f in art.load_artifact(folder).manifest["files"]].count("model.engine") == 1
 
 
@@ -376,17 +346,17 @@ def test_device_script_is_self_contained(outcomes, tmp_path):
     folder = tmp_path / "on-device"
     shutil.copytree(outcomes["fp16"].artifact.path, folder)
     code = ("import sys; sys.path.insert(0, '.'); import trt_build; "
-            "assert trt_build._eb is not None; "
+            "assert trt_build.main.__module__ == 'mixer_edge_runtime.engine_cli'; "
             "assert not {'mixer_edge', 'torch', 'onnx', 'onnxruntime'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], cwd=folder, check=True)
     r = subprocess.run([sys.executable, "trt_build.py", "."], cwd=folder, capture_output=True, text=True)
     if TRT_HERE:
         pytest.skip("an engine can be built here: the gpu tests cover it")
-    assert r.returncode == tb.EXIT_NOT_RUN, r.stderr
+    assert r.returncode == EXIT_NOT_RUN, r.stderr
     assert "cannot run here:" in r.stderr and ("tensorrt" in r.stderr or "GPU" in r.stderr)
     assert art.load_artifact(folder).manifest["export"]["engine"]["built"] is False  # untouched
     r = subprocess.run([sys.executable, "trt_build.py", str(tmp_path)], cwd=folder, capture_output=True, text=True)
-    assert r.returncode == tb.EXIT_BAD_INPUT and "not a mixer-edge artifact" in r.stderr
+    assert r.returncode == EXIT_BAD_INPUT and "not a mixer-edge artifact" in r.stderr
 
 
 # ---- on a GPU with tensorrt ---------------------------------------------------------------------
@@ -397,7 +367,7 @@ def test_device_script_is_self_contained(outcomes, tmp_path):
 def test_engine_builds_stamps_and_matches_pytorch(outcomes, val, name, tmp_path):
     folder = tmp_path / name
     shutil.copytree(outcomes[name].artifact.path, folder)
-    info = tb.build_artifact(folder, max_batch=64)
+    info = build_artifact(folder, max_batch=64)
     a = art.load_artifact(folder)
     eng = a.manifest["export"]["engine"]
     assert eng["built"] and eng["tensorrt"] == sys.modules["tensorrt"].__version__ and eng["gpu"]["name"]
@@ -406,7 +376,7 @@ def test_engine_builds_stamps_and_matches_pytorch(outcomes, val, name, tmp_path)
     f = compare(val.reference, runner(val.x), val.labels)
     tol = {"fp32": ("max_abs_diff", 1e-3), "fp16": ("top1_agreement", 0.995), "int8": ("top1_agreement", 0.98)}[name]
     assert (f[tol[0]] <= tol[1]) if tol[0] == "max_abs_diff" else (f[tol[0]] >= tol[1]), f
-    again = tb.build_artifact(folder, max_batch=64)
+    again = build_artifact(folder, max_batch=64)
     assert again["timing_cache"]["loaded_bytes"] > 0
 
 

@@ -17,10 +17,12 @@ import pytest
 
 from mixer_edge.cli import main
 from mixer_edge.errors import MixerEdgeError
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.runtime.artifact import MANIFEST
+from mixer_edge.runtime.cli import main as device_main
+from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
 
 N_MANIFEST, N_RESULT, N_SIDECAR = 120, 60, 200
-CLEAN_CODES = {eb.EXIT_OK, eb.EXIT_BAD_INPUT, eb.EXIT_NOT_RUN, eb.EXIT_DEVICE_CHECK}
+CLEAN_CODES = {EXIT_OK, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_DEVICE_CHECK}
 FAST = ["--iters", "1", "--warmup", "0", "--batch-sizes", "1"]
 HUGE_INT = "1" + "0" * 5000          # beyond Python's int-from-text limit: json.loads refuses it
 ODD_VALUES = [None, True, False, 0, -1, 1.5, "", "x", [], {}, [1, 2], {"a": 1}, 1e308, -1e308, float("nan"),
@@ -191,7 +193,7 @@ def png(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from mixer_edge.runtime.edge_bench import read_digits
+    from mixer_edge.runtime.readers import read_digits
 
     d = read_digits()
     path = tmp_path_factory.mktemp("fuzz-data") / "eight.npz"
@@ -202,15 +204,15 @@ def tiny_data(tmp_path_factory) -> Path:
 def test_manifest_mutations(digits_onnx_artifact, png, tiny_data, tmp_path, capsys):
     folder = tmp_path / "onnx-fp32"
     shutil.copytree(digits_onnx_artifact, folder)
-    original = json.loads((folder / eb.MANIFEST).read_text())
+    original = json.loads((folder / MANIFEST).read_text())
     a, p, d = str(folder), str(png), str(tiny_data)
     consumers = [  # the device script, the host's predict and bench, as users run them
-        (eb.main, [a, "--predict", p]),
-        (eb.main, [a, "--data", d, *FAST, "--images", "all"]),
+        (device_main, [a, "--predict", p]),
+        (device_main, [a, "--data", d, *FAST, "--images", "all"]),
         (main, ["predict", a, p]),
         (main, ["bench", a, "--data", d, *FAST, "--images", "all"]),
     ]
-    failures = _fuzz(N_MANIFEST, original, (folder / eb.MANIFEST).write_bytes,
+    failures = _fuzz(N_MANIFEST, original, (folder / MANIFEST).write_bytes,
                      lambda seed: _cli(capsys, *consumers[seed % len(consumers)]))
     assert not failures, f"{len(failures)} of {N_MANIFEST}:\n" + "\n".join(failures)
     assert not list(tmp_path.rglob("*.tmp"))

@@ -12,11 +12,16 @@ import sys
 import numpy as np
 import pytest
 
-from mixer_edge.export import api
 from mixer_edge.export.base import ExportSpec
-from mixer_edge.runtime import edge_bench as eb
 
 from conftest import block_imports  # noqa: E402
+from mixer_edge.export.build import export_one
+from mixer_edge.export.reference import validation_data
+from mixer_edge.runtime.artifact import sha256_file
+from mixer_edge.runtime.cli import main as device_main
+from mixer_edge.runtime.errors import DeviceCheckFailed, EXIT_BAD_INPUT, EXIT_DEVICE_CHECK
+from mixer_edge.runtime.golden import GOLDEN_FLOOR_DB, GOLDEN_MARGIN_DB, GOLDEN_N
+from mixer_edge.runtime.predict import load
 
 RUNS_HERE = {"onnx": "onnxruntime", "openvino": "openvino"}
 CASES = [(t, p) for t in RUNS_HERE for p in ("fp32", "int8")]
@@ -28,11 +33,11 @@ def artifacts(ck, calib, tmp_path_factory):
     from mixer_edge.data.dataset import take_split
 
     part = take_split(load_data("digits"), "eval")
-    val = api.validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)", raw=part.images)
+    val = validation_data(ck, ck.preprocess(part.images), part.labels, "digits (eval split)", raw=part.images)
     out = {}
     for t, p in CASES:
         pytest.importorskip(RUNS_HERE[t])
-        o = api.export_one(ck, t, ExportSpec(p), calib if p == "int8" else None,
+        o = export_one(ck, t, ExportSpec(p), calib if p == "int8" else None,
                            tmp_path_factory.mktemp(f"golden-{t}-{p}"), validation=val)
         out[(t, p)] = o.artifact
     return out
@@ -64,11 +69,11 @@ def test_golden_set_recorded_and_hashed(artifacts, target, precision):
     a = artifacts[(target, precision)]
     g = a.manifest["golden"]
     assert g["file"] in [f["path"] for f in a.manifest["files"]]
-    assert g["n"] == eb.GOLDEN_N and g["input"] == "raw" and g["built_sqnr_db"] is not None
+    assert g["n"] == GOLDEN_N and g["input"] == "raw" and g["built_sqnr_db"] is not None
     with np.load(a.path / g["file"], allow_pickle=False) as z:
-        assert z["raw"].dtype == np.uint8 and z["raw"].shape[0] == eb.GOLDEN_N
-        assert z["reference"].shape == z["artifact"].shape == (eb.GOLDEN_N, 10)
-    assert g["threshold_sqnr_db"] == min(eb.GOLDEN_FLOOR_DB[precision], g["built_sqnr_db"] - eb.GOLDEN_MARGIN_DB)
+        assert z["raw"].dtype == np.uint8 and z["raw"].shape[0] == GOLDEN_N
+        assert z["reference"].shape == z["artifact"].shape == (GOLDEN_N, 10)
+    assert g["threshold_sqnr_db"] == min(GOLDEN_FLOOR_DB[precision], g["built_sqnr_db"] - GOLDEN_MARGIN_DB)
 
 
 @pytest.mark.parametrize("target,precision", CASES)
@@ -76,7 +81,7 @@ def test_untouched_artifact_passes_on_the_device_script(artifacts, target, preci
     done, doc = edge_bench(artifacts[(target, precision)].path, tmp_path, digits_npz)
     assert done.returncode == 0, done.stderr
     check = doc["results"][0]["device_check"]
-    assert check["status"] == "passed" and check["input"] == "raw images" and check["n"] == eb.GOLDEN_N
+    assert check["status"] == "passed" and check["input"] == "raw images" and check["n"] == GOLDEN_N
     assert check["sqnr_db"] >= check["threshold_sqnr_db"] and check["sqnr_db_vs_export"] > 60
 
 
@@ -84,7 +89,7 @@ def _rehash(folder, name):
     manifest = json.loads((folder / "manifest.json").read_text())
     for f in manifest["files"]:
         if f["path"] == name:
-            f["sha256"] = eb.sha256_file(folder / name)
+            f["sha256"] = sha256_file(folder / name)
             f["bytes"] = (folder / name).stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
@@ -118,7 +123,7 @@ def test_tampered_weights_with_recomputed_hashes_fail_the_device_check(artifacts
     shutil.copytree(artifacts[(target, precision)].path, folder)
     _rehash(folder, {"onnx": _tamper_onnx, "openvino": _tamper_openvino}[target](folder))
     done, doc = edge_bench(folder, tmp_path, digits_npz)
-    assert done.returncode == eb.EXIT_DEVICE_CHECK, (done.returncode, done.stderr)
+    assert done.returncode == EXIT_DEVICE_CHECK, (done.returncode, done.stderr)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: device check failed for copy: logit SQNR") and "Traceback" not in done.stderr
     result = doc["results"][0]   # the timing is still written, marked
@@ -170,14 +175,14 @@ def test_predict_refuses_a_tampered_artifact(artifacts, tmp_path, digits_npz, ca
     folder = tmp_path / "copy"
     shutil.copytree(artifacts[("onnx", "fp32")].path, folder)
     _rehash(folder, _tamper_onnx(folder))
-    with pytest.raises(eb.DeviceCheckFailed, match="logit SQNR"):
-        eb.load(folder)
+    with pytest.raises(DeviceCheckFailed, match="logit SQNR"):
+        load(folder)
     with np.load(digits_npz) as z:
         from PIL import Image
         Image.fromarray(z["images"][0][..., 0]).save(tmp_path / "one.png")
-    assert main(["predict", str(folder), str(tmp_path / "one.png")]) == eb.EXIT_DEVICE_CHECK
+    assert main(["predict", str(folder), str(tmp_path / "one.png")]) == EXIT_DEVICE_CHECK
     assert "device check failed" in capsys.readouterr().err
-    assert eb.main([str(folder), "--predict", str(tmp_path / "one.png")]) == eb.EXIT_DEVICE_CHECK
+    assert device_main([str(folder), "--predict", str(tmp_path / "one.png")]) == EXIT_DEVICE_CHECK
 
 
 def _flat(x, pre=""):
@@ -230,13 +235,13 @@ def test_manifest_paths_are_confined_to_the_artifact(artifacts, tmp_path, path, 
     shutil.copytree(artifacts[("onnx", "fp32")].path, folder)
     (tmp_path / "outside.onnx").write_bytes(b"x")
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"].append({"path": path, "sha256": eb.sha256_file(tmp_path / "outside.onnx")})
+    manifest["files"].append({"path": path, "sha256": sha256_file(tmp_path / "outside.onnx")})
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BadInput, match="manifest file path"):
         load_artifact(folder)
     done, _ = edge_bench(folder, tmp_path, digits_npz)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == eb.EXIT_BAD_INPUT and lines[-1].startswith("error: manifest file path"), done.stderr
+    assert done.returncode == EXIT_BAD_INPUT and lines[-1].startswith("error: manifest file path"), done.stderr
 
 
 @pytest.mark.parametrize("target, unlisted, said", [
@@ -254,5 +259,5 @@ def test_a_file_the_manifest_does_not_list_is_not_opened(artifacts, tmp_path, di
     (folder / "manifest.json").write_text(json.dumps(manifest))
     done, _ = edge_bench(folder, tmp_path, digits_npz)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == eb.EXIT_BAD_INPUT and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == EXIT_BAD_INPUT and "Traceback" not in done.stderr, done.stderr
     assert lines[-1].startswith("error:") and said in lines[-1], lines

@@ -15,7 +15,11 @@ import pytest
 from PIL import Image
 
 from mixer_edge.cli import main
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.runtime.backends import Options
+from mixer_edge.runtime.bench import bench_artifact
+from mixer_edge.runtime.identity import unpack_keys
+from mixer_edge.runtime.readers import read_data
+from mixer_edge.runtime.timing import Settings
 
 
 def _pixels(images) -> set[bytes]:
@@ -99,13 +103,13 @@ def test_device_script_on_copies_reports_the_held_out_images(digit_folders, digi
     images = m["validation"]["images"]
     assert images["n"] == 179 and images["excluded"] == 1797 - 179 and images["labels"] == "by name"
     for spec in (f"imagefolder:{digit_folders / 'copied'}", str(digit_folders / "digits.npz")):
-        data = eb.read_data(spec)
-        entry, _ = eb.bench_artifact(folder, data, eb.Settings(iters=3, warmup=1, batch_sizes=(1,)), eb.Options())
+        data = read_data(spec)
+        entry, _ = bench_artifact(folder, data, Settings(iters=3, warmup=1, batch_sizes=(1,)), Options())
         assert entry["data"]["n"] == 179 and entry["data"]["fingerprint"] == images["fingerprint"], spec
         assert entry["data"]["reserved_in_data"] == 1797 - 179 and entry["data"]["reserved_included"] == 0
         assert entry["accuracy"]["top1"] == pytest.approx(m["validation"]["top1"], abs=1e-12)
-    everything, _ = eb.bench_artifact(folder, eb.read_data(spec), eb.Settings(iters=3, warmup=1, batch_sizes=(1,)),
-                                      eb.Options(), selection="all")
+    everything, _ = bench_artifact(folder, read_data(spec), Settings(iters=3, warmup=1, batch_sizes=(1,)),
+                                      Options(), selection="all")
     assert everything["data"]["n"] == 1797 and everything["data"]["reserved_included"] == 1797 - 179
 
 
@@ -113,7 +117,7 @@ def test_validation_without_eval_data_is_disjoint_from_calibration_and_training(
     """Before: INT8 validated on its own calibration images. Now one source gives both, apart."""
     from mixer_edge import load_checkpoint, load_data
     from mixer_edge.data.dataset import take_split
-    from mixer_edge.export import ExportPlan, prepare_data
+    from mixer_edge.export.plan import ExportPlan, prepare_data
 
     ck = load_checkpoint(digits_checkpoint)
     plan = ExportPlan(targets=("onnx",), precisions=("int8",), out_dir="unused", calib_size=120,
@@ -132,30 +136,13 @@ def test_int8_manifest_reserves_the_calibration_images(digits_checkpoint, tmp_pa
     out = _export(digits_checkpoint, tmp_path / "q", "--int8", "--calib-data", "digits", "--calib-size", "120",
                   "--eval-data", "digits")
     m = json.loads((out / "onnx-int8" / "manifest.json").read_text())
-    reserved = eb.unpack_keys(m["images"]["reserved"], "test")
+    reserved = unpack_keys(m["images"]["reserved"], "test")
     assert len(reserved) == 1438 + 180        # training images and the calib split they were drawn from
     assert m["images"]["calibrated_n"] == 120 and m["calibration"]["fingerprint"]
     assert m["validation"]["images"]["n"] == 179
 
 
-# ---- labels: by name, or top-1 is absent with the reason -----------------------------------------
-
-def test_label_map_by_name_and_refusals():
-    digits = [str(i) for i in range(10)]
-    mapping, how = eb.label_map(digits, ["3", "7"])            # a folder with two of the ten classes
-    assert how == "by name" and mapping.tolist() == [3, 7]
-    mapping, how = eb.label_map(["cat", "dog"], ["dog", "cat"])  # sorted folders, another model order
-    assert mapping.tolist() == [1, 0]
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    mapping, why = eb.label_map(digits, sorted(words))
-    assert mapping is None and "[eight, five, four" in why and "[0, 1, 2" in why
-    mapping, why = eb.label_map([str(i) for i in range(1000)], digits, model_named=False)
-    assert mapping is None and "1000 outputs carry no names" in why
-    mapping, how = eb.label_map([str(i) for i in range(10)], digits, model_named=False)
-    assert mapping.tolist() == list(range(10)) and how.startswith("by index")
-    mapping, why = eb.label_map(digits, None, labels=np.array([0, 12]))
-    assert mapping is None and "0..12" in why
-
+# ---- labels: by name, or top-1 is absent with the reason (label_map itself: test_runtime_labels.py) -----
 
 def _digit_folder(root, names, images, labels):
     for i, (im, y) in enumerate(zip(images, labels)):
@@ -198,7 +185,7 @@ def test_foreign_classes_give_no_top1_but_agreement(digits_checkpoint, tmp_path)
     from dataclasses import replace
 
     from mixer_edge import load_checkpoint
-    from mixer_edge.export import ExportPlan, prepare_data
+    from mixer_edge.export.plan import ExportPlan, prepare_data
 
     ck = load_checkpoint(digits_checkpoint)
     foreign = replace(ck, meta={**ck.meta, "classes_named": False, "images": {}})

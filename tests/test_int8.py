@@ -8,11 +8,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from mixer_edge.calibration.policy import TOKEN_ROW_SPREAD, token_mixing_rule
 from mixer_edge.calibration.smoothing import inject_outliers
 from mixer_edge.errors import BadInput
-from mixer_edge.export import api
+from mixer_edge.export import budget
 from mixer_edge.export.base import ExportSpec
-from mixer_edge.export.registry import TARGETS
+from mixer_edge.export.registry import TARGETS, get_target
+from mixer_edge.export.build import export_one, raise_for
+from mixer_edge.export.reference import validation_data
+from mixer_edge.runtime.results import document, quantization_summary, result_entry
+from mixer_edge.runtime.timing import Settings
 
 BUDGET = 0.6   # top-1 points: one of the 179 digits eval images is 0.56
 NEEDS = {"onnx": "onnxruntime", "tensorrt": "onnxruntime", "openvino": "openvino", "coreml": "coremltools"}
@@ -23,7 +28,7 @@ def hard(ck, val):
     """The digits model with 100-300x outlier channels, and its validation data (same logits)."""
     model, _ = inject_outliers(ck.model, low=100, high=300, seed=1)
     c = replace(ck, model=model)
-    return c, replace(val, reference=api.validation_data(c, val.x, val.labels, val.source).reference)
+    return c, replace(val, reference=validation_data(c, val.x, val.labels, val.source).reference)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,7 @@ def budget_outcomes(hard, calib, tmp_path_factory):
     out = {}
     for t in TARGETS:
         pytest.importorskip(NEEDS[t])
-        out[t] = api.export_one(c, t, ExportSpec("int8", smooth=None, max_drop=BUDGET), calib,
+        out[t] = export_one(c, t, ExportSpec("int8", smooth=None, max_drop=BUDGET), calib,
                                 tmp_path_factory.mktemp(f"budget-{t}"), validation=v, keep_invalid=True)
     return out
 
@@ -84,11 +89,9 @@ def test_tensorrt_latency_cost_says_why_not_measured(budget_outcomes):
 def test_budget_that_cannot_be_met_says_what_was_achieved(hard, calib, tmp_path, monkeypatch):
     """With no layer left to keep in float (the ranking emptied), the hard case cannot meet the
     budget: the export fails, says so with the drop it reached, and records every step."""
-    from mixer_edge.export import int8
-
-    monkeypatch.setattr(int8, "sensitivity", lambda *a, **k: [])
+    monkeypatch.setattr(budget, "sensitivity", lambda *a, **k: [])
     c, v = hard
-    o = api.export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib, tmp_path, validation=v,
+    o = export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib, tmp_path, validation=v,
                        keep_invalid=True)
     mp = o.artifact.manifest["export"]["mixed_precision"]
     assert not o.passed and mp["met"] is False and mp["float_layers"] == []
@@ -96,37 +99,37 @@ def test_budget_that_cannot_be_met_says_what_was_achieved(hard, calib, tmp_path,
                for p in o.problems), o.problems
     assert o.artifact.manifest["validation"]["passed"] is False
     with pytest.raises(Exception):   # without --keep-invalid nothing is kept
-        api.raise_for([api.export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib,
+        raise_for([export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib,
                                       tmp_path / "discard", validation=v)])
     assert not (tmp_path / "discard" / "onnx-int8").exists()
 
 
 def test_keep_float_and_bad_layer_names(ck, calib, val, tmp_path):
-    o = api.export_one(ck, "onnx", ExportSpec("int8", float_layers=("head", "blocks.0.mlp_tokens.fc2")), calib,
+    o = export_one(ck, "onnx", ExportSpec("int8", float_layers=("head", "blocks.0.mlp_tokens.fc2")), calib,
                        tmp_path, validation=val)
     q = o.artifact.manifest["export"]["int8"]
     assert q["float_layers"] == ["blocks.0.mlp_tokens.fc2", "head"] and q["quantized_layers"] == 16
     with pytest.raises(BadInput, match=r"--keep-float names no layer of this model: blocks\.9\.fc; its layers are "
                                        r"stem\.proj, blocks\.0\.mlp_tokens\.fc1"):
-        api.export_one(ck, "onnx", ExportSpec("int8", float_layers=("blocks.9.fc",)), calib, tmp_path / "x",
+        export_one(ck, "onnx", ExportSpec("int8", float_layers=("blocks.9.fc",)), calib, tmp_path / "x",
                        validation=val)
 
 
 def test_max_drop_needs_labels_and_a_sane_budget(ck, calib, val, tmp_path):
     with pytest.raises(BadInput, match="needs labelled validation images"):
-        api.export_one(ck, "onnx", ExportSpec("int8", max_drop=0.1), calib, tmp_path,
+        export_one(ck, "onnx", ExportSpec("int8", max_drop=0.1), calib, tmp_path,
                        validation=replace(val, labels=None))
     with pytest.raises(BadInput, match=r"--max-drop must be >= 0"):
-        api.export_one(ck, "onnx", ExportSpec("int8", max_drop=-1), calib, tmp_path, validation=val)
+        export_one(ck, "onnx", ExportSpec("int8", max_drop=-1), calib, tmp_path, validation=val)
     with pytest.raises(BadInput, match=r"--smooth must be between 0 and 1"):
-        api.export_one(ck, "onnx", ExportSpec("int8", smooth=1.5), calib, tmp_path, validation=val)
+        export_one(ck, "onnx", ExportSpec("int8", smooth=1.5), calib, tmp_path, validation=val)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no staging folder left
 
 
 def test_smoothing_recorded_and_exact_in_the_artifact(ck, calib, val, tmp_path):
     """Smoothing is applied before the target: the artifact records it, and its FP32 twin (same
     smoothing, no quantization) would be exact; here, INT8 validation is against the unsmoothed model."""
-    o = api.export_one(ck, "onnx", ExportSpec("int8"), calib, tmp_path, validation=val)
+    o = export_one(ck, "onnx", ExportSpec("int8"), calib, tmp_path, validation=val)
     s = o.artifact.manifest["export"]["smoothing"]
     assert s["alpha"] == 0.5 and [f["linear"] for f in s["folds"]][-1] == "head"
     assert all(f["act_spread_after"] <= f["act_spread_before"] for f in s["folds"])
@@ -140,18 +143,17 @@ def test_token_mixing_rule_keeps_outlier_rows_float(ck, calib):
 
     import torch
 
-    from mixer_edge.export import int8
 
-    plain = int8.token_mixing_rule(ck.model, calib.x)
-    assert plain["kept_float"] == [] and max(plain["row_spread"].values()) < int8.TOKEN_ROW_SPREAD
+    plain = token_mixing_rule(ck.model, calib.x)
+    assert plain["kept_float"] == [] and max(plain["row_spread"].values()) < TOKEN_ROW_SPREAD
     m = copy.deepcopy(ck.model)
     with torch.no_grad():
         m.blocks[1].norm1.weight[[3, 70]] *= 80
         m.blocks[1].norm1.bias[[3, 70]] *= 80
-    rule = int8.token_mixing_rule(m, calib.x)
+    rule = token_mixing_rule(m, calib.x)
     assert "blocks.1.mlp_tokens.fc1" in rule["kept_float"]
     assert not [n for n in rule["kept_float"] if n.startswith("blocks.0.")]
-    assert rule["row_spread"]["blocks.1.mlp_tokens.fc1"] > int8.TOKEN_ROW_SPREAD
+    assert rule["row_spread"]["blocks.1.mlp_tokens.fc1"] > TOKEN_ROW_SPREAD
 
 
 def test_quant_inspect_names_the_outlier_channels(ck, tmp_path):
@@ -183,15 +185,14 @@ def test_report_shows_float_layers_and_their_cost(budget_outcomes, target, tmp_p
     """The artifact's recipe travels into the bench result and the report lists the kept layers
     with the latency measured at export (or why it was not)."""
     from mixer_edge.bench import report
-    from mixer_edge.runtime import edge_bench as eb
 
     o = budget_outcomes[target]
-    q = eb.quantization_summary(o.artifact.manifest)
+    q = quantization_summary(o.artifact.manifest)
     mp = o.artifact.manifest["export"]["mixed_precision"]
     assert q["float_layers"] == mp["float_layers"] and q["max_drop"] == BUDGET
-    entry = eb.result_entry(artifact=str(o.dest), name=o.dest.name, target=target, precision="int8",
+    entry = result_entry(artifact=str(o.dest), name=o.dest.name, target=target, precision="int8",
                             status="not-run", reason="test", quantization=q)
-    doc = eb.document([entry], {"name": "dev"}, {}, eb.Settings(), "test", "digits")
+    doc = document([entry], {"name": "dev"}, {}, Settings(), "test", "digits")
     md = report.markdown([doc], report.rows_of([doc]), [], 0.5)
     assert "## INT8 layers kept in float" in md and mp["float_layers"][0] in md
     assert ("ms at export" in md) if target == "onnx" else ("not measured here" in md)
@@ -216,7 +217,7 @@ def plain_outcomes(ck, calib, val, tmp_path_factory):
     out = {}
     for t, wo in PLAIN:
         pytest.importorskip(NEEDS[t])
-        out[t, wo] = api.export_one(ck, t, ExportSpec("int8", weights_only=wo), None if wo else calib,
+        out[t, wo] = export_one(ck, t, ExportSpec("int8", weights_only=wo), None if wo else calib,
                                     tmp_path_factory.mktemp(f"plain-{t}-{wo}"), validation=val)
     return out
 
@@ -237,7 +238,7 @@ def test_a_weights_only_file_checked_as_w8a8_fails_the_count(plain_outcomes, ck,
     from mixer_edge.export import int8
 
     o = plain_outcomes[target, True]
-    q = int8.quantized_ops_check(target, o.dest, ck.model, ExportSpec("int8"))
+    q = int8.quantized_ops_check(get_target(target), o.dest, ck.model, ExportSpec("int8"))
     assert q["status"] == "failed" and q["counted"] == 0 and q["intended"] == 18
     assert "quantizes the weights and activations of 0 of its 18 matrix multiplies; the recipe says 18" in q["reason"]
 
@@ -256,7 +257,7 @@ def test_a_graph_that_quantizes_less_than_intended_fails_validation(ck, calib, v
     """Its figures are within tolerance (less quantization, less error): only the count catches it."""
     pytest.importorskip(NEEDS[target])
     _leaving_float(monkeypatch, ["head"])
-    o = api.export_one(ck, target, ExportSpec("int8"), calib, tmp_path, validation=val, keep_invalid=True)
+    o = export_one(ck, target, ExportSpec("int8"), calib, tmp_path, validation=val, keep_invalid=True)
     v = o.artifact.manifest["validation"]
     q = v["quantized_ops"]
     assert v["passed"] is False and q["status"] == "failed" and (q["counted"], q["intended"]) == (17, 18)
@@ -269,14 +270,12 @@ def test_quantizing_less_never_wins_a_max_drop_step(budget_outcomes, hard, calib
     honest search ends with meets the budget on accuracy at the all-INT8 step, but its count fails
     it (and every step after whose recipe says fewer float layers); the step chosen is the one whose
     recipe says what the graph does."""
-    from mixer_edge.export import int8
-
     honest = budget_outcomes["onnx"].artifact.manifest["export"]["mixed_precision"]
     kept = honest["float_layers"]
-    monkeypatch.setattr(int8, "sensitivity", lambda *a, **k: honest["sensitivity"]["layers"])
+    monkeypatch.setattr(budget, "sensitivity", lambda *a, **k: honest["sensitivity"]["layers"])
     _leaving_float(monkeypatch, kept)
     c, v = hard
-    o = api.export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib, tmp_path, validation=v,
+    o = export_one(c, "onnx", ExportSpec("int8", smooth=None, max_drop=BUDGET), calib, tmp_path, validation=v,
                        keep_invalid=True)
     mp = o.artifact.manifest["export"]["mixed_precision"]
     first = mp["steps"][0]
@@ -300,4 +299,4 @@ def test_weights_only_refuses_layer_choices(ck, val, tmp_path):
     for spec in (ExportSpec("int8", weights_only=True, float_layers=("head",)),
                  ExportSpec("int8", weights_only=True, max_drop=0.5)):
         with pytest.raises(BadInput, match="--weights-only quantizes the weights of every layer"):
-            api.export_one(ck, "openvino", spec, None, tmp_path, validation=val)
+            export_one(ck, "openvino", spec, None, tmp_path, validation=val)

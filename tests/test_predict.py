@@ -12,11 +12,15 @@ import pytest
 from PIL import Image
 
 from mixer_edge.cli import main
-from mixer_edge.export import api
 from mixer_edge.export.base import ExportSpec
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge import predict as host_predict
+from mixer_edge.runtime import predict as runtime_predict
+from mixer_edge.runtime import streaming
 
 from conftest import block_imports  # noqa: E402
+from mixer_edge.export.build import export_one
+from mixer_edge.runtime.predict import load
+from mixer_edge.runtime.streaming import Batches, model_inputs
 
 N_IMAGES = 12
 
@@ -40,7 +44,7 @@ def exported(ck, calib, val, tmp_path_factory):
     pytest.importorskip("openvino")
     out = {}
     for t, p in (("onnx", "int8"), ("onnx", "fp32"), ("openvino", "fp32")):
-        o = api.export_one(ck, t, ExportSpec(p), calib if p == "int8" else None, tmp_path_factory.mktemp(f"p-{t}{p}"),
+        o = export_one(ck, t, ExportSpec(p), calib if p == "int8" else None, tmp_path_factory.mktemp(f"p-{t}{p}"),
                            validation=val)
         out[(t, p)] = o.artifact.path
     return out
@@ -81,7 +85,7 @@ def test_checkpoint_and_its_fp32_artifacts_give_the_same_top1(exported, images, 
 def test_many_images_are_predicted_a_batch_at_a_time(exported, images, digits_checkpoint, tmp_path, capsys,
                                                      monkeypatch):
     """Above the streaming threshold (forced to 0 here) an artifact's and a checkpoint's inputs are
-    made a batch at a time from the files (edge_bench.Batches), never held, and the predictions are
+    made a batch at a time from the files (runtime/streaming.Batches), never held, and the predictions are
     the held run's exactly: the same classes and scores."""
     models = {"ckpt": digits_checkpoint, "onnx": exported[("onnx", "fp32")]}
 
@@ -91,17 +95,18 @@ def test_many_images_are_predicted_a_batch_at_a_time(exported, images, digits_ch
         return {name: json.loads((tmp_path / f"{name}-{tag}.json").read_text())["predictions"] for name in models}
 
     made = []
-    real = eb.model_inputs
-    monkeypatch.setattr(eb, "model_inputs", lambda images, prepare: made.append(real(images, prepare)) or made[-1])
+    real = model_inputs
+    for module in (host_predict, runtime_predict):   # a checkpoint's inputs, then an artifact's
+        monkeypatch.setattr(module, "model_inputs", lambda images, prepare: made.append(real(images, prepare)) or made[-1])
     held = run("held")
     assert [type(x) for x in made] == [np.ndarray, np.ndarray]
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0)
     assert run("made") == held and len(held["onnx"]) == N_IMAGES
-    assert [type(x) for x in made[2:]] == [eb.Batches, eb.Batches]
+    assert [type(x) for x in made[2:]] == [Batches, Batches]
 
 
 def test_python_api_for_applications(exported, images, ck, val):
-    model = eb.load(exported[("onnx", "fp32")])
+    model = load(exported[("onnx", "fp32")])
     raw = [np.asarray(Image.open(f)) for f in sorted(images.iterdir())]      # (H, W) uint8 arrays
     tops = model.predict(raw, top_k=3)
     assert len(tops) == N_IMAGES and all(len(t) == 3 for t in tops)

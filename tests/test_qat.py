@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mixer_edge.calibration.policy import layer_macs
 from mixer_edge.export import int8, qdq
 from mixer_edge.train import qat
 
@@ -78,7 +79,7 @@ def test_prepare_starts_from_the_post_training_recipe(ck, calib, prepared):
     by_layer = {qdq.layer_name(n.name): n.input[0] for n in qdq.quant_nodes(graph)}
     _, estimate = ranges.method(None)
     start = recipe["calibration"]["initial_ranges"]
-    assert set(start) == set(int8.layer_macs(ck.model)) - set(recipe["token_mixing"]["kept_float"])
+    assert set(start) == set(layer_macs(ck.model)) - set(recipe["token_mixing"]["kept_float"])
     for layer, (lo, hi) in start.items():
         want = estimate(stats[by_layer[layer]], False)
         np.testing.assert_allclose([lo, hi], want, rtol=1e-3, atol=1e-4, err_msg=layer)
@@ -130,7 +131,7 @@ def test_train_qat_records_its_recipe_and_ranges(qat_checkpoint, ck):
     assert meta["train"]["qat"] is True and meta["train"]["ema"] is False and meta["train"]["lr"] == 1e-3
     assert meta["train"]["epochs"] == 1 and meta["train"]["augment"] == "geometry"   # given, and the recipe's
     ranges = meta["qat"]["ranges"]
-    assert set(ranges) | set(meta["qat"]["float_layers"]) == set(int8.layer_macs(ck.model))
+    assert set(ranges) | set(meta["qat"]["float_layers"]) == set(layer_macs(ck.model))
     assert all(lo <= 0 <= hi for lo, hi in ranges.values())
     assert meta["qat"]["recipe"]["calibration"]["images"] == 64
     assert not qat.is_qat(q.model)          # stored as ordinary layers: it loads like any checkpoint

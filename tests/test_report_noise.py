@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from mixer_edge.bench.report import Row, build_report, load_result, recommend, rows_of, within_noise
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.runtime.results import KIND, SCHEMA, result_entry, validation_summary, validation_text
+from mixer_edge.runtime.system import mark_memory, model_rss_mb, process_memory
+from mixer_edge.runtime.timing import median_ci
 
 
 # ---- the median's interval ----------------------------------------------------------------------
@@ -24,23 +26,23 @@ def _exact_cdf(n: int, k: int) -> float:
 def test_median_ci_by_hand():
     # n = 10: P(B <= 1) = 11/1024 = 0.0107 <= 0.025 < P(B <= 2) = 56/1024, so k = 2:
     # (x(2), x(9)) of the sorted samples, coverage 1 - 2 * 11/1024 = 0.978515625.
-    lo, hi, cov = eb.median_ci([10, 1, 9, 2, 8, 3, 7, 4, 6, 5])
+    lo, hi, cov = median_ci([10, 1, 9, 2, 8, 3, 7, 4, 6, 5])
     assert (lo, hi) == (2.0, 9.0) and cov == pytest.approx(1 - 22 / 1024, abs=1e-12)
     # n = 100: the textbook interval (x(40), x(61)), coverage 96.48% (P(B <= 39) = 0.0176).
-    lo, hi, cov = eb.median_ci(np.random.default_rng(0).permutation(np.arange(1, 101)))
+    lo, hi, cov = median_ci(np.random.default_rng(0).permutation(np.arange(1, 101)))
     assert (lo, hi) == (40.0, 61.0) and cov == pytest.approx(0.9648, abs=1e-4)
     # n = 5: even (min, max) covers only 1 - 2/32 = 0.9375; n = 1: the sample, coverage 0.
-    assert eb.median_ci([3, 1, 2, 5, 4]) == (1.0, 5.0, pytest.approx(0.9375, abs=1e-12))
-    assert eb.median_ci([7.0]) == (7.0, 7.0, 0.0)
+    assert median_ci([3, 1, 2, 5, 4]) == (1.0, 5.0, pytest.approx(0.9375, abs=1e-12))
+    assert median_ci([7.0]) == (7.0, 7.0, 0.0)
     with pytest.raises(ValueError):
-        eb.median_ci([])
+        median_ci([])
 
 
 @pytest.mark.parametrize("n", [6, 17, 40, 333, 5000])
 def test_median_ci_is_the_narrowest_interval_of_95_percent(n):
     """Against exact integer binomials: x(k) with coverage >= 95%, and k + 1 would fall below it.
     n = 5000 also checks that 0.5 ** n (which underflows) is never needed."""
-    lo, hi, cov = eb.median_ci(np.arange(1, n + 1)[::-1])
+    lo, hi, cov = median_ci(np.arange(1, n + 1)[::-1])
     k = int(lo)
     assert hi == n + 1 - k
     assert cov == pytest.approx(1 - 2 * _exact_cdf(n, k - 1), abs=1e-9) and cov >= 0.95
@@ -53,7 +55,7 @@ def test_median_ci_covers_the_true_median_as_often_as_it_says():
     rng = np.random.default_rng(10)
     hits, cov = 0, None
     for _ in range(4000):
-        lo, hi, cov = eb.median_ci(rng.exponential(size=25))
+        lo, hi, cov = median_ci(rng.exponential(size=25))
         hits += lo <= math.log(2) <= hi
     assert cov == pytest.approx(1 - 2 * _exact_cdf(25, 7), abs=1e-12)
     assert abs(hits / 4000 - cov) < 0.012
@@ -95,14 +97,14 @@ def test_separated_rows_are_not_within_noise():
 
 
 def _doc(results, device="dev") -> dict:
-    return {"schema": eb.SCHEMA, "kind": eb.KIND, "device": {"name": device}, "versions": {}, "results": results}
+    return {"schema": SCHEMA, "kind": KIND, "device": {"name": device}, "versions": {}, "results": results}
 
 
 def _result(name, p50, ci, target="onnx", top1=0.95, validation=PASSED, size=1_000_000, **kw) -> dict:
     lat = {"p10": p50 * 0.9, "p50": p50, "p90": p50 * 1.2, "p99": p50 * 1.5, "p50_ci": list(ci),
            "p50_ci_coverage": 0.96, "count": 100}
     thr = [{"batch": 8, "images_per_s": 8000 / p50, "images_per_s_ci": [8000 / ci[1], 8000 / ci[0]]}]
-    return eb.result_entry(**{"name": name, "artifact": name, "target": target, "precision": "fp32",
+    return result_entry(**{"name": name, "artifact": name, "target": target, "precision": "fp32",
                               "status": "ok", "size_bytes": size, "latency_ms": lat, "throughput": thr,
                               "accuracy": {"top1": top1, "top5": 1.0, "n": 100}, "validation": validation,
                               "model_rss_mb": 12.5, "process_peak_rss_mb": 650.0, **kw})
@@ -137,19 +139,19 @@ def test_report_prints_within_noise(tmp_path):
 
 def test_validation_summary_never_rounds_up():
     v = {"runner": "onnxruntime", "checked_by": "own runtime"}
-    assert eb.validation_summary({"validation": {**v, "passed": True}}) == {
+    assert validation_summary({"validation": {**v, "passed": True}}) == {
         "status": "passed", "checked_by": "own runtime", "runner": "onnxruntime", "reason": None}
-    assert eb.validation_summary({"validation": {**v, "passed": False}})["status"] == "failed"
-    skipped = eb.validation_summary({"validation": {"skipped": "needs macOS", "passed": None, "checked_by": None}})
+    assert validation_summary({"validation": {**v, "passed": False}})["status"] == "failed"
+    skipped = validation_summary({"validation": {"skipped": "needs macOS", "passed": None, "checked_by": None}})
     assert skipped == {"status": "skipped", "checked_by": None, "runner": None, "reason": "needs macOS"}
-    old = eb.validation_summary({"validation": {"runner": "x", "passed": True}})   # before checked_by
+    old = validation_summary({"validation": {"runner": "x", "passed": True}})   # before checked_by
     assert old["checked_by"] == "not recorded"
-    assert eb.validation_summary({}) is None
-    texts = [eb.validation_text(eb.validation_summary({"validation": m}), "onnx") for m in
+    assert validation_summary({}) is None
+    texts = [validation_text(validation_summary({"validation": m}), "onnx") for m in
              ({**v, "passed": True}, {"passed": True, "checked_by": "stand-in"}, {**v, "passed": False},
               {"passed": None, "skipped": "why"})]
     assert texts == ["passed", "passed (stand-in)", "FAILED", "skipped: unchecked"]
-    assert eb.validation_text(None, "pytorch-eager") == "checkpoint" and eb.validation_text(None, "onnx") == "not recorded"
+    assert validation_text(None, "pytorch-eager") == "checkpoint" and validation_text(None, "onnx") == "not recorded"
 
 
 def test_failed_and_skipped_rows_are_marked_and_never_recommended(tmp_path):
@@ -183,20 +185,20 @@ def test_failed_and_skipped_rows_are_marked_and_never_recommended(tmp_path):
 def test_model_memory_is_what_was_added_since_the_mark():
     """64 MiB allocated and touched after the mark reads as 64 MiB (58-80: allocator and page
     noise); freed, the figure stays (a high-water mark), while the process total is far larger."""
-    mark = eb.mark_memory()
+    mark = mark_memory()
     block = np.ones(8 * 2 ** 20)     # 8 Mi float64 = 64 MiB
-    assert 58 <= eb.model_rss_mb(mark) <= 80
+    assert 58 <= model_rss_mb(mark) <= 80
     del block
     if mark.scoped:
-        assert 58 <= eb.model_rss_mb(mark) <= 80
-    proc = eb.process_memory(mark)
+        assert 58 <= model_rss_mb(mark) <= 80
+    proc = process_memory(mark)
     assert proc["process_peak_rss_mb"] >= proc["rss_before_load_mb"] + 58
     assert proc["process_peak_rss_scope"].startswith("process total")
 
 
 def test_old_result_files_still_read(tmp_path):
     """A result written before issue 10: peak_rss_mb, no intervals, no p10, no validation."""
-    old = eb.result_entry(name="onnx-fp32", artifact="a", target="onnx", precision="fp32", status="ok",
+    old = result_entry(name="onnx-fp32", artifact="a", target="onnx", precision="fp32", status="ok",
                           size_bytes=1, latency_ms={"p50": 1.0, "p90": 1.2, "p99": 1.5, "count": 100},
                           throughput=[{"batch": 32, "images_per_s": 900.0, "iters": 4, "p50_ms": 35.0}],
                           accuracy={"top1": 0.9, "top5": 1.0, "n": 10})
@@ -217,9 +219,9 @@ def test_old_result_files_still_read(tmp_path):
 # ---- what checked an export is recorded in its manifest -----------------------------------------
 
 def test_validation_records_what_checked_it():
-    from mixer_edge.export.api import ValidationData, _validate
-    from mixer_edge.export.base import ExportSpec
-    from mixer_edge.export.base import LoadedRunner, NotRunnableHere
+    from mixer_edge.errors import NotRunnable
+    from mixer_edge.export.base import ExportSpec, LoadedRunner
+    from mixer_edge.export.reference import ValidationData, check_artifact
 
     x = np.random.default_rng(0).normal(size=(4, 1, 2, 2)).astype(np.float32)
     logits = x.reshape(4, -1)
@@ -231,7 +233,7 @@ def test_validation_records_what_checked_it():
 
         def validation_runner(self, artifact):
             if self.runner is None:
-                raise NotRunnableHere("needs macOS")
+                raise NotRunnable("needs macOS")
             return self.runner
 
     own = LoadedRunner(lambda v: v.reshape(len(v), -1), {"threads": 1}, "onnxruntime")
@@ -239,7 +241,7 @@ def test_validation_records_what_checked_it():
     cases = [(Target(own), None, "own runtime"), (Target(None), own, "stand-in"),
              (Target(ort_for_trt), None, "stand-in")]
     for target, stand_in, expected in cases:
-        figures, problems, _ = _validate(target, None, ExportSpec("fp32"), val, stand_in)
+        figures, problems, _ = check_artifact(target, None, ExportSpec("fp32"), val, stand_in)
         assert figures["checked_by"] == expected and figures["passed"] is True and not problems
-    figures, _, _ = _validate(Target(None), None, ExportSpec("fp32"), val)
+    figures, _, _ = check_artifact(Target(None), None, ExportSpec("fp32"), val)
     assert figures["checked_by"] is None and figures["passed"] is None and figures["skipped"] == "needs macOS"

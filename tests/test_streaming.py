@@ -1,5 +1,5 @@
 """Streaming image folders: a folder too large to decode into memory is read one image at a time
-(data/files.ImageFiles), and every result is the one the same folder decoded in memory gives.
+(runtime/streaming.ImageFiles), and every result is the one the same folder decoded in memory gives.
 
 References are independent of the streaming code: the folder decoded eagerly (the pre-existing
 path), scikit-learn's digits array the PNGs were written from, and predictions on one whole array.
@@ -16,11 +16,18 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from mixer_edge import load_data
-from mixer_edge.data import files
 from mixer_edge.data.dataset import SplitSpec, split_indices, take_split
-from mixer_edge.data.files import ImageFiles
 from mixer_edge.errors import BadInput
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.runtime import images as rt_images
+from mixer_edge.runtime import streaming
+from mixer_edge.runtime.artifact import read_manifest
+from mixer_edge.runtime.backends import Options, load_backend
+from mixer_edge.runtime.batching import run_batched, tile
+from mixer_edge.runtime.bench import bench_artifact
+from mixer_edge.runtime.identity import select
+from mixer_edge.runtime.images import read_image
+from mixer_edge.runtime.readers import Data, read_data
+from mixer_edge.runtime.streaming import Batches, ImageFiles, model_inputs
 
 
 def write_digits(root, n=None):
@@ -46,7 +53,7 @@ def read_both(spec, monkeypatch):
     """(eager, streamed) ImageSets of one spec: the threshold decides, nothing else differs."""
     eager = load_data(spec)
     with monkeypatch.context() as m:
-        m.setattr(eb, "STREAM_ABOVE_MB", 0)
+        m.setattr(streaming, "STREAM_ABOVE_MB", 0)
         streamed = load_data(spec)
     assert isinstance(eager.images, np.ndarray) and isinstance(streamed.images, ImageFiles)
     return eager, streamed
@@ -56,13 +63,13 @@ def read_both(spec, monkeypatch):
 def count_decodes(monkeypatch):
     """A list that grows by one path per image the runtime decoder decodes."""
     seen = []
-    real = eb.read_image
+    real = read_image
 
     def counted(path):
         seen.append(path)
         return real(path)
 
-    monkeypatch.setattr(eb, "read_image", counted)
+    monkeypatch.setattr(rt_images, "read_image", counted)
     return seen
 
 
@@ -97,14 +104,14 @@ def test_streaming_is_chosen_by_the_estimated_decoded_size(folder60, monkeypatch
     memory, a byte below it they stream; the environment variable overrides the constant."""
     spec = f"imagefolder:{folder60}"
     assert isinstance(load_data(spec).images, np.ndarray)                 # default: 256 MiB
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 3840 / 2 ** 20)
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 3840 / 2 ** 20)
     assert isinstance(load_data(spec).images, np.ndarray)
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 3839 / 2 ** 20)
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 3839 / 2 ** 20)
     assert isinstance(load_data(spec).images, ImageFiles)
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 256)
-    monkeypatch.setenv(files.STREAM_ENV, "0")
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 256)
+    monkeypatch.setenv(streaming.STREAM_ENV, "0")
     assert isinstance(load_data(spec).images, ImageFiles)
-    monkeypatch.setenv(files.STREAM_ENV, "lots")
+    monkeypatch.setenv(streaming.STREAM_ENV, "lots")
     with pytest.raises(BadInput, match="MIXER_EDGE_STREAM_ABOVE_MB='lots' is not a size; accepted: megabytes"):
         load_data(spec)
 
@@ -132,9 +139,9 @@ def test_streaming_decodes_only_the_images_asked_for(folder60, monkeypatch, coun
     len none; an index one; calibration its drawn images; a preprocessed batch its batch."""
     from mixer_edge.calibration.sets import draw_calibration
     from mixer_edge.data.preprocess import Preprocess
-    from mixer_edge.runtime.edge_bench import Batches
+    from mixer_edge.runtime.streaming import Batches
 
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0)
     data = load_data(f"imagefolder:{folder60}")
     assert len(count_decodes) == 1
     data.keys
@@ -150,7 +157,7 @@ def test_streaming_decodes_only_the_images_asked_for(folder60, monkeypatch, coun
     assert Batches(data.images, pre)[10:17].shape == (7, 1, 8, 8)
     assert len(count_decodes) == 73
     # The device runtime's held-out selection (the bench harness) keeps a streamed set lazy too.
-    part, _ = eb.select(eb.Data(data.images, data.labels, data.classes, data.spec), "all", {}, 20, keys=data.keys)
+    part, _ = select(Data(data.images, data.labels, data.classes, data.spec), "all", {}, 20, keys=data.keys)
     assert isinstance(part.images, ImageFiles) and len(part.images) == 20 and len(count_decodes) == 73
 
 
@@ -183,7 +190,7 @@ def trained_eager(folder60, tmp_path_factory):
 def test_training_on_a_streamed_folder_gives_the_eager_weights(folder60, trained_eager, tmp_path, monkeypatch):
     """Same seed, same pixels, same order: the weights agree to 1e-6 absolute per element (measured:
     exactly equal), with the images decoded in this process and in 2 DataLoader workers."""
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0)
     assert isinstance(load_data(f"imagefolder:{folder60}").images, ImageFiles)
     a = load_file(str(trained_eager / "model.safetensors"))
     for workers in (0, 2):
@@ -198,7 +205,7 @@ def test_evaluation_in_batches_equals_the_whole_array(folder60, trained_eager, m
     """Logits of 7-image batches decoded from files against one 60-image array: within 1e-5
     (only the batch size, and so the summation blocking, differs); top-1 / top-5 identical."""
     from mixer_edge import load_checkpoint
-    from mixer_edge.runtime.edge_bench import Batches
+    from mixer_edge.runtime.streaming import Batches
     from mixer_edge.train.evaluate import evaluate, predict_logits, topk_accuracy
 
     ck = load_checkpoint(trained_eager)
@@ -217,17 +224,17 @@ def test_export_validation_of_a_streamed_folder(folder60, trained_eager, monkeyp
     decoded once for keys, then only the validation images; an export validated on them reports
     the very figures the held images give."""
     from mixer_edge import load_checkpoint
-    from mixer_edge.export import ExportPlan, prepare_validation
-    from mixer_edge.export.api import export_one
+    from mixer_edge.export.plan import ExportPlan, prepare_validation
+    from mixer_edge.export.build import export_one
     from mixer_edge.export.base import ExportSpec
-    from mixer_edge.runtime.edge_bench import Batches
+    from mixer_edge.runtime.streaming import Batches
 
     ck = load_checkpoint(trained_eager)
     plan = ExportPlan(targets=("onnx",), precisions=("fp32",), out_dir=".", eval_data=f"imagefolder:{folder60}")
     eager = prepare_validation(ck, plan, None, load_data)
     assert isinstance(eager.x, np.ndarray)                  # 60 digits: far below 256 MB, held
     count_decodes.clear()
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0)
     streamed = prepare_validation(ck, plan, None, load_data)
     assert isinstance(streamed.x, Batches)                  # above the threshold: never one array
     # the folder's size estimate, the keys, the input's size estimate, the validation images (reference)
@@ -249,35 +256,39 @@ def test_benchmarks_of_a_streamed_folder_equal_the_held_ones(folder60, trained_e
     and the results' accuracy and image selection are the held run's exactly; the artifact's logits
     on the two inputs are equal to the bit (the same pixels through the same runtime)."""
     from mixer_edge import load_checkpoint
-    from mixer_edge.bench.harness import BenchConfig, benchmark, make_settings
-    from mixer_edge.export import ExportPlan, prepare_validation
-    from mixer_edge.export.api import export_one
+    from mixer_edge.bench import harness
+    from mixer_edge.bench.harness import BenchConfig, benchmark
     from mixer_edge.export.base import ExportSpec
+    from mixer_edge.export.build import export_one
+    from mixer_edge.export.plan import ExportPlan, prepare_validation
+    from mixer_edge.runtime import bench as device_bench
+    from mixer_edge.runtime.timing import Settings
 
     ck, spec = load_checkpoint(trained_eager), f"imagefolder:{folder60}"
     plan = ExportPlan(targets=("onnx",), precisions=("fp32",), out_dir=".", eval_data=spec)
     export_one(ck, "onnx", ExportSpec(precision="fp32"), None, tmp_path, validation=prepare_validation(ck, plan, None, load_data))
     art = tmp_path / "onnx-fp32"
-    settings = make_settings(warmup=0, iters=2, batch_sizes=(1, 4), min_calls=1, min_seconds=0)
+    settings = Settings(warmup=0, iters=2, batch_sizes=(1, 4), min_calls=1, min_seconds=0)
     inputs = []
-    real = eb.model_inputs
-    monkeypatch.setattr(eb, "model_inputs", lambda images, prepare: inputs.append(real(images, prepare)) or inputs[-1])
+    real = model_inputs
+    for module in (device_bench, harness):   # the device script's benchmark, then the host's
+        monkeypatch.setattr(module, "model_inputs", lambda images, prepare: inputs.append(real(images, prepare)) or inputs[-1])
 
     def bench_both():
-        device, _ = eb.bench_artifact(art, eb.read_data(spec), settings, eb.Options(), "all")
+        device, _ = bench_artifact(art, read_data(spec), settings, Options(), "all")
         host = benchmark([str(art)], BenchConfig(data=spec, settings=settings, images="all"))["results"][0]
         return [{k: entry[k] for k in ("status", "accuracy", "data")} for entry in (device, host)]
 
     held = bench_both()
     assert [type(x) for x in inputs] == [np.ndarray, np.ndarray] and held[0]["accuracy"]["n"] == 60
-    monkeypatch.setattr(eb, "STREAM_ABOVE_MB", 0)
-    assert isinstance(eb.read_data(spec).images, eb.ImageFiles)   # the device script's reader streams too
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0)
+    assert isinstance(read_data(spec).images, ImageFiles)   # the device script's reader streams too
     assert bench_both() == held
-    assert [type(x) for x in inputs[2:]] == [eb.Batches, eb.Batches]
-    backend = eb.load_backend(art, eb.read_manifest(art), eb.Options())
-    logits = [eb.predict(backend.run, x, 7) for x in (inputs[0], inputs[2])]
+    assert [type(x) for x in inputs[2:]] == [Batches, Batches]
+    backend = load_backend(art, read_manifest(art), Options())
+    logits = [run_batched(backend.run, x, 7) for x in (inputs[0], inputs[2])]
     assert logits[0].shape == (60, 10) and np.array_equal(logits[0], logits[1])
-    assert np.array_equal(eb._tile(inputs[2], 70), eb._tile(inputs[0], 70))   # the timed batches
+    assert np.array_equal(tile(inputs[2], 70), tile(inputs[0], 70))   # the timed batches
 
 
 def test_two_process_gloo_streaming_matches_single_process(tmp_path, monkeypatch):
@@ -287,9 +298,9 @@ def test_two_process_gloo_streaming_matches_single_process(tmp_path, monkeypatch
     from mixer_edge import load_checkpoint
 
     folder = write_digits(tmp_path / "digits")
-    monkeypatch.setenv(files.STREAM_ENV, "0")   # what the children see: this folder streams
+    monkeypatch.setenv(streaming.STREAM_ENV, "0")   # what the children see: this folder streams
     assert isinstance(load_data(f"imagefolder:{folder}").images, ImageFiles)
-    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1", files.STREAM_ENV: "0"}
+    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1", streaming.STREAM_ENV: "0"}
     args = ["--data", f"imagefolder:{folder}", "--model", "T/2", "--epochs", "2", "--batch-size", "64",
             "--lr", "3e-3", "--warmup-epochs", "0.5", "--drop-path", "0", "--precision", "fp32"]   # as test_train's
     for name, extra in (("one", []), ("two", ["--nproc", "2"])):
@@ -315,7 +326,7 @@ def test_two_processes_meeting_a_bad_file_say_so_once(tmp_path):
     folder = write_digits(tmp_path / "digits", 200)
     bad = sorted(folder.rglob("*.png"))[5]   # hashed by the second process: each takes every other image
     bad.write_bytes(b"not a png")
-    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1", files.STREAM_ENV: "0"}
+    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1", streaming.STREAM_ENV: "0"}
     done = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "train", "--data", f"imagefolder:{folder}",
                            "--model", "T/2", "--epochs", "1", "--nproc", "2", "--out", str(tmp_path / "out")],
                           env=env, capture_output=True, text=True, timeout=120)

@@ -216,3 +216,17 @@ def test_training_writes_best_ema_metrics_and_curves(tmp_path):
         assert load_checkpoint(tmp_path / "r" / sub).config.variant == "T/2"
     assert load_checkpoint(tmp_path / "r" / "ema").meta["weights"] == "exponential moving average"
     assert (tmp_path / "r" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_recipes_set_only_what_was_left_at_its_default():
+    from mixer_edge.errors import UnknownName
+    from mixer_edge.train.config import TrainConfig, with_recipe
+
+    base = TrainConfig(data="digits", out="o", lr=0.02)                       # lr given explicitly
+    ft = with_recipe(base, "finetune")
+    assert (ft.optimizer, ft.weight_decay, ft.clip_grad, ft.lr) == ("sgd", 0.0, 1.0, 0.02)
+    q = with_recipe(TrainConfig(data="digits", out="o", pretrained="p"), qat=True)
+    assert (q.qat, q.epochs, q.lr, q.augment, q.ema, q.drop_path) == (True, 5, 1e-3, "geometry", False, 0.0)
+    assert with_recipe(base) == base
+    with pytest.raises(UnknownName, match="unknown recipe 'fine'; accepted: finetune, scratch; did you mean"):
+        with_recipe(base, "fine")

@@ -1,3 +1,3 @@
-"""Benchmarks: latency, throughput, memory, accuracy and agreement of artifacts and PyTorch
-baselines (harness.py, measuring with mixer_edge/runtime/edge_bench.py's functions), and the
-report that merges results from many devices (report.py). cli_commands.py holds the two commands."""
+"""Benchmarks on the host: latency, throughput, memory, accuracy and agreement of artifacts and
+PyTorch baselines (harness.py, measuring with the device runtime's own modules: runtime/timing,
+accuracy, system, results), and the report that merges results from many devices (report.py)."""

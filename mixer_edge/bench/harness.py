@@ -1,5 +1,6 @@
 """`mixer-edge bench`: artifacts and PyTorch baselines measured in this process, with the very
-functions the on-device script uses (mixer_edge/runtime/edge_bench.py), so both write one schema.
+modules the on-device script uses (mixer_edge/runtime: timing, accuracy, system, results), so both
+write one schema.
 
 What differs from the device script is only where things come from: runners from the target
 registry (mixer_edge.export.registry), images from mixer_edge's data sources and Preprocess, and
@@ -18,12 +19,25 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import ImageSet
-from ..errors import BadInput, MissingDependency, UnknownName
+from ..data.preprocess import Preprocess
+from ..data.sources import load_data
+from ..errors import BadInput, NotRunnable, UnknownName
 from ..export import registry
-from ..export.artifact import MANIFEST, load_artifact
-from ..export.base import LoadedRunner, NotRunnableHere
-from ..models.checkpoint import WEIGHTS_NAME
-from ..runtime import edge_bench as eb
+from ..export.artifact import load_artifact
+from ..export.base import LoadedRunner
+from ..models.checkpoint import WEIGHTS_NAME, load_checkpoint, versions
+from ..runtime.accuracy import accuracy, agreement
+from ..runtime.artifact import MANIFEST, artifact_size, atomic_write_json, batch_axis, file_hashes
+from ..runtime.backends import import_library
+from ..runtime.batching import run_batched
+from ..runtime.golden import device_check
+from ..runtime.identity import SELECTIONS, select
+from ..runtime.labels import model_labels
+from ..runtime.readers import Data, read_npz
+from ..runtime.results import document, quantization_summary, result_entry, validation_summary
+from ..runtime.streaming import model_inputs
+from ..runtime.system import base_versions, device_info, mark_memory, process_memory
+from ..runtime.timing import Settings, measure_speed
 
 TOOL = "mixer-edge bench"
 RUNTIME_MODULES = ("onnxruntime", "openvino", "nncf", "tensorrt", "coremltools")
@@ -35,7 +49,7 @@ RUNNER_PARAMS = {"threads": ("threads", "num_threads"), "precision_hint": ("prec
 @dataclass(frozen=True)
 class BenchConfig:
     data: str
-    settings: eb.Settings = field(default_factory=eb.Settings)
+    settings: Settings = field(default_factory=Settings)
     threads: int | None = None
     precision_hint: str | None = None
     provider: str | None = None
@@ -48,32 +62,10 @@ class BenchConfig:
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
             raise BadInput(f"--limit must be at least 1, got {self.limit}")
-        if self.images not in eb.SELECTIONS:
-            raise BadInput(f"unknown image selection {self.images!r}; accepted: {', '.join(eb.SELECTIONS)}")
+        if self.images not in SELECTIONS:
+            raise BadInput(f"unknown image selection {self.images!r}; accepted: {', '.join(SELECTIONS)}")
         if self.threads is not None and self.threads < 1:
             raise BadInput(f"--threads must be at least 1, got {self.threads}")
-
-
-def make_settings(**kwargs) -> eb.Settings:
-    """edge_bench.Settings, its complaints raised as mixer-edge's BadInput."""
-    with _bad_input():
-        return eb.Settings(**kwargs)
-
-
-class _bad_input:
-    """edge_bench cannot import mixer_edge, so it raises its own BenchError; we re-raise it as ours."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb):
-        if kind is not None and issubclass(kind, eb.BenchError):
-            raise BadInput(str(exc)) from None
-        return False
-
-
-class NotRun(Exception):
-    """This subject cannot run here; the message says what it needs."""
 
 
 # ---- what is benchmarked ------------------------------------------------------------------------
@@ -92,9 +84,10 @@ class Subject:
     identity: dict                      # manifest keys "classes", "classes_named", "images" (reserved keys)
     fixed_batch: int | None             # None: the batch axis is dynamic
     load: Callable[["BenchConfig"], LoadedRunner]
-    quantization: dict | None = None    # an INT8 artifact's recipe in brief (edge_bench.quantization_summary)
+    quantization: dict | None = None    # an INT8 artifact's recipe in brief (results.quantization_summary)
     validation: dict | None = None      # an artifact's export check, as its manifest has it (validation_summary)
     manifest: dict | None = None        # an artifact's manifest (its golden set is checked before timing)
+    backend: object = None              # an artifact's runtime backend (its library is imported before timing)
 
 
 def subjects_for(path: str, config: BenchConfig) -> list[Subject]:
@@ -102,7 +95,7 @@ def subjects_for(path: str, config: BenchConfig) -> list[Subject]:
     if p.is_dir() and (p / MANIFEST).is_file():
         return [_artifact_subject(p)]
     if p.suffix == ".safetensors" or (p.is_dir() and (p / WEIGHTS_NAME).is_file()):
-        ck = _load_checkpoint(p)
+        ck = load_checkpoint(p)
         subjects = [_checkpoint_subject(ck, "pytorch-eager", _eager_loader(ck))]
         if config.compile:
             subjects.append(_checkpoint_subject(ck, "pytorch-compile", _compile_loader(ck)))
@@ -112,22 +105,24 @@ def subjects_for(path: str, config: BenchConfig) -> list[Subject]:
 
 
 def _artifact_subject(path: Path) -> Subject:
-    from ..data.preprocess import Preprocess
-
     art = load_artifact(path)  # checks every file's sha256
     m = art.manifest
     return Subject(path=path, name=path.name, target=m["target"], precision=m["precision"],
-                   sha256=eb.file_hashes(m), size_bytes=eb.artifact_size(path, m),
+                   sha256=file_hashes(m), size_bytes=artifact_size(path, m),
                    preprocess=Preprocess.from_dict(m["preprocess"]), num_classes=len(m["classes"]),
                    identity={k: m[k] for k in ("classes", "classes_named", "images") if k in m},
-                   fixed_batch=eb.batch_axis(m), load=lambda cfg: _registry_runner(art, cfg),
-                   quantization=eb.quantization_summary(m), validation=eb.validation_summary(m), manifest=m)
+                   fixed_batch=batch_axis(m), load=lambda cfg: _registry_runner(art, cfg),
+                   quantization=quantization_summary(m), validation=validation_summary(m), manifest=m,
+                   backend=_backend_of(m["target"]))
 
 
-def _load_checkpoint(path: Path):
-    from ..models.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)
+def _backend_of(target: str):
+    """The registered target's runtime backend; None for a target this mixer-edge does not know
+    (its load says so, as a not-run row)."""
+    try:
+        return registry.get_target(target).backend
+    except UnknownName:
+        return None
 
 
 def _checkpoint_subject(ck, target: str, loader) -> Subject:
@@ -159,20 +154,16 @@ def runner_options(load_runner, config: BenchConfig) -> tuple[dict, dict]:
 
 
 def _registry_runner(art, config: BenchConfig) -> LoadedRunner:
+    """The artifact's target's runner; NotRunnable (a not-run row) where it cannot run here."""
     try:
         target = registry.get_target(art.target)
     except UnknownName as e:
-        raise NotRun(str(e)) from None
-    status = target.status() if hasattr(target, "status") else None
-    if status is not None and not status.runs_here:
-        raise NotRun(status.reason or f"the {art.target} runtime does not run on this machine")
+        raise NotRunnable(str(e)) from None   # an artifact of a target this mixer-edge does not know
+    status = target.status()
+    if not status.runs_here:
+        raise NotRunnable(status.reason or f"the {art.target} runtime does not run on this machine")
     kwargs, not_applied = runner_options(target.load_runner, config)
-    try:
-        runner = target.load_runner(art, **kwargs)
-    except NotRunnableHere as why:
-        raise NotRun(str(why)) from None
-    except MissingDependency as e:
-        raise NotRun(f"needs {', '.join(target.capabilities.requires)}: {e}") from None
+    runner = target.load_runner(art, **kwargs)
     if not_applied:
         runner = replace(runner, config={**runner.config, "not_applied": not_applied})
     return runner
@@ -214,8 +205,8 @@ def _eager_loader(ck):
     return load
 
 
-class CompileFailed(Exception):
-    """torch.compile (or a recompile for a new batch size) raised; recorded, never fatal."""
+class CompileFailed(NotRunnable):
+    """torch.compile (or a recompile for a new batch size) raised; recorded as not run, never fatal."""
 
 
 def _compile_loader(ck):
@@ -231,7 +222,7 @@ def _compile_loader(ck):
             c = ck.config
             run(np.zeros((1, c.in_chans, *c.img_size), np.float32))
         except Exception as e:  # inductor needs a C++ compiler, triton, ...: many ways to fail
-            raise NotRun(f"torch.compile failed: {type(e).__name__}: {_first_line(e)}") from None
+            raise CompileFailed(f"torch.compile failed: {type(e).__name__}: {_first_line(e)}") from None
 
         def guarded(x: np.ndarray) -> np.ndarray:
             try:
@@ -253,9 +244,9 @@ def _reference_logits(path: str, x, config: BenchConfig) -> np.ndarray:
     (subject, *_) = subjects_for(path, replace(config, compile=False))
     try:
         runner = subject.load(replace(config, threads=None, precision_hint=None, provider=None))
-    except NotRun as why:
+    except NotRunnable as why:
         raise BadInput(f"reference {path} cannot run here: {why}") from None
-    return eb.predict(runner.run, x, config.settings.eval_batch, subject.fixed_batch)
+    return run_batched(runner.run, x, config.settings.eval_batch, subject.fixed_batch)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -263,30 +254,26 @@ def _reference_logits(path: str, x, config: BenchConfig) -> np.ndarray:
 def load_images(spec: str) -> ImageSet:
     """mixer_edge's data sources, plus the edge script's raw-image .npz ('images', 'labels')."""
     if spec.endswith(".npz") and Path(spec).is_file():
-        with _bad_input():
-            d = eb.read_npz(Path(spec))
+        d = read_npz(Path(spec))
         return ImageSet(d.images, d.labels, d.classes or (), spec)
-    from ..data.sources import load_data
-
     return load_data(spec)
 
 
 def evaluation_images(subject: Subject, data: ImageSet, config: BenchConfig) -> tuple:
     """(raw images, labels as model outputs or None, what they are): by default every image the
-    model was not trained on and the artifact not calibrated on (edge_bench.select, by content)."""
-    # A streamed folder stays lazy through the selection (edge_bench._subset indexes it); its images
+    model was not trained on and the artifact not calibrated on (identity.select, by content)."""
+    # A streamed folder stays lazy through the selection (identity.subset indexes it); its images
     # are decoded one at a time when the caller preprocesses them.
-    raw = eb.Data(data.images, data.labels, data.classes or None, data.spec)
-    with _bad_input():
-        part, about = eb.select(raw, config.images, subject.identity, config.limit, keys=data.keys)
-        labels, how = eb.model_labels(subject.identity, part)
+    raw = Data(data.images, data.labels, data.classes or None, data.spec)
+    part, about = select(raw, config.images, subject.identity, config.limit, keys=data.keys)
+    labels, how = model_labels(subject.identity, part)
     return part.images, labels, {**about, "labels": how}
 
 
 # ---- the benchmark ------------------------------------------------------------------------------
 
 def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | None = None) -> dict:
-    """Benchmark every artifact / checkpoint; returns the result document (edge_bench's schema).
+    """Benchmark every artifact / checkpoint; returns the result document (runtime/results' schema).
     A Ctrl-C propagates: the caller writes nothing."""
     subjects = [s for p in paths for s in subjects_for(p, config)]
     if not subjects:
@@ -299,8 +286,7 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
         images, labels, about = evaluation_images(s, data, config)
         key = json.dumps([about["fingerprint"], s.preprocess.to_dict()])
         if key not in inputs:
-            with _bad_input():
-                x = eb.model_inputs(images, s.preprocess)   # held, or made a batch at a time when too large
+            x = model_inputs(images, s.preprocess)   # held, or made a batch at a time when too large
             inputs[key] = (x, None if reference is None else _reference_logits(reference, x, config))
         x, ref = inputs[key]
         entry = bench_subject(s, x, labels, config, ref, reference)
@@ -308,36 +294,32 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
         results.append(entry)
         if on_result:
             on_result(entry)
-    return eb.document(results, eb.device_info(config.device_name), _versions(), config.settings, TOOL, config.data)
+    return document(results, device_info(config.device_name), _versions(), config.settings, TOOL, config.data)
 
 
 def bench_subject(s: Subject, x, labels, config: BenchConfig, ref_logits=None,
                   reference: str | None = None) -> dict:
     base = dict(artifact=str(s.path), name=s.name, target=s.target, precision=s.precision, sha256=s.sha256,
                 size_bytes=s.size_bytes, quantization=s.quantization, validation=s.validation)
-    eb.import_runtime(s.target)
-    mark = eb.mark_memory()
+    import_library(s.backend)
+    mark = mark_memory()
     t0 = time.perf_counter()
     try:
         runner = s.load(config)
         load_s = time.perf_counter() - t0
-        with _bad_input():
-            check = None if s.manifest is None else eb.device_check(s.path, s.manifest, runner.run, s.fixed_batch)
-            speed = eb.measure_speed(runner.run, x, config.settings, s.fixed_batch, memory=mark)
-            logits = eb.predict(runner.run, x, config.settings.eval_batch, s.fixed_batch)
-    except (NotRun, CompileFailed) as why:
-        return eb.result_entry(**base, status="not-run", reason=str(why))
-    with _bad_input():
-        agree = None if ref_logits is None else eb.agreement(ref_logits, logits, reference)
-    return eb.result_entry(
+        check = None if s.manifest is None else device_check(s.path, s.manifest, runner.run, s.fixed_batch)
+        speed = measure_speed(runner.run, x, config.settings, s.fixed_batch, memory=mark)
+        logits = run_batched(runner.run, x, config.settings.eval_batch, s.fixed_batch)
+    except NotRunnable as why:   # the runtime, a GPU, macOS, a working torch.compile: missing here
+        return result_entry(**base, status="not-run", reason=str(why))
+    agree = None if ref_logits is None else agreement(ref_logits, logits, reference)
+    return result_entry(
         **base, status="ok", runtime={**runner.config, "what": runner.what}, load_s=load_s, **speed,
-        **eb.process_memory(mark), accuracy=eb.accuracy(logits, labels), agreement=agree, device_check=check)
+        **process_memory(mark), accuracy=accuracy(logits, labels), agreement=agree, device_check=check)
 
 
 def _versions() -> dict:
-    from ..models.checkpoint import versions
-
-    out = {**eb.base_versions(), **versions()}
+    out = {**base_versions(), **versions()}
     for name in RUNTIME_MODULES:
         mod = sys.modules.get(name)
         if mod is not None and hasattr(mod, "__version__"):
@@ -346,4 +328,4 @@ def _versions() -> dict:
 
 
 def write_results(path, doc: dict) -> None:
-    eb.atomic_write_json(path, doc)
+    atomic_write_json(path, doc)

@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import BadInput, require
-from ..runtime.edge_bench import (BenchError, atomic_write_bytes, best_throughput, interval_text, read_result,
-                                  spread_text, throughput_text, validation_text)
+from ..runtime.artifact import atomic_write_bytes
+from ..runtime.results import (best_throughput, interval_text, read_result, spread_text, throughput_text,
+                               validation_text)
 
 BASELINE = ("pytorch-eager", "fp32")
 DEFAULT_BUDGET = 0.5  # top-1 points
@@ -33,11 +34,8 @@ RENAMED = {"peak_rss_mb": "process_peak_rss_mb", "peak_rss_scope": "process_peak
 
 
 def load_result(path) -> dict:
-    """One result document, its kind, schema and shape checked (edge_bench.read_result)."""
-    try:
-        doc = read_result(path)
-    except BenchError as e:
-        raise BadInput(str(e)) from None
+    """One result document, its kind, schema and shape checked (runtime/results.read_result)."""
+    doc = read_result(path)
     if isinstance(doc.get("results"), list):
         doc["results"] = [{RENAMED.get(k, k): v for k, v in r.items()} for r in doc["results"]]
     return doc
@@ -67,7 +65,7 @@ class Row:
     p10: float | None = None
     p90: float | None = None
     model_mb: float | None = None     # resident memory the model's load and first inference added
-    validation: dict | None = None    # the export's check (edge_bench.validation_summary)
+    validation: dict | None = None    # the export's check (runtime/results.validation_summary)
     speedup_within_noise: bool = False  # the baseline's and this row's median intervals overlap
 
     @property

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..data.dataset import ImageSet, SplitSpec, split_indices
 from ..errors import BadInput, CalibrationError
-from ..models.checkpoint import atomic_write_bytes, atomic_write_json
+from ..runtime.artifact import atomic_write_bytes, atomic_write_json, read_json
+from ..runtime.identity import fingerprint
 
 DEFAULT_SIZE = 300
 WARN_BELOW = 100
@@ -41,8 +42,6 @@ class CalibrationSet:
             yield self.x[i:i + batch_size]
 
     def manifest(self) -> dict:
-        from ..runtime.edge_bench import fingerprint
-
         return {"source": self.source, "size": len(self), "seed": self.seed, "sha256": self.sha256,
                 "fingerprint": None if self.keys is None else fingerprint(self.keys),
                 "preprocess": self.preprocess, "shape": list(self.x.shape)}
@@ -176,12 +175,7 @@ def _read_sidecar(path: Path) -> dict:
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
         return {}
-    from ..runtime.edge_bench import BenchError, read_json
-
-    try:
-        meta = read_json(meta_path, "calibration sidecar")
-    except BenchError as e:
-        raise CalibrationError(str(e)) from None
+    meta = read_json(meta_path, "calibration sidecar")
     if not isinstance(meta, dict) or meta.get("format", "mixer-edge-calibration") != "mixer-edge-calibration":
         raise CalibrationError(f"calibration sidecar {meta_path} is not a mixer-edge calibration manifest "
                                f"(expected an object with format 'mixer-edge-calibration')")

@@ -9,13 +9,14 @@ There LayerNorm's channels sit on the matmul's reduction axis, so for a scale s 
     W                     ->  W * s                             (columns of the next weight)
 
 leaves the function unchanged. Token mixing transposes LayerNorm's channels onto the row axis,
-where no such fold exists; quantize.py treats it from measured statistics instead.
+where no such fold exists; the token-mixing rule (calibration/policy.py) treats it from measured
+statistics instead.
 
 s_j = max|X_j|^alpha / max|W_:,j|^(1 - alpha), with max|X_j| measured on the calibration images.
 It is invariant to any function-preserving rescaling of the same channels (X_j * k, W_:,j / k
 gives s_j * k), which is why a model with LayerNorm outlier channels smooths to the same
 quantization problem as the model without them. alpha is chosen by measurement
-(docs/quantization.md).
+(docs/quantization.md; calibration/policy.DEFAULT_SMOOTH).
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import BadInput
 from .observe import module_tensors
 
-DEFAULT_ALPHA = 0.5
 MIN_SCALE = 1e-5
 
 
@@ -54,11 +55,10 @@ def channel_amax(model, x: np.ndarray, names, batch: int = 64) -> dict[str, torc
     return {n: torch.from_numpy(amax[n]) for n in names}
 
 
-def smooth(model, x: np.ndarray, alpha: float = DEFAULT_ALPHA):
+def smooth(model, x: np.ndarray, alpha: float):
     """A smoothed copy of an MlpMixer (the caller's model is untouched) and what was done.
     x: calibration images (N, C, H, W) float32, preprocessed."""
     if not 0.0 <= alpha <= 1.0:
-        from ..errors import BadInput
         raise BadInput(f"smoothing strength alpha must be in [0, 1], got {alpha}")
     out = copy.deepcopy(model).eval()
     modules = dict(out.named_modules())

@@ -1,6 +1,7 @@
 """The command line: the only place that parses arguments and prints for people; one module per
 command group (train, info, calib, export, predict, quant, bench, trt, demo). Library code raises;
-main() ends in the runtime's error boundary, the one exception -> exit code table."""
+main() ends in the runtime's error boundary (runtime/errors.py), the one exception -> exit code
+table for `mixer-edge` and the device scripts alike."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,9 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import DeviceCheckFailed, MixerEdgeError
-from ..runtime.edge_bench import EXIT_BAD_INPUT, EXIT_DEVICE_CHECK
+from .. import __version__
+from ..noise import configure
+from ..runtime.errors import error_boundary
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,6 @@ COMMANDS = [_command(*row) for row in (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="mixer-edge",
         description="MLP-Mixer image classifiers from PyTorch to edge devices: train, export to "
@@ -81,18 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from ..noise import configure
-
     configure(args.verbose)
-    from ..runtime.edge_bench import error_boundary
-
-    return error_boundary(lambda: args.run(args), ERRORS, "interrupted; nothing half-written was kept")
-
-
-# exception -> exit code: library errors are user errors (2); the runtime's own, as on the device; a
-# file the system would not read or write (permissions, a full disk) is the user's to fix too.
-ERRORS = ((DeviceCheckFailed, EXIT_DEVICE_CHECK, "error"), (MixerEdgeError, EXIT_BAD_INPUT, "error"),
-          (OSError, EXIT_BAD_INPUT, "error"))
+    return error_boundary(lambda: args.run(args), "interrupted; nothing half-written was kept")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from ..runtime.edge_bench import add_measurement_arguments
+from ..runtime.cli import add_measurement_arguments, settings_from_args
+from ..runtime.errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
+from ..runtime.results import format_table
+from .common import output_file, output_folder
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,31 +24,18 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 def bench_config(args: argparse.Namespace):
     """Map CLI options to the harness's BenchConfig, one field each."""
-    from ..runtime.edge_bench import BenchError, settings_from_args
-    from ..errors import BadInput
-    from ..bench.harness import BenchConfig
+    from ..bench.harness import BenchConfig   # torch and the targets: imported when a command runs
 
-    try:
-        settings = settings_from_args(args)   # the device script's own reading of its options
-    except BenchError as e:
-        raise BadInput(str(e)) from None
+    settings = settings_from_args(args)   # the device script's own reading of its options
     return BenchConfig(data=args.data, settings=settings, threads=args.threads, precision_hint=args.precision_hint,
                        provider=args.provider, limit=args.limit, images=args.images, reference=args.reference,
                        compile=args.compile, device_name=args.device_name)
 
 
-from ..runtime.edge_bench import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK  # noqa: E402  (the one table)
-
-
 def run_bench(args: argparse.Namespace) -> int:
-    import sys
-
-    from .common import output_file
+    from ..bench.harness import benchmark, write_results
 
     output_file(args.json, "--json")   # before the benchmark, not after it
-
-    from ..runtime.edge_bench import format_table
-    from ..bench.harness import benchmark, write_results
 
     def progress(entry: dict) -> None:
         state = "ok" if entry["status"] == "ok" else f"not run: {entry['reason']}"
@@ -85,7 +76,6 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from ..bench.report import recommendation_text, build_report
-    from .common import output_folder
 
     output_folder(args.out, "--out")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.edge_bench import EXIT_OK
-from .common import _data_help, _warn
+from ..runtime.errors import EXIT_OK
+from .common import _data_help, _warn, output_file
 
 
 # ---- calib -------------------------------------------------------------------------------------
@@ -20,10 +20,8 @@ def add_calib_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_calib(args: argparse.Namespace) -> int:
-    from ..calibration import make_calibration
-    from ..calibration.sets import save_calibration
-    from ..export import load_model
-    from .common import output_file
+    from ..calibration.sets import make_calibration, save_calibration
+    from ..export.plan import load_model   # torch: imported when the command runs, not for --help
 
     output_file(args.out, "--out")
     ck = load_model(args.checkpoint)

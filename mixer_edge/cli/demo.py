@@ -5,7 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..runtime.edge_bench import EXIT_OK, EXIT_VALIDATION_FAILED
+from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
+from .common import output_folder
+from .export import validation_line
 
 
 # ---- demo --------------------------------------------------------------------------------------
@@ -16,9 +18,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..demo import run
-    from .common import output_folder
-    from .export import validation_line
+    from ..demo import run   # torch: imported when the command runs, not for --help
 
     output_folder(args.out, "--out")
     result = run(Path(args.out), epochs=args.epochs, say=print,

@@ -4,18 +4,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..runtime.edge_bench import EXIT_OK, EXIT_VALIDATION_FAILED
-from ..errors import name_type
-from .common import _data_help, _listed
+from ..errors import name_type, resolve
+from ..export.base import CALIB_METHODS, ExportSpec
+from ..export.registry import expand, target_names
 from ..export.validate import db_text
+from ..runtime.schema import PRECISIONS
+from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
+from .common import _data_help, _listed, output_folder
 
 
 # ---- export ------------------------------------------------------------------------------------
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    from ..export.base import CALIB_METHODS, PRECISIONS
-    from ..export.registry import target_names
-
     p.add_argument("checkpoint", help="a mixer-edge checkpoint (model.safetensors or its folder), or "
                    "timm / official Google weights")
     p.add_argument("--target", action="append", default=None,
@@ -70,12 +70,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def export_plan(args: argparse.Namespace):
     """Map CLI options to the library's ExportPlan and ExportSpec, one field each."""
-    from ..export import ExportPlan
-    from ..export.base import ExportSpec
-    from ..export.registry import expand
-
-    from ..errors import resolve
-    from ..export.base import PRECISIONS
+    from ..export.plan import ExportPlan   # torch: imported when the command runs, not for --help
 
     listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ()
     precisions = list(dict.fromkeys(resolve("precision", p, PRECISIONS) for p in listed))
@@ -89,7 +84,7 @@ def export_plan(args: argparse.Namespace):
                       keep_invalid=args.keep_invalid, spec=spec)
 
 
-# How the summary names what validation compared with (export/api.reference); a line drops "FP32".
+# How the summary names what validation compared with (export/reference.reference); a line drops "FP32".
 REFERENCE_NAMES = {"pytorch-fp32": "PyTorch FP32", "pytorch-qat-int8": "PyTorch QAT INT8"}
 
 
@@ -109,8 +104,7 @@ def validation_line(o) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import run_plan
-    from .common import output_folder
+    from ..export.plan import run_plan
 
     output_folder(args.out, "--out")
     outcomes = run_plan(args.checkpoint, export_plan(args), on_done=lambda o: print(validation_line(o)))

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..runtime.edge_bench import EXIT_OK
+from ..export.registry import get_target, target_names
+from ..runtime.schema import PRECISIONS
+from ..runtime.errors import EXIT_OK
 
 
 # ---- models ------------------------------------------------------------------------------------
@@ -25,9 +27,6 @@ def run_models(args: argparse.Namespace) -> int:
 # ---- targets -----------------------------------------------------------------------------------
 
 def run_targets(args: argparse.Namespace) -> int:
-    from ..export.base import PRECISIONS
-    from ..export.registry import get_target, target_names
-
     # "exports here": the packages export and validation need on this machine are installed;
     # "runs here": the artifact's own runtime executes here (TensorRT needs a GPU, Core ML macOS).
     print(f"{'target':10} {'precisions':16} {'exports here':13} {'runs here':9}  runtime / note")

@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..runtime.edge_bench import EXIT_OK
+from ..runtime.artifact import atomic_write_json
+from ..runtime.errors import EXIT_OK
+from ..runtime.predict import format_predictions
+from .common import output_file
 
 
 # ---- predict -------------------------------------------------------------------------------------
@@ -18,16 +21,11 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from ..predict import predict
-    from .common import output_file
+    from ..predict import predict   # torch: imported when the command runs, not for --help
 
     output_file(args.json, "--json")
     doc = predict(args.model, args.images, args.top_k)
-    from ..runtime.edge_bench import format_predictions
-
     print(format_predictions(doc))
     if args.json:
-        from ..models.checkpoint import atomic_write_json
-
         atomic_write_json(Path(args.json), doc)
     return EXIT_OK

@@ -7,12 +7,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import name_type
+from ..export.base import CALIB_METHODS
+from ..export.registry import ALIASES, target_names
+from ..runtime.artifact import atomic_write_bytes, atomic_write_json
+from ..runtime.errors import EXIT_OK
+from .common import output_folder
+
 
 def add_quant_arguments(p: argparse.ArgumentParser) -> None:
-    from ..errors import name_type
-    from ..export.base import CALIB_METHODS
-    from ..export.registry import ALIASES, target_names
-
     sub = p.add_subparsers(dest="quant_action", metavar="ACTION", required=True,
                            help="inspect: per-layer INT8 error, activation ranges and outlier channels")
     i = sub.add_parser("inspect", help="run FP32 and INT8 side by side and name the layers where error enters",
@@ -38,10 +41,8 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_quant(args: argparse.Namespace) -> int:
-    from ..export import ExportPlan, load_model, prepare_data
     from ..export.inspection import InspectSpec, inspect, plot, table
-
-    from .common import output_folder
+    from ..export.plan import ExportPlan, load_model, prepare_data
 
     if args.out:
         output_folder(args.out, "--out")   # before the work, not after it
@@ -62,10 +63,8 @@ def run_quant(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        from ..models.checkpoint import atomic_write_bytes, atomic_write_json
-
         plot(report, out / "inspect.png")   # first: the slow one, so Ctrl-C during it leaves no files
         atomic_write_json(out / "inspect.json", report)
         atomic_write_bytes(out / "inspect.md", (table(report) + "\n").encode())
         print(f"wrote {out / 'inspect.md'}, {out / 'inspect.json'}, {out / 'inspect.png'}")
-    return 0
+    return EXIT_OK

@@ -5,9 +5,10 @@ import argparse
 import os
 from pathlib import Path
 
-from ..runtime.edge_bench import EXIT_OK
 from ..errors import name_type
-from .common import _data_help
+from ..runtime.errors import EXIT_OK
+from ..train.config import AUTO_EPOCHS, AUTO_STEPS, QAT_RECIPE, RECIPES, TrainConfig, with_recipe
+from .common import _data_help, output_file, output_folder
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -23,8 +24,7 @@ def _epochs(value: str) -> int | None:
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.config import AUTO_EPOCHS, AUTO_STEPS, TrainConfig as T
-
+    T = TrainConfig
     p.add_argument("--data", required=True, help=_data_help())
     p.add_argument("--model", default=T.model, help=f"variant name (see `mixer-edge models`); default {T.model}")
     p.add_argument("--pretrained", default=None,
@@ -97,22 +97,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "NCCL on GPU); an error all of them meet is printed once; default 1")
 
 
-# A recipe sets these TrainConfig fields over the options' defaults; an option given explicitly wins.
-RECIPES = {"scratch": {}, "finetune": {"optimizer": "sgd", "weight_decay": 0.0, "clip_grad": 1.0, "lr": 0.01}}
-# --qat: a short fine-tune of a converged model with the lighter geometric augmentation
-# (docs/quantization.md has the measurements); the moving average would blend weights trained
-# against older ranges, so it is off.
-QAT_RECIPE = {"qat": True, "epochs": 5, "lr": 1e-3, "augment": "geometry", "weight_decay": 0.0, "warmup_epochs": 0.1,
-              "drop_path": 0.0, "ema": False}
-
-
-def train_config(args: argparse.Namespace):
+def train_config(args: argparse.Namespace) -> TrainConfig:
     """Map CLI options to the library's TrainConfig, one field each, then the recipe's settings
-    for every option left at its default."""
-    from dataclasses import replace
-
-    from ..train.config import TrainConfig
-
+    (train/config.with_recipe) for every option left at its default: an option given explicitly wins."""
     cfg = TrainConfig(
         data=args.data, out=args.out, model=args.model, pretrained=args.pretrained, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -122,15 +109,10 @@ def train_config(args: argparse.Namespace):
         mixup=args.mixup, cutmix=args.cutmix, drop_path=args.drop_path, dropout=args.dropout, ema=args.ema,
         ema_decay=args.ema_decay, accum=args.accum, precision=args.precision, workers=args.workers,
         qat_calib_size=args.qat_calib_size, qat_calib_method=args.qat_calib_method)
-    defaults = TrainConfig(data=cfg.data, out=cfg.out)
-    settings = {**RECIPES[args.recipe], **(QAT_RECIPE if args.qat else {})}
-    recipe = {k: v for k, v in settings.items() if getattr(cfg, k) == getattr(defaults, k)}
-    return replace(cfg, **recipe)
+    return with_recipe(cfg, args.recipe, args.qat)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .common import output_folder
-
     output_folder(args.out, "--out")
     if args.nproc > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return _launch(args)
@@ -178,11 +160,10 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .common import output_file
-
     output_file(args.json, "--json")
-    from ..data.sources import load_data
-    from ..models.checkpoint import atomic_write_json, load_checkpoint
+    from ..data.sources import load_data   # torch: imported when the command runs, not for --help
+    from ..models.checkpoint import load_checkpoint
+    from ..runtime.artifact import atomic_write_json
     from ..train.evaluate import evaluate
 
     ck = load_checkpoint(args.checkpoint)

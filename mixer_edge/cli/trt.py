@@ -1,16 +1,17 @@
 """`mixer-edge trt build ARTIFACT_DIR`: build a TensorRT artifact's engine on this device.
 
-The build itself is mixer_edge/runtime/trt_build.py, the same script every TensorRT artifact
-carries for devices without mixer-edge (`python trt_build.py ARTIFACT_DIR`).
+The build itself is the device runtime's (runtime/engine.py, its command line runtime/engine_cli.py),
+the same code every TensorRT artifact carries for devices without mixer-edge
+(`python trt_build.py ARTIFACT_DIR`).
 """
 from __future__ import annotations
 
 import argparse
 
+from ..runtime.engine_cli import build_parser
+
 
 def add_trt_arguments(p: argparse.ArgumentParser) -> None:
-    from ..runtime.trt_build import build_parser
-
     sub = p.add_subparsers(dest="trt_action", metavar="ACTION", required=True,
                            help="build: build the engine from the artifact's ONNX on this device, check it "
                                 "against the artifact's golden set, optionally benchmark it (--data)")

@@ -1,6 +1,6 @@
 """ImageSet: raw images with labels, as every data source returns them, and the seeded splits.
 
-Images are known by content (runtime/edge_bench.image_keys): splits and the images held out from
+Images are known by content (runtime/identity.image_keys): splits and the images held out from
 evaluation follow the pixels, not the spec string or the path they were read through (docs/data.md).
 """
 from __future__ import annotations
@@ -11,7 +11,10 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import BadInput
-from .files import PROGRESS_ABOVE, ImageFiles
+from ..progress import PROGRESS_ABOVE, progress
+from ..runtime.identity import fingerprint, image_keys
+from ..runtime.identity import split_indices as runtime_split
+from ..runtime.streaming import ImageFiles
 
 SPLITS = ("train", "calib", "eval")
 
@@ -48,19 +51,13 @@ class ImageSet:
     @cached_property
     def keys(self) -> np.ndarray:
         """(N,) uint64 content keys, one per image. Streamed images are decoded one at a time for it."""
-        from ..runtime.edge_bench import image_keys
-
         images = self.images
         if isinstance(images, ImageFiles):   # a pass over the files: say how far it is
-            from ..progress import progress
-
             images = progress(images, desc="hashing images", enabled=len(images) > PROGRESS_ABOVE, leave=False)
         return image_keys(images)
 
     @property
     def fingerprint(self) -> str:
-        from ..runtime.edge_bench import fingerprint
-
         return fingerprint(self.keys)
 
     def without(self, keys) -> "ImageSet":
@@ -95,9 +92,7 @@ class SplitSpec:
 
 def split_indices(data: ImageSet, spec: SplitSpec = SplitSpec()) -> dict[str, np.ndarray]:
     """Seeded, class-stratified split by content: sorted index arrays for 'train', 'calib', 'eval'.
-    The computation is the device runtime's (runtime/edge_bench.split_indices)."""
-    from ..runtime.edge_bench import split_indices as runtime_split
-
+    The computation is the device runtime's (runtime/identity.split_indices)."""
     return runtime_split(data.labels, data.keys, spec.to_dict())
 
 

@@ -4,7 +4,7 @@ calibration, export and on the device.
 Raw images are uint8 arrays (H, W) or (H, W, C) with C in {1, 3}. The steps, in order:
 channel conversion (gray -> RGB by repetition, RGB -> gray by ITU-R 601 luma), resize (PIL), scale
 to [0, 1], then (x - mean) / std. They are computed by the runtime module every artifact carries
-(runtime/edge_bench.py, numpy + PIL), so a device reproduces them without mixer_edge.
+(runtime/preprocess.py, numpy + PIL), so a device reproduces them without mixer_edge.
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import BadInput, unknown
-
-from ..runtime.edge_bench import RESIZE_METHODS  # noqa: E402  (the runtime is the one implementation)
+from ..runtime.preprocess import RESIZE_METHODS, preprocess
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,6 @@ class Preprocess:
 
     def __call__(self, images) -> np.ndarray:
         """images: an array (N, H, W[, C]) uint8 or a list of such single images -> (N, C, H, W) float32.
-        The computation is the device runtime's (runtime/edge_bench.preprocess): one implementation,
+        The computation is the device runtime's (runtime/preprocess.py): one implementation,
         so what a device feeds its model is what training and validation fed."""
-        from ..runtime import edge_bench as eb
-
-        try:
-            return eb.preprocess(images, self.to_dict())
-        except eb.BenchError as e:
-            raise BadInput(str(e)) from None
+        return preprocess(images, self.to_dict())

@@ -7,7 +7,7 @@
     folder:DIR         unlabeled images
     DIR                a bare folder: imagefolder if it holds class folders, folder if it holds images
 
-Image folders larger than runtime/edge_bench.STREAM_ABOVE_MB decoded are not decoded here: their ImageSet
+Image folders larger than runtime/streaming.STREAM_ABOVE_MB decoded are not decoded here: their ImageSet
 holds ImageFiles, which decodes each image when it is used (docs/data.md, Streaming).
 
 SOURCES is the registry. A loader's parameter list is its spec grammar: no parameter means the bare
@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput, unknown
-from ..runtime import edge_bench as eb
+from ..progress import PROGRESS_ABOVE, progress
+from ..runtime import readers
+from ..runtime.images import folder_files, folder_kind, imagefolder_files, images_in
+from ..runtime.streaming import ImageFiles, decoded_or_streamed
 from .dataset import ImageSet
-from .files import PROGRESS_ABOVE, ImageFiles
-
-DIGIT_CLASSES, CIFAR10_CLASSES = eb.DIGIT_CLASSES, eb.CIFAR10_CLASSES
-IMAGE_SUFFIXES = eb.IMAGE_SUFFIXES
 
 
 def load_data(spec: str) -> ImageSet:
@@ -82,32 +81,31 @@ def _bare_path(spec: str) -> ImageSet:
 
 
 def _guess_kind(root: Path) -> str:
-    has_images = bool(eb._images_in(root))
-    has_classes = any(eb._images_in(d) for d in eb._class_dirs(root))
-    if has_images == has_classes:
-        found = "both loose images and class sub-folders" if has_images else "no images"
+    kind = folder_kind(root)
+    if kind is None:
+        found = "both loose images and class sub-folders" if images_in(root) else "no images"
         raise BadInput(f"cannot tell what folder {root} holds ({found}); "
                        f"say imagefolder:{root} (one sub-folder per class) or folder:{root} (unlabeled)")
-    return "imagefolder" if has_classes else "folder"
+    return kind
 
 
 # ---- digits -------------------------------------------------------------------------------------
 
 def load_digits() -> ImageSet:
     """digits  scikit-learn's bundled 8x8 handwritten digits, 1,797 images, 10 classes."""
-    return _image_set(_runtime(eb.read_digits))
+    return _image_set(readers.read_digits())
 
 
 # ---- mnist, cifar10: the device runtime's readers (one implementation) --------------------------
 
 def load_mnist(root: Path) -> ImageSet:
     """mnist:DIR  MNIST-style IDX files (*-images-idx3-ubyte[.gz] + *-labels-idx1-ubyte[.gz])."""
-    return _image_set(_runtime(eb.read_mnist, root))
+    return _image_set(readers.read_mnist(root))
 
 
 def load_cifar10(root: Path) -> ImageSet:
     """cifar10:DIR  CIFAR-10, binary or python version, in DIR or its cifar-10-batches-* folder."""
-    return _image_set(_runtime(eb.read_cifar10, root))
+    return _image_set(readers.read_cifar10(root))
 
 
 def _image_set(d) -> ImageSet:
@@ -118,30 +116,23 @@ def _image_set(d) -> ImageSet:
 
 def load_imagefolder(root: Path) -> ImageSet:
     """imagefolder:DIR  one sub-folder of png/jpg/bmp images per class; sorted folder names are the classes."""
-    files, labels, classes = _runtime(eb.imagefolder_files, root)
+    files, labels, classes = imagefolder_files(root)
     return ImageSet(_decoded_or_streamed(files), labels, classes, f"imagefolder:{root}")
 
 
 def load_folder(root: Path) -> ImageSet:
     """folder:DIR  a folder of unlabeled png/jpg/bmp images (for calibration or prediction)."""
-    return ImageSet(_decoded_or_streamed(_runtime(eb.folder_files, root)), None, (), f"folder:{root}")
+    return ImageSet(_decoded_or_streamed(folder_files(root)), None, (), f"folder:{root}")
 
 
 # The image-folder readers are the device runtime's (one implementation, so a device reads a folder
-# as training did); these adapt them to ImageSet and BadInput.
+# as training did); these adapt them to ImageSet.
 
 def _decoded_or_streamed(files: list):
     """All images decoded now when they fit, else ImageFiles: decoded when used (the runtime's
-    decoded_or_streamed, with the host's progress bar and BadInput)."""
-    images = _runtime(eb.decoded_or_streamed, ImageFiles(files), _progress)
+    decoded_or_streamed, with the host's progress bar)."""
+    images = decoded_or_streamed(ImageFiles(files), _progress)
     return images if isinstance(images, ImageFiles) else _images(images)
-
-
-def _runtime(fn, *args):
-    try:
-        return fn(*args)
-    except eb.BenchError as e:
-        raise BadInput(str(e)) from None
 
 
 def _images(images):
@@ -150,8 +141,6 @@ def _images(images):
 
 
 def _progress(files):
-    from ..progress import progress
-
     return progress(files, desc="reading images", enabled=len(files) > PROGRESS_ABOVE, leave=False)
 
 

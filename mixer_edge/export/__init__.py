@@ -2,177 +2,20 @@
 
     artifact = mixer_edge.export("runs/mnist", target="openvino", precision="int8",
                                  calib="mnist:data/mnist", out_dir="artifacts")
+
+plan.py holds export(), the plan and the data it prepares; build.py one artifact; base.py the
+Target interface; registry.py the targets by name; one module per target. Names resolve on first
+use, so listing targets (`mixer-edge targets`, `--help`) imports no torch and no backend SDK.
 """
-from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
-
-from .base import ExportSpec
+_API = {"export": "plan", "ExportPlan": "plan", "run_plan": "plan", "ExportSpec": "base"}
 
 
-@dataclass(frozen=True)
-class ExportPlan:
-    """Everything one `mixer-edge export` run needs, after the CLI has parsed it."""
-    targets: tuple[str, ...]
-    precisions: tuple[str, ...]
-    out_dir: str
-    calib_data: object = None         # a data spec, a saved .npz path, or a CalibrationSet
-    calib_size: int = 300
-    calib_seed: int = 0
-    eval_data: str | None = None
-    force: bool = False
-    keep_invalid: bool = False
-    spec: ExportSpec = ExportSpec()   # precision is filled per artifact
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
 
 
-def load_model(checkpoint_or_model):
-    """A Checkpoint as it is, or a path to any weights load_pretrained reads."""
-    from ..models.checkpoint import Checkpoint
-    from ..models.weights import load_pretrained
-
-    return checkpoint_or_model if isinstance(checkpoint_or_model, Checkpoint) else load_pretrained(checkpoint_or_model)
-
-
-def prepare_data(ck, plan: ExportPlan) -> tuple:
-    """(calibration set, validation data) for a plan; a source both use is read once."""
-    from functools import lru_cache
-
-    from ..data.sources import load_data
-    from .int8 import learned_ranges
-
-    load = lru_cache(maxsize=None)(load_data)
-    # FP32 / FP16 need no ranges; a quantization-aware checkpoint brings its own
-    needed = "int8" in plan.precisions and learned_ranges(ck) is None
-    calib = prepare_calibration(ck, plan, load) if needed else None
-    return calib, prepare_validation(ck, plan, calib, load)
-
-
-def prepare_calibration(ck, plan: ExportPlan, load):
-    """The calibration set: drawn from --calib-data, never from an image the model was trained on
-    nor from the eval split that validation may take (calibration/sets.calibration_pool)."""
-    from ..calibration.sets import draw_calibration, load_calibration
-
-    spec = plan.calib_data
-    if spec is None or not isinstance(spec, str):
-        return spec  # None, or a CalibrationSet made by the caller
-    if spec.endswith(".npz"):
-        return load_calibration(spec, ck.preprocess)
-    return draw_calibration(load(spec), ck.preprocess, size=plan.calib_size, seed=plan.calib_seed,
-                            trained=ck.trained_keys, split=ck.split)
-
-
-def prepare_validation(ck, plan: ExportPlan, calib, load):
-    """Validation images, disjoint by content from the training and the calibration images: all of
-    --eval-data less those; else the held-out eval split of the calibration data (one source: a part
-    is set aside); else that of the data the checkpoint was trained on."""
-    from ..data.dataset import take_split
-    from ..errors import BadInput
-    from ..runtime.edge_bench import model_labels
-    from .api import validation_data
-
-    data = _validation_source(ck, plan, load)
-    if plan.eval_data is None:
-        data = take_split(data, "eval", ck.split)
-    reserved = reserved_keys(ck, calib)
-    part = data.without(reserved)
-    if not len(part):
-        raise BadInput(f"every one of the {len(data)} validation images of {data.spec!r} was used in training "
-                       f"or calibration; give --eval-data with other images")
-    labels, how = model_labels(ck.identity, part)
-    selection = "all of it" if plan.eval_data else "its held-out eval split"
-    about = part.describe(selection=selection, excluded=len(data) - len(part), labels=how,
-                          calibration_excluded=calib is None or calib.keys is not None)
-    return validation_data(ck, model_inputs(part.images, ck), labels, f"{data.spec} ({selection}, {len(part)} images "
-                           f"not trained or calibrated on)", raw=part.images, about=about)
-
-
-def model_inputs(images, ck):
-    """Validation images as the model's input, (N, C, H, W) float32: held, preprocessed once for
-    every target, up to the streaming threshold; above it made a batch at a time from the raw images
-    each time a target runs (edge_bench.model_inputs; docs/data.md). Raw images stay lazy either way
-    (golden.npz takes 32)."""
-    from ..errors import BadInput
-    from ..runtime import edge_bench as eb
-
-    try:
-        return eb.model_inputs(images, ck.preprocess)
-    except eb.BenchError as e:   # a bad MIXER_EDGE_STREAM_ABOVE_MB
-        raise BadInput(str(e)) from None
-
-
-def _validation_source(ck, plan: ExportPlan, load):
-    from ..errors import BadInput
-
-    if plan.eval_data is not None:
-        return load(plan.eval_data)
-    if isinstance(plan.calib_data, str) and not plan.calib_data.endswith(".npz"):
-        return load(plan.calib_data)
-    spec = ck.meta.get("data")
-    if spec is None:
-        raise BadInput("validation needs images the model was not trained on: give --eval-data SPEC")
-    try:
-        return load(spec)
-    except BadInput as e:
-        raise BadInput(f"validation needs held-out images: give --eval-data SPEC (the model's training data "
-                       f"cannot be read here: {e})") from None
-
-
-def reserved_keys(ck, calib):
-    """Content keys no evaluation may use: the training images, the training data's calib split, and
-    the calibration images."""
-    import numpy as np
-
-    calibrated = calib.keys if calib is not None and calib.keys is not None else np.zeros(0, np.uint64)
-    return np.union1d(ck.reserved_keys, calibrated)
-
-
-def check_plan(plan: ExportPlan, ck=None) -> None:
-    """Every (target, precision) request is checked before any work starts."""
-    from dataclasses import replace
-
-    from .api import check_request
-    from .int8 import learned_ranges
-    from .registry import get_target
-
-    learned = ck is not None and learned_ranges(ck) is not None
-
-    for t in plan.targets:
-        target = get_target(t)
-        for p in plan.precisions:
-            check_request(target, replace(plan.spec, precision=p), plan.calib_data, learned)
-
-
-def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
-    """Export every target x precision; returns the Outcomes (failed ones included)."""
-    from dataclasses import replace
-
-    from .api import export_one
-
-    ck = load_model(checkpoint_or_model)
-    check_plan(plan, ck)
-    calib, val = prepare_data(ck, plan)
-    outcomes = []
-    for t in plan.targets:
-        for p in plan.precisions:
-            o = export_one(ck, t, replace(plan.spec, precision=p), calib, Path(plan.out_dir), validation=val,
-                           force=plan.force, keep_invalid=plan.keep_invalid)
-            outcomes.append(o)
-            if on_done:
-                on_done(o)
-    return outcomes
-
-
-def export(checkpoint_or_model, *, target: str, precision: str = "fp32", calib=None, out_dir=".",
-           eval_data: str | None = None, calib_size: int = 300, force: bool = False,
-           keep_invalid: bool = False, **spec_options):
-    """One artifact; raises ValidationError when it fails validation (unless keep_invalid)."""
-    from .api import raise_for
-
-    plan = ExportPlan(targets=(target,), precisions=(precision,), out_dir=str(out_dir), calib_data=calib,
-                      calib_size=calib_size, eval_data=eval_data, force=force, keep_invalid=keep_invalid,
-                      spec=ExportSpec(**spec_options))
-    (outcome,) = run_plan(checkpoint_or_model, plan)
-    if not keep_invalid:
-        raise_for([outcome])
-    return outcome.artifact
+__all__ = list(_API)

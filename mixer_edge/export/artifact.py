@@ -1,7 +1,11 @@
-"""Artifact directories: model files + manifest.json, built in a hidden temp folder and moved into
-place in one rename, so an interrupted export never leaves a directory that looks complete.
+"""Artifact directories: model files + manifest.json + the device runtime, built in a hidden temp
+folder and moved into place in one rename, so an interrupted export never leaves a directory that
+looks complete.
 
-Runners and benchmarks read only the manifest; loading checks every file's sha256.
+Runners and benchmarks read only the manifest; loading checks every file's sha256 (the runtime's
+reader, runtime/artifact.py). Every artifact ships the runtime package byte-identical as
+RUNTIME_PACKAGE/ beside its launchers (edge_bench.py, and trt_build.py for TensorRT), so a device
+with only numpy and its runtime can check, run and benchmark it from the manifest alone.
 """
 from __future__ import annotations
 
@@ -11,11 +15,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import runtime
 from ..errors import BadInput
-from ..models.checkpoint import atomic_write_json, sha256_file
+from ..runtime.artifact import ARTIFACT_SCHEMA, MANIFEST, atomic_write_json, read_manifest, sha256_file
 
-MANIFEST = "manifest.json"
-SCHEMA = 1
+RUNTIME_DIR = Path(runtime.__file__).resolve().parent
+RUNTIME_PACKAGE = "mixer_edge_runtime"   # the runtime package's name in an artifact folder
+EDGE_BENCH, TRT_BUILD = "edge_bench.py", "trt_build.py"
+LAUNCHERS = (EDGE_BENCH, TRT_BUILD)       # the runtime's launchers: at an artifact's top, not in its package
 
 
 @dataclass(frozen=True)
@@ -52,18 +59,35 @@ def file_entries(folder: Path, names) -> list[dict]:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    atomic_write_json(folder / MANIFEST, {"schema": SCHEMA, **manifest})
+    atomic_write_json(folder / MANIFEST, {"schema": ARTIFACT_SCHEMA, **manifest})
 
 
 def load_artifact(path, *, verify: bool = True) -> Artifact:
     """Read an artifact directory with the device runtime's reader (schema, required keys and, with
-    verify, every listed file present with its sha256); its errors become BadInput."""
-    from ..runtime import edge_bench as eb
+    verify, every listed file present with its sha256)."""
+    return Artifact(path=Path(path), manifest=read_manifest(path, verify=verify))
 
-    try:
-        return Artifact(path=Path(path), manifest=eb.read_manifest(path, verify=verify))
-    except eb.BenchError as e:
-        raise BadInput(str(e)) from None
+
+def runtime_files() -> list[str]:
+    """The runtime package's modules, relative to it (backends/onnxruntime.py, ...), sorted; the
+    launchers stay out: they sit at the artifact's top."""
+    return sorted(str(p.relative_to(RUNTIME_DIR)) for p in RUNTIME_DIR.rglob("*.py")
+                  if "__pycache__" not in p.parts and str(p.relative_to(RUNTIME_DIR)) not in LAUNCHERS)
+
+
+def ship_runtime(folder: Path, launchers) -> tuple[str, ...]:
+    """Copy the launchers and the runtime package, byte for byte, into an artifact folder; returns
+    the paths written (relative to folder), for the manifest's hashed file list."""
+    written = []
+    for name in launchers:
+        shutil.copyfile(RUNTIME_DIR / name, folder / name)
+        written.append(name)
+    for rel in runtime_files():
+        dest = folder / RUNTIME_PACKAGE / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(RUNTIME_DIR / rel, dest)
+        written.append(f"{RUNTIME_PACKAGE}/{rel}")
+    return tuple(written)
 
 
 def check_destination(dest: Path, force: bool) -> None:

@@ -1,6 +1,12 @@
 """The Target interface every backend implements, its Capabilities, the ExportSpec a user asks
 for, and the Runner that executes an artifact (np.ndarray (N, C, H, W) float32 -> logits (N, K)).
 
+What is target-specific is a property of the target object, so a new target is one module plus
+one registry line (registry.TARGETS, or registry.register for a plug-in): its export, its runtime
+backend (a module of mixer_edge/runtime/backends, or anything with the same load / NEEDS /
+LIBRARY), the model file its quantized matrix multiplies are counted in, the Q/DQ flavor that
+simulates its INT8 arithmetic, and the device launchers its artifact ships.
+
 Targets never import their SDK at module import time: `mixer-edge targets` and `--help` must work
 where tensorrt or coremltools are absent. SDKs are imported inside the methods via errors.require.
 """
@@ -13,8 +19,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")   # calibration/ranges.py, shared by every target
+from ..calibration.policy import DEFAULT_SMOOTH
+from ..calibration.ranges import METHODS
+from ..errors import BadInput
+from ..runtime.backends import Options
+
+CALIB_METHODS = tuple(METHODS)     # calibration/ranges.py, shared by every target
 
 
 @dataclass(frozen=True)
@@ -36,27 +46,13 @@ class Status:
 class ExportSpec:
     precision: str = "fp32"
     calib_method: str | None = None  # INT8 activation ranges: CALIB_METHODS; None = ranges.DEFAULT_METHOD
-    smooth: float | None = 0.5       # INT8: SmoothQuant fold strength alpha (calibration/smoothing.py); None = off
+    smooth: float | None = DEFAULT_SMOOTH  # INT8: SmoothQuant fold strength alpha (calibration/smoothing.py); None = off
     float_layers: tuple[str, ...] = ()  # INT8: layers (module paths) kept in float
     max_drop: float | None = None    # INT8: keep the most sensitive layers in float until top-1 drops <= this
     opset: int = 17
     coreml_input: str = "tensor"     # Core ML: "tensor" or "image" (preprocessing baked in)
     coreml_target: str = "iOS17"     # Core ML minimum deployment target
     weights_only: bool = False       # INT8 weights only (Core ML)
-
-
-@dataclass(frozen=True)
-class Exported:
-    """What a target's export wrote into the artifact folder, for the manifest, and what validates
-    it when its runtime cannot run here (Core ML W8A8 off macOS: the quantized PyTorch model that
-    was converted). The stand-in lives only as long as the export: nothing caches it."""
-    files: tuple[str, ...]
-    details: dict = field(default_factory=dict)   # target-specific manifest section ("export")
-    stand_in: "LoadedRunner | None" = None
-
-
-class NotRunnableHere(Exception):
-    """The artifact's runtime cannot execute on this machine (no GPU, not macOS); says why."""
 
 
 Runner = Callable[[np.ndarray], np.ndarray]
@@ -72,29 +68,35 @@ class LoadedRunner:
         return self.run(x)
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What a target's export wrote into the artifact folder, for the manifest, and what validates
+    it when its runtime cannot run here (Core ML W8A8 off macOS: the quantized PyTorch model that
+    was converted). The stand-in lives only as long as the export: nothing caches it."""
+    files: tuple[str, ...]
+    details: dict = field(default_factory=dict)   # target-specific manifest section ("export")
+    stand_in: LoadedRunner | None = None
+
+
 class Target(Protocol):
     name: str
     capabilities: Capabilities
+    backend: object                  # the runtime backend: load(folder, manifest, Options) -> Backend, NEEDS, LIBRARY
+    model_file: str                  # the file whose matrix multiplies the INT8 check counts (matmul_ops)
+    simulation: str                  # the qdq.FLAVORS entry that simulates its INT8 arithmetic (layer ranking)
+    launchers: tuple[str, ...]       # device scripts shipped beside the runtime package (artifact.LAUNCHERS)
 
     def status(self) -> Status: ...
     def export(self, checkpoint, spec: ExportSpec, calib, out_dir: Path) -> Exported: ...
     def load_runner(self, artifact, **options) -> LoadedRunner: ...
     def validation_runner(self, artifact) -> LoadedRunner: ...  # what validates here (may differ)
+    def matmul_ops(self, path) -> list: ...                      # qdq.MatMulOp of a model file as written
 
 
-def runtime_runner(loader, artifact, chunk: int = 256, **options) -> LoadedRunner:
-    """The device runtime's backend for an artifact (runtime/edge_bench.py: the one implementation
-    of session setup), wrapped for the host: chunked calls, the input shape checked, its errors as
-    mixer-edge's (BadInput, NotRunnableHere)."""
-    from ..errors import BadInput
-    from ..runtime import edge_bench as eb
-
-    try:
-        backend = loader(artifact.path, artifact.manifest, eb.Options(**options))
-    except eb.BenchError as e:
-        raise BadInput(str(e)) from None
-    except eb.NotRunnable as e:
-        raise NotRunnableHere(str(e)) from None
+def runtime_runner(backend, artifact, chunk: int = 256, **options) -> LoadedRunner:
+    """The device runtime's backend for an artifact (mixer_edge/runtime/backends: the one
+    implementation of session setup), wrapped for the host: chunked calls, the input shape checked."""
+    loaded = backend.load(artifact.path, artifact.manifest, Options(**options))
     chw = tuple(artifact.manifest["input"]["shape"][1:])
     classes = artifact.manifest["output"]["shape"][-1]
 
@@ -104,9 +106,9 @@ def runtime_runner(loader, artifact, chunk: int = 256, **options) -> LoadedRunne
             raise BadInput(f"the model takes (N, {', '.join(map(str, chw))}) float32, got shape {list(x.shape)}")
         if len(x) == 0:
             return np.zeros((0, classes), np.float32)
-        return np.concatenate([np.asarray(backend.run(x[i:i + chunk]), np.float32) for i in range(0, len(x), chunk)])
+        return np.concatenate([np.asarray(loaded.run(x[i:i + chunk]), np.float32) for i in range(0, len(x), chunk)])
 
-    return LoadedRunner(run=run, config=backend.config, what=backend.what)
+    return LoadedRunner(run=run, config=loaded.config, what=loaded.what)
 
 
 def installed(*modules: str) -> bool:

@@ -28,12 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, CalibrationError, require, unknown
-from .base import (Capabilities, Exported, LoadedRunner, NotRunnableHere, Status, installed, missing_status,
-                   runtime_runner)
+from .. import __version__
+from ..calibration.policy import learned_ranges
+from ..errors import BadInput, CalibrationError, NotRunnable, require, unknown
+from ..runtime.backends import coreml as coreml_backend
+from .artifact import EDGE_BENCH
+from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
+from .coreml_program import (DEPLOYMENT_TARGETS, INPUT, MAX_BATCH, OUTPUT, WEIGHT_OPS, DeploymentTarget, _op_name,
+                             _operations, check_program, matmul_ops)
 from .coreml_w8a8 import _quiet, quantize_w8a8
-from .coreml_program import (DEPLOYMENT_TARGETS, INPUT, MAX_BATCH, OUTPUT, WEIGHT_OPS,  # noqa: F401
-                             DeploymentTarget, _op_name, _operations, check_program)
+from .int8 import needs_calibration
 
 MODEL = "model.mlpackage"
 INPUT_KINDS = ("tensor", "image")
@@ -49,6 +53,10 @@ class CoreMLTarget:
     name = "coreml"
     capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("coremltools",), "coreml",
                                 "Core ML on iOS / macOS (Apple Neural Engine, GPU, CPU); runs only on macOS")
+    backend = coreml_backend
+    model_file = MODEL
+    simulation = "tensorrt"   # W8A8 is symmetric (LinearQuantizer's symmetric scheme), like TensorRT's
+    launchers = (EDGE_BENCH,)
 
     def status(self) -> Status:
         if not installed(*self.capabilities.requires):
@@ -66,8 +74,6 @@ class CoreMLTarget:
         model = copy.deepcopy(checkpoint.model).to("cpu").float().eval()  # the caller's stays as it is
         quantized = None
         if w8a8:
-            from .int8 import learned_ranges
-
             quantized, details["quantization"] = quantize_w8a8(model, calib, spec.float_layers, spec.calib_method,
                                                                learned=learned_ranges(checkpoint))
         mlmodel = _convert(ct, quantized if w8a8 else model, checkpoint, spec)
@@ -96,22 +102,23 @@ class CoreMLTarget:
         return Exported(files=(MODEL,), details=details, stand_in=stand_in)
 
     def load_runner(self, artifact, compute_units: str = "all") -> LoadedRunner:
-        """The .mlpackage through Core ML, by the runtime's backend (runtime/edge_bench.load_coreml):
+        """The .mlpackage through Core ML, by the runtime's backend (runtime/backends/coreml.py):
         macOS only, batches of at most MAX_BATCH (the tensor input's range)."""
-        from ..runtime.edge_bench import load_coreml
-
         if compute_units not in COMPUTE_UNITS:
             raise unknown("Core ML compute units", compute_units, COMPUTE_UNITS)
         if not _predicts_here():
-            raise NotRunnableHere(f"Core ML prediction needs macOS (this is {platform.system()})")
-        return runtime_runner(load_coreml, artifact, chunk=MAX_BATCH, provider=COMPUTE_UNITS[compute_units])
+            raise NotRunnable(f"Core ML prediction needs macOS (this is {platform.system()})")
+        return runtime_runner(self.backend, artifact, chunk=MAX_BATCH, provider=COMPUTE_UNITS[compute_units])
 
     def validation_runner(self, artifact) -> LoadedRunner:
         """macOS: the program itself on the CPU. Elsewhere nothing can run it: the W8A8 export hands
         its quantized PyTorch model to validation as Exported.stand_in instead."""
         if _predicts_here():
             return self.load_runner(artifact, compute_units="cpu_only")
-        raise NotRunnableHere(NOT_HERE)
+        raise NotRunnable(NOT_HERE)
+
+    def matmul_ops(self, path) -> list:
+        return matmul_ops(path)
 
 
 # ---- the request --------------------------------------------------------------------------------
@@ -139,8 +146,6 @@ def _check_request(checkpoint, spec, calib) -> DeploymentTarget:
             raise BadInput(f"coreml int8 (W8A8: int8 activations) needs deployment target iOS17 / macOS14 or "
                            f"newer, got --coreml-target {spec.coreml_target}; use one of {newer}, or "
                            f"--weights-only for int8 weights with float activations")
-        from .int8 import needs_calibration
-
         if needs_calibration(checkpoint, spec) and (calib is None or len(calib) == 0):
             raise CalibrationError("coreml int8 (W8A8) needs calibration images (--calib-data); "
                                    "activation ranges are observed on them")
@@ -214,8 +219,6 @@ def _convert(ct, model, checkpoint, spec):
 
 def _describe(mlmodel, checkpoint, spec) -> None:
     """Metadata a device app reads: what the model is, its class names and preprocessing (JSON)."""
-    from .. import __version__
-
     cfg = checkpoint.config
     mlmodel.author = f"mixer-edge {__version__}"
     mlmodel.short_description = (f"MLP-Mixer {cfg.variant} image classifier, {cfg.num_classes} classes, "

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..errors import ValidationError, require
+from ..noise import third_party
+from .qdq import MatMulOp
 
 INPUT, OUTPUT = "input", "logits"
 MAX_BATCH = 64                      # the tensor input's batch range is 1..MAX_BATCH
@@ -142,8 +144,6 @@ def _source(op, key: str, by_output) -> str:
 def matmul_ops(mlpackage_path) -> list:
     """Every linear / conv of a saved program and whether its inputs are quantized: the weight from
     a quantized-weight op, the data from a `dequantize` (the W8A8 form)."""
-    from .qdq import MatMulOp
-
     spec = _ct().utils.load_spec(str(mlpackage_path))
     ops = list(_operations(spec))
     by_output = {o.name: op for op in ops for o in op.outputs}
@@ -222,7 +222,5 @@ def _io_problems(io: dict, chw, num_classes, input_kind: str) -> list[str]:
 
 
 def _ct():
-    from ..noise import third_party
-
     with third_party():   # on Linux its import prints "Failed to load _MLModelProxy" eight times
         return require("coremltools", "coreml")

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..calibration import ranges
 from ..errors import CalibrationError
+from ..noise import third_party
 from .validate import compare
 
 
@@ -120,8 +122,7 @@ def _set_input_ranges(prepared, model, x, method, learned=None) -> dict:
     this is how percentile, entropy, MSE and learned ranges reach it."""
     import torch
 
-    from ..calibration import ranges
-    from ..calibration.observe import input_stats
+    from ..calibration.observe import input_stats   # torch: imported when a model is quantized
 
     fronts = input_quantizers(prepared)
     if learned is not None:
@@ -173,8 +174,6 @@ def input_quantizers(prepared) -> dict:
 
 @contextlib.contextmanager
 def _quiet():
-    from ..noise import third_party
-
     with warnings.catch_warnings(), third_party():
         warnings.simplefilter("ignore")
         yield

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import require
 from . import qdq
-from .onnx_graph import float_tensors, tensor_types, toposort
+from .onnx_graph import FP16_BLOCK_OPS, float_tensors, tensor_types, toposort
 from .qdq import _attr
 
 FP16_SAFE_MAX = 1e4                      # tensors above this max |value| on calibration data keep fp32
@@ -29,13 +29,11 @@ def tensor_amax(onnx_model, x: np.ndarray, names) -> dict[str, float]:
 
 def to_fp16_typed(fp32_model, x: np.ndarray | None, threshold: float = FP16_SAFE_MAX):
     """FP16-typed copy of an fp32 model: float32 at the input and output, LayerNorm (and the other
-    onnx.FP16_BLOCK_OPS) and every node touching a tensor above `threshold` on images x kept in
+    onnx_graph.FP16_BLOCK_OPS) and every node touching a tensor above `threshold` on images x kept in
     float32 between explicit Casts. Returns (model, details)."""
     onnx = require("onnx", "onnx")
     require("onnxruntime", "onnx")
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    from .onnx import FP16_BLOCK_OPS
 
     large, scanned, peak = {}, 0, None
     if x is not None:

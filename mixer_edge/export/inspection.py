@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.checkpoint import atomic_write_bytes
+from ..runtime.artifact import atomic_write_bytes
 from . import int8, qdq
+from .base import ExportSpec
+from .registry import get_target
 from .validate import compare
 
 TOP_OUTLIERS = 3
@@ -34,13 +36,12 @@ class InspectSpec:
 
 def inspect(checkpoint, calib_x: np.ndarray, x: np.ndarray, spec: InspectSpec = InspectSpec()) -> dict:
     """Per-layer figures for checkpoint's model under the target's INT8 recipe; x: held-out images."""
-    from .base import ExportSpec
-
+    simulation = get_target(spec.target).simulation
     calib = _Images(calib_x)
     ck, _, prepared = int8.prepare(checkpoint, ExportSpec("int8", smooth=spec.smooth), calib)
     smoothing = prepared.get("smoothing")
     graph = int8.fp32_onnx(ck.model)
-    flavor = qdq.FLAVORS[int8.SIMULATION[spec.target]]
+    flavor = qdq.FLAVORS[simulation]
     nodes = qdq.quant_nodes(graph)
     acts = [n.input[0] for n in nodes]
     stats = qdq.activation_stats(graph, calib_x, acts)
@@ -49,7 +50,7 @@ def inspect(checkpoint, calib_x: np.ndarray, x: np.ndarray, spec: InspectSpec = 
     f32 = _gather(graph, x, outs)
     q = _gather(quantized, x, outs)
     spread = _spreads(graph, calib_x, acts)
-    alone = {r["layer"]: r for r in int8.sensitivity(ck.model, calib_x, spec.target, spec.method)}
+    alone = {r["layer"]: r for r in int8.sensitivity(ck.model, calib_x, simulation, spec.method)}
     layers = []
     for node, act, out in zip(nodes, acts, outs):
         name = qdq.layer_name(node.name)

@@ -1,7 +1,8 @@
-"""What every INT8 export shares around its target's own quantization: Mixer-aware smoothing of
-the PyTorch model before it, and the per-layer sensitivity that mixed precision (--max-drop) and
-`mixer-edge quant inspect` rank layers by. docs/quantization.md has the measurements behind the
-defaults.
+"""What every INT8 export shares around its target's own quantization: the recipe applied to the
+model before it (calibration/policy.py: smoothing and the token-mixing rule, the same policy QAT
+trains with), the Q/DQ graph of a flavor, the count of quantized matrix multiplies in the written
+model file, and the per-layer sensitivity that mixed precision (--max-drop) and `mixer-edge quant
+inspect` rank layers by. docs/quantization.md has the measurements behind the defaults.
 """
 from __future__ import annotations
 
@@ -12,23 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import ranges
-from ..calibration.smoothing import smooth
+from ..calibration.policy import check_ranges, layer_macs, learned_ranges, prepare_model
+from ..errors import BadInput, CalibrationError
 from . import qdq
-
-# The Q/DQ flavor that simulates each target's arithmetic when ranking layers. Core ML's W8A8 is
-# symmetric (LinearQuantizer's symmetric scheme), like TensorRT's.
-SIMULATION = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "openvino": "openvino", "coreml": "tensorrt"}
+from .onnx_io import export_fp32_onnx
+from .validate import compare
 
 
 def applies(spec) -> bool:
     return spec.precision == "int8" and not spec.weights_only
-
-
-def learned_ranges(checkpoint) -> dict | None:
-    """{layer: [lo, hi]} a quantization-aware fine-tuning learned (train/qat.py), or None: such a
-    checkpoint is exported with these ranges, already smoothed, without a calibration set."""
-    qat = checkpoint.meta.get("qat") if isinstance(checkpoint.meta, dict) else None
-    return qat["ranges"] if isinstance(qat, dict) and isinstance(qat.get("ranges"), dict) else None
 
 
 def needs_calibration(checkpoint, spec) -> bool:
@@ -38,8 +31,6 @@ def needs_calibration(checkpoint, spec) -> bool:
 def check_request(checkpoint, spec, calib) -> None:
     """Before smoothing or exporting anything: the method is known, the calibration images fit the
     model, every layer named to stay in float exists."""
-    from ..errors import BadInput, CalibrationError
-
     if spec.precision == "int8" and spec.weights_only and (spec.float_layers or spec.max_drop is not None):
         raise BadInput("--keep-float and --max-drop choose the layers of a W8A8 export; --weights-only quantizes "
                        "the weights of every layer")
@@ -63,26 +54,19 @@ def check_request(checkpoint, spec, calib) -> None:
 def prepare(checkpoint, spec, calib):
     """(checkpoint to export, spec to export with, details) for a W8A8 export: the model smoothed
     (exact in FP32: validation still compares with the original), and token-mixing layers whose
-    input rows carry outlier channels kept in float (token_mixing_rule). Other exports pass through."""
+    input rows carry outlier channels kept in float (calibration/policy). Other exports pass through."""
     if not applies(spec):
         return checkpoint, spec, {}
     if learned_ranges(checkpoint) is not None:
         return _prepare_learned(checkpoint, spec)
-    details = {}
-    if spec.smooth is not None:
-        model, details["smoothing"] = smooth(checkpoint.model, calib.x, spec.smooth)
-        checkpoint = replace(checkpoint, model=model)
-    rule = token_mixing_rule(checkpoint.model, calib.x)
-    details["token_mixing"] = rule
-    extra = tuple(n for n in rule["kept_float"] if n not in spec.float_layers)
+    model, details = prepare_model(checkpoint.model, calib.x, spec.smooth)
+    checkpoint = replace(checkpoint, model=model)
+    extra = tuple(n for n in details["token_mixing"]["kept_float"] if n not in spec.float_layers)
     return checkpoint, replace(spec, float_layers=spec.float_layers + extra), details
 
 
 def _check_learned(checkpoint, spec) -> None:
     """A QAT checkpoint: its ranges name its layers; options that would change what it learned refused."""
-    from ..errors import BadInput
-    from ..train.qat import check_ranges
-
     problems = check_ranges(checkpoint.meta["qat"], layer_macs(checkpoint.model))
     if spec.max_drop is not None:
         problems.append("--max-drop ranks layers by re-calibrating them; a QAT checkpoint is exported with the "
@@ -115,57 +99,23 @@ def place_qdq(graph, checkpoint, calib, flavor: str, spec):
     return q, details
 
 
-# Token mixing transposes LayerNorm's channels onto the rows of its first matmul's input, where
-# no fold moves them and a per-tensor scale must cover the largest row. Measured on the MNIST T/4
-# model fine-tuned with 3 norm1 channels per block scaled 30-100x (benchmarks/token_outliers.py,
-# spreads 27-83): keeping its token-mixing layers in float takes logit SQNR from 13.4-14.2 dB to
-# 35.2-37.3 dB on the four targets; plain trained Mixers measure spreads of 1.1-2.8.
-TOKEN_ROW_SPREAD = 20.0
-
-
-def token_mixing_rule(model, x: np.ndarray) -> dict:
-    """Spread (max / median of per-row max |x|) of every token-mixing layer's input over images x
-    (rows are the model's channels there), and the layers whose spread exceeds TOKEN_ROW_SPREAD, to
-    be kept in float: an outlier channel of norm1 makes its row of fc1's input and, through GELU,
-    of fc2's input large. Measured on the PyTorch model: no extra ONNX export."""
-    from ..calibration.observe import module_tensors
-
-    names = [n for n in layer_macs(model) if ".mlp_tokens." in n]
-    rows: dict[str, np.ndarray] = {}
-    for inputs in module_tensors(model, x, names, inputs=True)():
-        for n, v in inputs.items():                                 # v: (B, C, D): rows are channels
-            m = np.abs(v).max(axis=(0, 2))
-            rows[n] = m if n not in rows else np.maximum(rows[n], m)
-    spreads = {n: round(float(rows[n].max() / max(np.median(rows[n]), 1e-12)), 2) for n in names}
-    return {"threshold": TOKEN_ROW_SPREAD, "row_spread": spreads,
-            "kept_float": [n for n, v in spreads.items() if v > TOKEN_ROW_SPREAD]}
-
-
-# Where each target's artifact keeps its matrix multiplies and how they are read back: the model file
-# as written, not the graph the export meant to write (target: (file, reader)).
-def _matmul_readers() -> dict:
-    from . import coreml, coreml_program, onnx, openvino, tensorrt
-
-    return {"onnx": (onnx.MODEL, qdq.onnx_file_matmuls), "tensorrt": (tensorrt.MODEL, qdq.onnx_file_matmuls),
-            "openvino": (openvino.XML, openvino.matmul_ops), "coreml": (coreml.MODEL, coreml_program.matmul_ops)}
-
-
-def quantized_ops_check(target: str, folder: Path, model, spec) -> dict | None:
+def quantized_ops_check(target, folder: Path, model, spec) -> dict | None:
     """An INT8 artifact quantizes the matrix multiplies its recipe says. Intended: every Conv2d /
     Linear of the PyTorch model less the layers kept in float (--keep-float, --max-drop, the
-    token-mixing rule); counted: those the model file quantizes (W8A8: data and weight; weights
-    only: the weight). "failed" when they differ: an artifact must not pass, nor a --max-drop step
-    meet its budget, by quantizing fewer ops than its recipe says. None for other precisions."""
+    token-mixing rule); counted: those the target's model file quantizes (target.matmul_ops; W8A8:
+    data and weight; weights only: the weight). "failed" when they differ: an artifact must not
+    pass, nor a --max-drop step meet its budget, by quantizing fewer ops than its recipe says. None
+    for other precisions."""
     if spec.precision != "int8":
         return None
     layers = layer_macs(model)
     kept = [n for n in spec.float_layers if n in layers]
     record = {"intended": len(layers) - len(kept), "counted": None, "layers": len(layers), "float_layers": kept,
               "quantized": "weights" if spec.weights_only else "weights and activations"}
-    readers = _matmul_readers()
-    if target not in readers:
-        return {**record, "status": "not counted", "reason": f"no reader for {target} model files"}
-    file, read = readers[target]
+    read = getattr(target, "matmul_ops", None)
+    if read is None:
+        return {**record, "status": "not counted", "reason": f"no reader for {target.name} model files"}
+    file = target.model_file
     ops = read(Path(folder) / file)
     counted = sum(m.weight and (spec.weights_only or m.activation) for m in ops)
     record.update(counted=counted, counted_in=f"{file}: {len(ops)} matrix multiplies",
@@ -180,21 +130,17 @@ def quantized_ops_check(target: str, folder: Path, model, spec) -> dict | None:
 
 def fp32_onnx(model):
     """The fp32 ONNX graph of a model, as every Q/DQ target starts from it."""
-    from .onnx import export_fp32_onnx
-
     with tempfile.TemporaryDirectory(prefix="mixer-edge-int8-") as tmp:
         return export_fp32_onnx(model, Path(tmp) / "fp32.onnx")
 
 
-def sensitivity(model, x: np.ndarray, target: str, method: str | None = None) -> list[dict]:
+def sensitivity(model, x: np.ndarray, flavor_name: str, method: str | None = None) -> list[dict]:
     """Each quantizable layer quantized alone (every other layer float) in the shared Q/DQ graph of
-    the target's flavor, executed as written by ONNX Runtime: logit SQNR against the float graph on
-    images x. Most sensitive (lowest SQNR) first. One measurement of activation statistics serves
-    every layer."""
-    from .validate import compare
-
+    a flavor (a target's `simulation`), executed as written by ONNX Runtime: logit SQNR against the
+    float graph on images x. Most sensitive (lowest SQNR) first. One measurement of activation
+    statistics serves every layer."""
     graph = fp32_onnx(model)
-    flavor = qdq.FLAVORS[SIMULATION[target]]
+    flavor = qdq.FLAVORS[flavor_name]
     acts, _ = qdq.quant_inputs(graph)
     stats = qdq.activation_stats(graph, x, acts)
     reference = run_graph(graph, x)
@@ -214,19 +160,3 @@ def run_graph(graph, x: np.ndarray, batch: int = 256) -> np.ndarray:
     feed = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {feed: np.ascontiguousarray(x[i:i + batch], np.float32)})[0]
                            for i in range(0, len(x), batch)])
-
-
-def layer_macs(model) -> dict[str, int]:
-    """Multiply-accumulates per image of each quantizable layer of an MlpMixer, by module path:
-    a token-mixing linear runs once per channel, a channel-mixing one once per token."""
-    import torch
-
-    cfg = model.config
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, torch.nn.Conv2d):
-            out[name] = m.weight.numel() * cfg.num_tokens
-        elif isinstance(m, torch.nn.Linear):
-            repeat = cfg.hidden_dim if ".mlp_tokens." in name else cfg.num_tokens if ".mlp_channels." in name else 1
-            out[name] = m.weight.numel() * repeat
-    return out

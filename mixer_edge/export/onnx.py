@@ -7,91 +7,29 @@
     int8  static QDQ from export/qdq.py (ONNX Runtime flavor: asymmetric int8 activations, 7-bit
           per-channel int8 weights, which MLAS runs exactly on CPUs with and without VNNI)
 
-The functions above OnnxTarget are plain functions: the TensorRT target calls them as such
-(no target calls another target). onnx and onnxruntime are imported inside functions only.
+The ONNX file itself (fp32 export, metadata, saving) is export/onnx_io.py, shared with the TensorRT
+and OpenVINO targets; no target calls another. onnx and onnxruntime are imported inside functions only.
 """
 from __future__ import annotations
 
-import json
 import tempfile
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ..calibration import ranges
 from ..errors import BadInput, CalibrationError, require
+from ..runtime.backends import onnxruntime as ort_backend
+from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
-from .onnx_graph import tensor_types, toposort
+from .int8 import needs_calibration, place_qdq
+from .onnx_graph import FP16_BLOCK_OPS, tensor_types, toposort
+from .onnx_io import EXPORTER, INPUT, OUTPUT, add_metadata, export_fp32_onnx, onnx_versions, save_onnx
+from .qdq import onnx_file_matmuls
 
 MODEL = "model.onnx"
-INPUT, OUTPUT = "input", "logits"
-MIN_OPSET = 17                 # LayerNormalization is an ONNX op from opset 17 on
 PROVIDER = "CPUExecutionProvider"
-
-# FP16: these stay float32. LayerNorm's variance and the token mean are reductions whose sums
-# overflow or lose precision in half; Pow/Sqrt belong to a LayerNorm written out by hand (its
-# Div is kept node by node, see to_fp16).
-FP16_BLOCK_OPS = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt")
-
-# ---- fp32 export ---------------------------------------------------------------------------------
-
-def export_fp32_onnx(model, path, opset: int = MIN_OPSET):
-    """torch -> ONNX at `path`, checked; returns the loaded ModelProto. Input "input" (B, C, H, W),
-    output "logits" (B, K); batch is the only dynamic axis. The TorchScript exporter (dynamo=False)
-    gives byte-identical files for the same weights with torch 2.14."""
-    import torch
-
-    onnx = require("onnx", "onnx")
-    if opset < MIN_OPSET:
-        raise BadInput(f"ONNX opset {opset} is too old: LayerNormalization needs opset {MIN_OPSET} or newer")
-    cfg = model.config
-    dummy = torch.zeros(1, cfg.in_chans, *cfg.img_size, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings(), torch.inference_mode(False):
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is on purpose
-            torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
-                              input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
-                              dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    finally:
-        model.train(was_training)
-    onnx.checker.check_model(str(path), full_check=True)
-    return onnx.load(str(path))
-
-
-def add_metadata(onnx_model, checkpoint):
-    """Stamp what a runtime needs to use the model alone: classes, preprocessing, versions."""
-    from .. import __version__
-
-    props = {"classes": json.dumps(list(checkpoint.classes)),
-             "preprocess": json.dumps(checkpoint.preprocess.to_dict()),
-             "mixer_edge_version": __version__,
-             "variant": checkpoint.config.variant}
-    if checkpoint.sha256:
-        props["checkpoint_sha256"] = checkpoint.sha256
-    kept = [p for p in onnx_model.metadata_props if p.key not in props]
-    del onnx_model.metadata_props[:]
-    for p in kept:
-        onnx_model.metadata_props.add(key=p.key, value=p.value)
-    for k, v in props.items():
-        onnx_model.metadata_props.add(key=k, value=v)
-    return onnx_model
-
-
-def save_onnx(onnx_model, path) -> Path:
-    """Save and run the ONNX checker (with shape inference) on the file as written."""
-    onnx = require("onnx", "onnx")
-    onnx.save(onnx_model, str(path))
-    onnx.checker.check_model(str(path), full_check=True)
-    return Path(path)
-
-
-def onnx_versions() -> dict:
-    return {"onnx": require("onnx", "onnx").__version__,
-            "onnxruntime": require("onnxruntime", "onnx").__version__}
-
 
 # ---- fp16 ----------------------------------------------------------------------------------------
 
@@ -191,6 +129,10 @@ class OnnxTarget:
     name = "onnx"
     capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("onnx", "onnxruntime"), "onnx",
                                 "ONNX Runtime (CPU EP here; any EP elsewhere)")
+    backend = ort_backend
+    model_file = MODEL
+    simulation = "onnxruntime"
+    launchers = (EDGE_BENCH,)
 
     def status(self) -> Status:
         if not installed(*self.capabilities.requires):
@@ -205,7 +147,7 @@ class OnnxTarget:
 
     def export(self, checkpoint, spec, calib, out_dir: Path) -> Exported:
         out = Path(out_dir) / MODEL
-        base = {"file": MODEL, "opset": spec.opset, "exporter": "torch.onnx.export (TorchScript, dynamo=False)",
+        base = {"file": MODEL, "opset": spec.opset, "exporter": EXPORTER,
                 "dynamic_axes": {INPUT: ["batch"], OUTPUT: ["batch"]}, "providers": [PROVIDER],
                 "versions": onnx_versions()}
         if spec.precision == "int8":
@@ -217,18 +159,17 @@ class OnnxTarget:
         return Exported(files=(MODEL,), details={**base, **details})
 
     def load_runner(self, artifact, threads: int | None = None, provider: str | None = None) -> LoadedRunner:
-        """The runtime's ONNX Runtime backend (runtime/edge_bench.load_onnx), as a device runs it."""
-        from ..runtime.edge_bench import load_onnx
-
-        return runtime_runner(load_onnx, artifact, threads=threads, provider=provider)
+        """The runtime's ONNX Runtime backend (runtime/backends/onnxruntime.py), as a device runs it."""
+        return runtime_runner(self.backend, artifact, threads=threads, provider=provider)
 
     def validation_runner(self, artifact) -> LoadedRunner:
         return self.load_runner(artifact)
 
+    def matmul_ops(self, path) -> list:
+        return onnx_file_matmuls(path)
+
 
 def _check_calibration(ck, spec, calib) -> None:
-    from .int8 import needs_calibration
-
     if spec.weights_only:
         raise BadInput("ONNX Runtime int8 is static W8A8 (QDQ); weights-only int8 is a Core ML option")
     if not needs_calibration(ck, spec):
@@ -239,8 +180,6 @@ def _check_calibration(ck, spec, calib) -> None:
     if tuple(calib.x.shape[1:]) != want:
         raise CalibrationError(f"calibration images have shape {list(calib.x.shape[1:])} but the model "
                                f"takes {list(want)} (channels, height, width)")
-    from ..calibration import ranges
-
     ranges.method(spec.calib_method)  # unknown method: fail before exporting anything
 
 
@@ -263,8 +202,6 @@ def _write_fp16(model, fp32_path, out, ck, calib, spec) -> dict:
 
 
 def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
-    from .int8 import place_qdq
-
     q, details = place_qdq(pre_processed(fp32_path), ck, calib, "onnxruntime", spec)
     save_onnx(add_metadata(q, ck), out)
     details["quantized_op_types"] = quantized_op_types(q)

@@ -1,8 +1,14 @@
 """ONNX graph helpers shared by the ONNX, TensorRT and OpenVINO exports: topological order, the
-element type of every tensor, the float tensors nodes produce."""
+element type of every tensor, the float tensors nodes produce, the ops every float16 graph keeps
+in float32. A leaf: targets import it, it imports no target."""
 from __future__ import annotations
 
 from ..errors import BadInput, require
+
+# FP16: these stay float32. LayerNorm's variance and the token mean are reductions whose sums
+# overflow or lose precision in half; Pow/Sqrt belong to a LayerNorm written out by hand (its
+# Div is kept node by node, see onnx.to_fp16).
+FP16_BLOCK_OPS = ("LayerNormalization", "ReduceMean", "Pow", "Sqrt")
 
 
 def toposort(graph) -> None:

@@ -15,19 +15,30 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from pathlib import Path
 
 from ..errors import BadInput, CalibrationError, require, unknown
+from ..noise import third_party
+from ..runtime.backends import openvino as ov_backend
+from ..runtime.backends.openvino import PRECISION_HINTS
+from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
+from .int8 import needs_calibration, place_qdq
+from .onnx_io import export_fp32_onnx, save_onnx
+from .qdq import MatMulOp
 
 XML, BIN = "model.xml", "model.bin"
-PRECISION_HINTS = ("f32", "bf16", "f16")     # INFERENCE_PRECISION_HINT values the CPU plugin takes
 
 
 class OpenVinoTarget:
     name = "openvino"
     capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("openvino", "nncf"), "openvino",
                                 "OpenVINO Runtime (CPU here; GPU/NPU elsewhere)")
+    backend = ov_backend
+    model_file = XML
+    simulation = "openvino"
+    launchers = (EDGE_BENCH,)
 
     def status(self) -> Status:
         if not installed(*self.capabilities.requires):
@@ -61,20 +72,21 @@ class OpenVinoTarget:
 
     def load_runner(self, artifact, threads: int | None = None, precision_hint: str | None = None,
                     device: str = "CPU") -> LoadedRunner:
-        """The runtime's OpenVINO backend (runtime/edge_bench.load_openvino): an explicit precision
+        """The runtime's OpenVINO backend (runtime/backends/openvino.py): an explicit precision
         hint (f32 unless asked) and thread count, both recorded with what the plugin applied."""
-        from ..runtime.edge_bench import load_openvino
-
         _ov()   # a missing openvino names the pip extra
         if precision_hint is not None and precision_hint not in PRECISION_HINTS:
             raise unknown("OpenVINO precision hint", precision_hint, PRECISION_HINTS)
         if threads is not None and threads < 1:
             raise BadInput(f"threads must be at least 1, got {threads}")
-        return runtime_runner(load_openvino, artifact, threads=threads, precision_hint=precision_hint,
+        return runtime_runner(self.backend, artifact, threads=threads, precision_hint=precision_hint,
                               provider=device)
 
     def validation_runner(self, artifact) -> LoadedRunner:
         return self.load_runner(artifact, precision_hint="f32", device="CPU")
+
+    def matmul_ops(self, path) -> list:
+        return matmul_ops(path)
 
 
 # ---- the IR -------------------------------------------------------------------------------------
@@ -127,8 +139,6 @@ def _ignored_options(spec) -> dict:
 
 def _check_int8_request(checkpoint, spec, calib) -> None:
     """Fail before converting anything."""
-    from .int8 import needs_calibration
-
     if not needs_calibration(checkpoint, spec):
         return
     if calib is None or len(calib) == 0:
@@ -137,11 +147,6 @@ def _check_int8_request(checkpoint, spec, calib) -> None:
 
 def _quantize(ov, checkpoint, calib, spec):
     """The shared Q/DQ graph, OpenVINO flavor, read by OpenVINO's ONNX frontend."""
-    import tempfile
-
-    from .int8 import place_qdq
-    from .onnx import export_fp32_onnx, save_onnx
-
     with tempfile.TemporaryDirectory(prefix="mixer-edge-ov-int8-") as tmp:
         fp32 = export_fp32_onnx(checkpoint.model, Path(tmp) / "fp32.onnx")
         q, details = place_qdq(fp32, checkpoint, calib, "openvino", spec)
@@ -163,8 +168,6 @@ LOW_PRECISION = ("i8", "u8", "i4", "u4")
 
 def matmul_ops(xml_path) -> list:
     """Every MatMul / Convolution of an IR file as written, and whether its inputs are quantized."""
-    from .qdq import MatMulOp
-
     model = _ov().Core().read_model(str(xml_path))
     return [MatMulOp(op.get_friendly_name(), op.get_type_name(),
                      _source(op.input_value(1), WEIGHT_PATH) in ("low-precision constant", "FakeQuantize"),
@@ -184,8 +187,6 @@ def _source(value, through) -> str:
 
 def _compress_weights(nncf, model):
     """--weights-only: INT8 weights (asymmetric, per output channel), activations stay float."""
-    from ..noise import third_party
-
     mode = nncf.CompressWeightsMode.INT8_ASYM
     with third_party():   # NNCF's progress bars
         compressed = nncf.compress_weights(model, mode=mode)

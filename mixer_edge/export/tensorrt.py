@@ -1,29 +1,34 @@
 """TensorRT target: a TensorRT-ready ONNX per precision (fp32; FP16-typed with fp32 islands;
 explicit Q/DQ int8 from export/qdq.py), validated here with ONNX Runtime, its engine built on the
-device by runtime/trt_build.py (an engine is tied to its TensorRT version and GPU). The rules the
-files follow, and why, are in docs/quantization.md (Q/DQ placement) and docs/tensorrt.md (FP16
-islands, engine build); check_explicit_quantization and check_fp16_model state them as code.
+device by the runtime's engine builder (runtime/engine.py, `trt_build.py` in every TensorRT
+artifact; an engine is tied to its TensorRT version and GPU). The rules the files follow, and why,
+are in docs/quantization.md (Q/DQ placement) and docs/tensorrt.md (FP16 islands, engine build);
+check_explicit_quantization and check_fp16_model state them as code.
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadInput, CalibrationError, MissingDependency, MixerEdgeError, ValidationError
 from ..calibration import ranges
-from ..runtime import edge_bench as eb
-from ..runtime import trt_build as tb
+from ..errors import BadInput, CalibrationError, MissingDependency, NotRunnable, ValidationError
+from ..runtime import engine
+from ..runtime.backends import onnxruntime as ort_backend
+from ..runtime.backends import tensorrt as trt_backend
+from ..runtime.backends.cuda import gpu_present
+from ..runtime.engine_cli import run_parsed
+from ..runtime.needs import install_hint
+from .artifact import EDGE_BENCH, TRT_BUILD, load_artifact
+from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
 from .fp16_typed import check_fp16_model, to_fp16_typed
 from .int8 import needs_calibration, place_qdq
+from .onnx_io import EXPORTER, add_metadata, export_fp32_onnx, onnx_versions, save_onnx
+from .qdq import onnx_file_matmuls
 from .tensorrt_rules import check_explicit_quantization
-from .base import (Capabilities, Exported, LoadedRunner, Status, installed, missing_status,
-                   runtime_runner)
 
-MODEL, SCRIPT, EDGE_BENCH, ENGINE = "model.onnx", "trt_build.py", "edge_bench.py", tb.ENGINE
-RUNTIME_DIR = Path(__file__).resolve().parents[1] / "runtime"
+MODEL = "model.onnx"
 ONNX_KINDS = {"fp32": "fp32", "fp16": "fp16-typed", "int8": "explicit-qdq"}
 
 
@@ -58,81 +63,40 @@ _PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8}
 
 def runs_here() -> tuple[bool, str]:
     """(can an engine be built and run here, why not). No heavy import unless a GPU is present."""
-    have_gpu, why_gpu = tb.gpu_present()
+    have_gpu, why_gpu = gpu_present()
     if not installed("tensorrt"):
         reason = (f"needs tensorrt and an NVIDIA GPU: tensorrt is not installed here, the engine is built on the "
-                  f"device ({eb.install_hint('tensorrt', 'tensorrt')})")
+                  f"device ({install_hint(trt_backend.NEEDS, 'tensorrt')})")
         return False, reason + ("" if have_gpu else f"; {why_gpu}")
     if not have_gpu:
         return False, f"needs an NVIDIA GPU: {why_gpu}; the engine is built on the device"
     try:
-        tb.import_tensorrt()
-    except tb.NotRunnable as e:
+        trt_backend.import_tensorrt()
+    except NotRunnable as e:
         return False, str(e)
     return True, ""
 
 
-def build_plan(manifest: dict, trt_major: int, **overrides) -> dict:
-    """The parameters build_engine would use for an artifact on TensorRT `trt_major` (pure)."""
-    try:
-        return tb.build_plan(manifest, trt_major, **overrides)
-    except tb.BadInput as e:
-        raise BadInput(str(e)) from None
-
-
-def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_batch: int = 1, max_batch: int = 32,
-                 timing_cache=None, workspace_mib: int | None = None) -> dict:
-    """Build out_dir/model.engine from a TensorRT-ready ONNX (trt_build.build_engine, errors ours)."""
-    with _trt_errors():
-        return tb.build_engine(onnx_path, precision, out_dir, min_batch=min_batch, opt_batch=opt_batch,
-                               max_batch=max_batch, timing_cache=timing_cache, workspace_mib=workspace_mib,
-                               onnx_kind=ONNX_KINDS[precision])
-
-
 def build_artifact_engine(args) -> int:
-    """`mixer-edge trt build`: trt_build.py's own run on parsed options, its errors as ours."""
-    from .artifact import load_artifact
-
+    """`mixer-edge trt build`: trt_build.py's own run (runtime/engine_cli.py) on parsed options."""
     art = load_artifact(args.artifact)   # not an artifact, or tampered: BadInput
     if art.target != "tensorrt":
         raise BadInput(f"{args.artifact} is a {art.target!r} artifact, not a TensorRT one; export one with "
                        f"`mixer-edge export CHECKPOINT --target tensorrt`")
     if not installed("tensorrt"):
-        _missing_tensorrt()
-    with _trt_errors():
-        return tb.run_parsed(args)
-
-
-def _missing_tensorrt():
-    """TensorRT comes from the device's own packages (JetPack's apt on a Jetson), not from a pip extra
-    that cannot fit every device: the runtime's table says how (edge_bench.NEEDS)."""
-    raise MissingDependency(f"tensorrt is not installed here; {eb.install_hint('tensorrt', 'tensorrt')}")
-
-
-class _trt_errors:
-    """trt_build's errors as mixer-edge's: bad input stays bad input; no GPU or no working
-    tensorrt is a MixerEdgeError that says why."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, exc, tb_):
-        if isinstance(exc, tb.BadInput):
-            raise BadInput(str(exc)) from None
-        if isinstance(exc, tb.NotRunnable):
-            if not installed("tensorrt"):
-                _missing_tensorrt()
-            raise MixerEdgeError(f"cannot build a TensorRT engine here: {exc}") from None
-        return False
+        # TensorRT comes from the device's own packages (JetPack's apt on a Jetson), not from a pip
+        # extra that cannot fit every device: the runtime's table says how.
+        raise MissingDependency(f"tensorrt is not installed here; {install_hint(trt_backend.NEEDS, 'tensorrt')}")
+    return run_parsed(args)
 
 
 def _engine_at_export(folder: Path, precision: str) -> dict:
-    defaults = dict(tb.DEFAULT_BATCH)
+    defaults = dict(engine.DEFAULT_BATCH)
     ok, why = runs_here()
     if not ok:
         return {"built": False, "reason": why, "defaults": defaults,
-                "build_on_device": f"python {SCRIPT} ARTIFACT_DIR (or mixer-edge trt build ARTIFACT_DIR)"}
-    info = build_engine(folder / MODEL, precision, folder, **defaults)
+                "build_on_device": "python trt_build.py ARTIFACT_DIR (or mixer-edge trt build ARTIFACT_DIR)"}
+    info = engine.build_engine(folder / MODEL, precision, folder, **defaults, onnx_kind=ONNX_KINDS[precision])
     return {**info, "defaults": defaults}
 
 
@@ -141,9 +105,13 @@ def _engine_at_export(folder: Path, precision: str) -> dict:
 class TensorRTTarget:
     name = "tensorrt"
     # requires: what is needed HERE to produce and validate the artifact. The engine build needs
-    # tensorrt on the device, installed as edge_bench.NEEDS["tensorrt"] says (the README prints it).
+    # tensorrt on the device, installed as the runtime backend's NEEDS says (the README prints it).
     capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("onnx", "onnxruntime"), "onnx",
                                 "TensorRT 10.x / 11.x on an NVIDIA GPU or Jetson (engine built on the device)")
+    backend = trt_backend
+    model_file = MODEL
+    simulation = "tensorrt"
+    launchers = (EDGE_BENCH, TRT_BUILD)
 
     def status(self) -> Status:
         if not installed(*self.capabilities.requires):
@@ -153,36 +121,34 @@ class TensorRTTarget:
                                               f"ONNX Runtime")
 
     def export(self, checkpoint, spec, calib, out_dir: Path) -> Exported:
-        from .onnx import add_metadata, export_fp32_onnx, onnx_versions, save_onnx
-
         notes = _check_spec(checkpoint, spec, calib)
         out = Path(out_dir)
         with tempfile.TemporaryDirectory(prefix="mixer-edge-trt-") as tmp:
             model = export_fp32_onnx(checkpoint.model, Path(tmp) / "fp32.onnx", spec.opset)
         model, details = _PRECISIONS[spec.precision](model, checkpoint, calib, spec)
         save_onnx(add_metadata(model, checkpoint), out / MODEL)
-        scripts = [s for s in (SCRIPT, EDGE_BENCH) if (RUNTIME_DIR / s).is_file()]
-        for s in scripts:
-            shutil.copyfile(RUNTIME_DIR / s, out / s)
-        engine = _engine_at_export(out, spec.precision)
+        built = _engine_at_export(out, spec.precision)
         versions = onnx_versions()
-        if engine.get("built"):
-            versions.update({"tensorrt": engine["tensorrt"], "cuda": engine["cuda"]["version"]})
-        files = (MODEL, *scripts, *((engine["file"],) if engine.get("built") else ()))
+        if built.get("built"):
+            versions.update({"tensorrt": built["tensorrt"], "cuda": built["cuda"]["version"]})
+        files = (MODEL, *((built["file"],) if built.get("built") else ()))
         return Exported(files=files, details={
             "file": MODEL, "onnx_kind": ONNX_KINDS[spec.precision], "opset": spec.opset,
-            "exporter": "torch.onnx.export (TorchScript, dynamo=False)", "dynamic_axes": {"input": ["batch"]},
-            **details, "notes": notes + details.get("notes", []), "engine": engine, "versions": versions})
+            "exporter": EXPORTER, "dynamic_axes": {"input": ["batch"]},
+            **details, "notes": notes + details.get("notes", []), "engine": built, "versions": versions})
 
     def load_runner(self, artifact) -> LoadedRunner:
-        """The TensorRT engine itself; NotRunnableHere without an engine, tensorrt or a GPU."""
-        return runtime_runner(tb.load_tensorrt, artifact)   # the device runtime's loader (engine listed, hashed)
+        """The TensorRT engine itself; NotRunnable without an engine, tensorrt or a GPU."""
+        return runtime_runner(self.backend, artifact)   # the device runtime's loader (engine listed, hashed)
 
     def validation_runner(self, artifact) -> LoadedRunner:
         """The engine when it was built here; otherwise ONNX Runtime on the same model.onnx."""
-        if tb.engine_section(artifact.manifest).get("built"):
+        if trt_backend.engine_section(artifact.manifest).get("built"):
             return self.load_runner(artifact)
         return ort_validation_runner(artifact.file(MODEL), artifact.precision)
+
+    def matmul_ops(self, path) -> list:
+        return onnx_file_matmuls(path)
 
 
 def ort_validation_runner(path, precision: str) -> LoadedRunner:
@@ -192,7 +158,7 @@ def ort_validation_runner(path, precision: str) -> LoadedRunner:
     CPU integer kernels, which saturate on CPUs without VNNI: 22.8 dB logit SQNR instead of 39.2 dB
     on the digits model (MinMax, an AVX2 machine), which would misreport what TensorRT computes."""
     basic = precision == "int8"
-    backend = eb.onnx_backend(path, optimization="basic" if basic else "all")
+    backend = ort_backend.session(path, optimization="basic" if basic else "all")
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, np.float32)

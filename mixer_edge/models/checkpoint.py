@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 
 from ..errors import BadInput
+from ..runtime.artifact import atomic_write_bytes, atomic_write_json, sha256_file
+from ..runtime.identity import pack_keys, unpack_keys
 from .mixer import MixerConfig, MlpMixer
 
 FORMAT = "mixer-edge-checkpoint"
@@ -57,12 +59,7 @@ class Checkpoint:
         return np.union1d(self.trained_keys, self._keys("calibration_split"))
 
     def _keys(self, name: str):
-        from ..runtime.edge_bench import BenchError, unpack_keys
-
-        try:
-            return unpack_keys((self.meta.get("images") or {}).get(name, ""), f"{self.path or 'checkpoint'} metadata")
-        except BenchError as e:
-            raise BadInput(str(e)) from None
+        return unpack_keys((self.meta.get("images") or {}).get(name, ""), f"{self.path or 'checkpoint'} metadata")
 
     @property
     def classes_named(self) -> bool:
@@ -73,15 +70,9 @@ class Checkpoint:
     def identity(self) -> dict:
         """What an artifact manifest says of the model's classes and reserved images (the runtime's
         model_labels and select read it the same way for a checkpoint)."""
-        from ..runtime.edge_bench import pack_keys
-
         return {"classes": list(self.classes), "classes_named": self.classes_named,
                 "images": {"reserved": pack_keys(self.reserved_keys)}}
 
-
-# One implementation of each, the device runtime's: file hashes, and atomic writes (a temp file, then
-# os.replace) for the host's checkpoints, manifests and reports as for the device's results.
-from ..runtime.edge_bench import atomic_write_bytes, atomic_write_json, sha256_file  # noqa: E402,F401
 
 
 def versions() -> dict:

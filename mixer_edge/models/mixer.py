@@ -125,7 +125,8 @@ class MlpMixer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        # As in the paper's code: lecun-normal-like linears, zero head so fine-tuning starts neutral.
+        # As timm's MlpMixer initializes by default (not its Flax mode, which is lecun-normal): xavier-
+        # uniform linears with near-zero biases (std 1e-6), and a zero head so fine-tuning starts neutral.
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)

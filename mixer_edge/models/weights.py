@@ -23,7 +23,8 @@ import torch
 
 from ..data.preprocess import Preprocess
 from ..errors import BadInput, unknown
-from .checkpoint import WEIGHTS_NAME, Checkpoint, load_checkpoint, read_metadata, sha256_file
+from ..runtime.artifact import sha256_file
+from .checkpoint import WEIGHTS_NAME, Checkpoint, load_checkpoint, read_metadata
 from .mixer import MixerConfig, MlpMixer
 from .variants import match_variant
 

@@ -2,7 +2,7 @@
 load without torch."""
 from .config import TrainConfig
 
-_LAZY = {"evaluate": "evaluate", "predict_logits": "evaluate", "topk_accuracy": "evaluate"}
+_LAZY = {"evaluate": "evaluate", "predict_logits": "evaluate"}
 
 
 def train(cfg: TrainConfig):
@@ -19,4 +19,4 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "predict_logits", "topk_accuracy"]
+__all__ = ["TrainConfig", "train", "evaluate", "predict_logits"]

@@ -1,8 +1,15 @@
-"""Training configuration: one frozen dataclass, filled by the CLI or by Python callers."""
+"""Training configuration: one frozen dataclass, filled by the CLI or by Python callers, and the
+named recipes that set several of its fields at once (with_recipe).
+
+    cfg = with_recipe(TrainConfig(data="mnist:DIR", out="runs/qat", pretrained="runs/mnist"), qat=True)
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+
+from ..calibration.ranges import METHODS
+from ..errors import BadInput, unknown
 
 # --epochs auto: a small training set gives few optimizer steps a pass, and a regularized Mixer
 # underfits in few steps (T/4 on 4,800 MNIST digits: 8 epochs = 1,200 steps 96.3 %, 24 epochs 97.2 %,
@@ -53,8 +60,6 @@ class TrainConfig:
 
     def __post_init__(self):
         """Collect every out-of-range value, then raise once (one line naming each)."""
-        from ..errors import BadInput
-
         rules = [("epochs", self.epochs is None or self.epochs >= 1, ">= 1 or auto"), ("batch_size", self.batch_size >= 1, ">= 1"),
                  ("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
                  ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
@@ -70,11 +75,8 @@ class TrainConfig:
                  ("eval_every", self.eval_every >= 1, ">= 1")]
         bad = [f"--{name.replace('_', '-')} must be {want}, got {getattr(self, name)}" for name, ok, want in rules
                if not ok]
-        if self.qat_calib_method is not None:
-            from ..calibration.ranges import METHODS
-
-            if self.qat_calib_method not in METHODS:
-                bad.append(f"--qat-calib-method must be one of {', '.join(METHODS)}, got {self.qat_calib_method}")
+        if self.qat_calib_method is not None and self.qat_calib_method not in METHODS:
+            bad.append(f"--qat-calib-method must be one of {', '.join(METHODS)}, got {self.qat_calib_method}")
         if bad:
             raise BadInput("; ".join(bad))
 
@@ -87,3 +89,23 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# A recipe sets these TrainConfig fields over the defaults; a field set to anything else wins.
+RECIPES = {"scratch": {}, "finetune": {"optimizer": "sgd", "weight_decay": 0.0, "clip_grad": 1.0, "lr": 0.01}}
+# qat=True: a short fine-tune of a converged model with the lighter geometric augmentation
+# (docs/quantization.md has the measurements); the moving average would blend weights trained
+# against older ranges, so it is off.
+QAT_RECIPE = {"qat": True, "epochs": 5, "lr": 1e-3, "augment": "geometry", "weight_decay": 0.0, "warmup_epochs": 0.1,
+              "drop_path": 0.0, "ema": False}
+
+
+def with_recipe(cfg: TrainConfig, recipe: str = "scratch", qat: bool = False) -> TrainConfig:
+    """cfg with a recipe's settings (RECIPES; and QAT_RECIPE when qat) for every field it left at
+    TrainConfig's default: "finetune" is the paper's fine-tuning recipe (SGD, momentum 0.9, no
+    weight decay, lr 0.01), qat the quantization-aware fine-tuning of train/qat.py."""
+    if recipe not in RECIPES:
+        raise unknown("recipe", recipe, RECIPES)
+    defaults = TrainConfig(data=cfg.data, out=cfg.out)
+    settings = {**RECIPES[recipe], **(QAT_RECIPE if qat else {})}
+    return replace(cfg, **{k: v for k, v in settings.items() if getattr(cfg, k) == getattr(defaults, k)})

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..runtime.edge_bench import fit_image
+from ..runtime.preprocess import fit_image
 
 SEED_STRIDE = 1_000_003   # epochs apart in the per-image seed space
 
 
 class TrainImages(Dataset):
     """(x, y): x (C, H, W) float32 preprocessed, y int64; augmented when an augmentation is given.
-    images: anything ImageSet.images holds. A streamed folder (data/files.ImageFiles) is decoded
+    images: anything ImageSet.images holds. A streamed folder (runtime/streaming.ImageFiles) is decoded
     image by image here, so in the DataLoader's workers when there are any, a batch at a time."""
 
     def __init__(self, images, labels: np.ndarray, preprocess, augment=None, seed: int = 0):

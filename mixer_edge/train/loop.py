@@ -20,16 +20,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..calibration.policy import DEFAULT_SMOOTH
+from ..calibration.sets import draw_calibration
 from ..data.dataset import ImageSet, SplitSpec, take_split
 from ..data.preprocess import Preprocess
+from ..data.sources import load_data
 from ..errors import BadInput
-from ..models.checkpoint import atomic_write_bytes, save_checkpoint
+from ..models.checkpoint import save_checkpoint
 from ..models.mixer import MlpMixer
 from ..models.variants import create_model
+from ..models.weights import load_pretrained
 from ..progress import progress
-from . import distributed
+from ..runtime.artifact import atomic_write_bytes
+from ..runtime.identity import pack_keys
+from ..runtime.streaming import Batches
+from ..runtime.system import isa_flags
+from . import augment, distributed, qat
 from .config import TrainConfig
-from .evaluate import predict_logits_of, topk_accuracy
+from .data import TrainImages, loader, set_epoch
+from ..runtime.accuracy import topk_accuracy
+from .evaluate import predict_logits_of
 
 RESUME_NAME = "resume.safetensors"
 
@@ -41,11 +51,6 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
-    from ..data.sources import load_data
-    from ..runtime.edge_bench import Batches
-    from . import augment
-    from .data import TrainImages, loader
-
     device = _device(cfg.device)
     world = distributed.init_world(device)
     try:
@@ -116,8 +121,6 @@ def _build_model(cfg: TrainConfig, data: ImageSet) -> tuple[MlpMixer, Preprocess
     """From scratch: the variant at the data's channel count. Fine-tuning: the pretrained weights
     with a new head when the class count differs, and their own input size and channels."""
     if cfg.pretrained:
-        from ..models.weights import load_pretrained
-
         ck = load_pretrained(cfg.pretrained, num_classes=data.num_classes, img_size=cfg.img_size)
         notes = {k: ck.meta[k] for k in ("resolution_expanded", "head_replaced") if k in ck.meta}
         return ck.model, ck.preprocess, {"pretrained": ck.meta.get("source", {"path": cfg.pretrained}), **notes}
@@ -129,21 +132,15 @@ def _build_model(cfg: TrainConfig, data: ImageSet) -> tuple[MlpMixer, Preprocess
 def _quantization_aware(cfg, model, preprocess, data, train_set, split, meta):
     """The INT8 export's recipe put into the model before fine-tuning (train/qat.py): calibration
     images drawn from the data's calib split (never trained on, held out from evaluation like it)."""
-    from ..calibration.sets import draw_calibration
-    from ..export.base import ExportSpec
-    from . import qat
-
     calib = draw_calibration(data, preprocess, size=cfg.qat_calib_size, seed=cfg.seed, trained=train_set.keys,
                              split=split)
-    model, recipe = qat.prepare(model, calib, ExportSpec().smooth, cfg.qat_calib_method)
+    model, recipe = qat.prepare(model, calib, DEFAULT_SMOOTH, cfg.qat_calib_method)
     return model, {**meta, "qat": recipe}
 
 
 def _saved(model, meta: dict):
     """(model, metadata) as a checkpoint stores them: a quantization-aware model as ordinary layers
     holding its float weights, its learned ranges in `qat` (what export reads)."""
-    from . import qat
-
     if not qat.is_qat(model):
         return model, meta
     return qat.plain(model), {**meta, "qat": qat.describe(model, meta["qat"])}
@@ -171,9 +168,6 @@ def _schedule(optimizer, warmup_steps: int, total_steps: int):
 
 
 def _fit(cfg, model, preprocess, data, meta, split, world, device, batches, eval_xy) -> TrainResult:
-    from . import augment
-    from .data import set_epoch
-
     steps_per_epoch = len(batches) // cfg.accum   # optimizer steps; full batches only
     total = steps_per_epoch * cfg.epochs
     optimizer = OPTIMIZERS[cfg.optimizer](_param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -286,8 +280,6 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
         return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    from ..runtime.edge_bench import isa_flags
-
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(isa_flags()))
 
 
@@ -335,8 +327,6 @@ def trained_images(data: ImageSet, split: SplitSpec) -> dict:
     """The training data by content: its fingerprint, the train split's keys (trained on) and the
     calib split's (kept for calibration), so every later stage holds both out of evaluation wherever
     and however the same images arrive."""
-    from ..runtime.edge_bench import pack_keys
-
     trained, calib = take_split(data, "train", split), take_split(data, "calib", split)
     return {"data": data.describe(), "n_trained": len(trained), "trained": pack_keys(trained.keys),
             "calibration_split": pack_keys(calib.keys)}

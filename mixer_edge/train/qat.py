@@ -8,7 +8,7 @@ Placement is the export's (export/qdq.py): every Conv2d / Linear not kept in flo
 - its weight fake-quantized per output channel, symmetric, max |w| / 127 (qdq.weight_qparams);
 LayerNorm, GELU, the residual Adds and the token mean stay float. Before that, the model is smoothed
 and the token-mixing rule picks the layers kept in float, exactly as an INT8 export would
-(export/int8.prepare), on calibration images drawn from the training data's calib split; the same
+(calibration/policy.prepare_model), on calibration images drawn from the training data's calib split; the same
 images give the initial ranges (the default estimator), so epoch 0 is the post-training recipe.
 
 Rounding is straight-through; the range gets gradients through the step size and zero point
@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..calibration import ranges
+from ..calibration.observe import input_stats
+from ..calibration.policy import layer_macs, prepare_model
 
 QMIN, QMAX = -128, 127     # int8 activations: 256 levels
 WEIGHT_QMAX = 127          # symmetric int8 weights, per output channel
@@ -146,20 +149,12 @@ def is_qat(model: nn.Module) -> bool:
 # ---- preparing a model: the export's recipe on the training data's calibration images ---------------
 
 def prepare(model: nn.Module, calib, smooth_alpha: float | None, method: str | None) -> tuple[nn.Module, dict]:
-    """Smooth, choose the float layers, measure the initial ranges and fake-quantize the rest, all
-    as export/int8.prepare + the default estimator would for these calibration images. Returns
-    (model, record): the record joins the checkpoint's metadata as `qat.recipe`."""
-    from ..calibration import ranges
-    from ..calibration.observe import input_stats
-    from ..calibration.smoothing import smooth
-    from ..export.int8 import layer_macs, token_mixing_rule
-
-    record = {"calibration": {"images": int(len(calib.x)), "sha256": calib.sha256}}
-    if smooth_alpha is not None:
-        model, record["smoothing"] = smooth(model, calib.x, smooth_alpha)
-    rule = token_mixing_rule(model, calib.x)
-    record["token_mixing"] = rule
-    layers = [n for n in layer_macs(model) if n not in rule["kept_float"]]
+    """Smooth, choose the float layers, measure the initial ranges and fake-quantize the rest, all as
+    an INT8 export would for these calibration images (calibration/policy.prepare_model, then the
+    range estimator). Returns (model, record): the record joins the checkpoint's metadata as `qat.recipe`."""
+    model, details = prepare_model(model, calib.x, smooth_alpha)
+    record = {"calibration": {"images": int(len(calib.x)), "sha256": calib.sha256}, **details}
+    layers = [n for n in layer_macs(model) if n not in details["token_mixing"]["kept_float"]]
     name, estimate = ranges.method(method)
     stats = input_stats(model, calib.x, layers)
     start = {n: tuple(float(v) for v in estimate(stats[n], False)) for n in layers}
@@ -171,24 +166,8 @@ def prepare(model: nn.Module, calib, smooth_alpha: float | None, method: str | N
 def describe(model: nn.Module, recipe: dict) -> dict:
     """The checkpoint's `qat` section: the learned ranges by layer, the layers kept in float, the
     grid, and how the model was prepared. export/int8 reads `ranges` and `float_layers`."""
-    from ..export.int8 import layer_macs
-
     quantized = quantized_layers(model)
     return {"ranges": learned(model), "float_layers": [n for n in layer_macs(model) if n not in quantized],
             "activations": "int8 per tensor, asymmetric over [lo, hi] (learned)",
             "weights": "int8 per output channel, symmetric, max |w| / 127", "recipe": recipe}
 
-
-def check_ranges(qat: dict, layers) -> list[str]:
-    """Problems with a checkpoint's `qat` section against the model's quantizable layers."""
-    problems = []
-    r = qat.get("ranges") if isinstance(qat, dict) else None
-    if not isinstance(r, dict):
-        return ["qat.ranges is missing"]
-    for name, v in r.items():
-        if name not in layers:
-            problems.append(f"qat.ranges names no layer of the model: {name}")
-        elif not (isinstance(v, list) and len(v) == 2 and all(isinstance(a, (int, float)) for a in v)
-                  and np.isfinite(v).all() and v[0] <= 0 <= v[1]):
-            problems.append(f"qat.ranges[{name}] must be [lo <= 0, hi >= 0], got {v!r}")
-    return problems

@@ -1,0 +1,133 @@
+"""edge_bench.py's command line: benchmark one artifact on the device that runs it (--data), or
+classify images with it (--predict). `mixer-edge bench` takes the same measurement options
+(add_measurement_arguments)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .artifact import atomic_write_json, read_manifest
+from .backends import Options
+from .backends.openvino import PRECISION_HINTS
+from .bench import bench_artifact
+from .errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK, BadInput, error_boundary
+from .identity import SELECTIONS
+from .images import image_files
+from .predict import format_predictions, load, predictions_document
+from .readers import DATA_HELP, read_data
+from .results import document, format_table
+from .system import base_versions, device_info
+from .timing import Settings, parse_batch_sizes
+
+DESCRIPTION = "edge_bench.py: benchmark one mixer-edge artifact on the device that runs it."
+EPILOG = """It reads ARTIFACT_DIR/manifest.json, checks every file's sha256, loads the model (timed), applies the
+manifest's preprocessing, runs the artifact's golden set (device_check: real images with the FP32 PyTorch
+logits recorded at export; the runtime here must reproduce them), then measures first-inference time,
+latency at batch 1 and throughput per batch size (with the median's 95% interval), top-1 / top-5 accuracy
+and memory, and writes the same versioned JSON as `mixer-edge bench` (atomically).
+Exit status: 0 done; 2 bad input (tampered artifact, unknown data, class-count mismatch); 3 the runtime
+cannot run here (the result, marked not-run, is still written); 4 the device check failed (the result,
+marked, is still written); 130 interrupted."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge_bench.py", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", help="artifact folder (with manifest.json)")
+    p.add_argument("--data", default=None, help=f"evaluation data to benchmark on: {DATA_HELP}")
+    p.add_argument("--predict", nargs="+", default=None, metavar="IMAGE_OR_FOLDER",
+                   help="instead of benchmarking: print each image's top classes (with --top-k, --json)")
+    p.add_argument("--top-k", type=int, default=5, help="classes shown per image with --predict (default 5)")
+    add_measurement_arguments(p)
+    return p
+
+
+def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
+    """The measurement options this script and `mixer-edge bench` share, defined once."""
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--iters", type=int, default=None, help="timed calls at batch 1 after warm-up (default 100)")
+    how.add_argument("--duration", type=float, default=None,
+                     help="time calls for this many seconds instead of a fixed count (also per batch size)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls after the first, timed one (default 10)")
+    p.add_argument("--min-calls", type=int, default=Settings.min_calls,
+                   help=f"every measurement (latency, each batch size) takes at least this many timed calls "
+                        f"(default {Settings.min_calls})")
+    p.add_argument("--min-time", type=float, default=Settings.min_seconds,
+                   help=f"... and at least this many seconds, so a fast model's calls do not all fall in one "
+                        f"burst of noise (default {Settings.min_seconds:g}; 0: off)")
+    p.add_argument("--batch-sizes", default="1,8,32",
+                   help="throughput batch sizes, comma-separated, when the batch axis is dynamic (default 1,8,32)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="runtime threads (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch); "
+                        "default: the runtime's own")
+    p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
+                   help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+    p.add_argument("--provider", default=None,
+                   help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device "
+                        "(default CPU)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    p.add_argument("--images", default="held-out", choices=SELECTIONS,
+                   help="held-out (default): only the images of --data that the model was not trained and the "
+                        "artifact not calibrated on, recognised by content; all: every image, those included")
+    p.add_argument("--reference", default=None,
+                   help="FP32 artifact (or, with mixer-edge bench, checkpoint) for top-1 agreement and logit cosine")
+    p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
+    p.add_argument("--json", default=None, help="write the versioned result JSON here (atomically)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from add_measurement_arguments' options: 100 timed calls unless --iters or --duration."""
+    iters = args.iters if args.iters is not None or args.duration is not None else 100
+    return Settings(warmup=args.warmup, iters=iters, duration=args.duration,
+                    batch_sizes=parse_batch_sizes(args.batch_sizes), min_calls=args.min_calls,
+                    min_seconds=args.min_time)
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.predict:
+        return run_predict(args)
+    if not args.data:
+        raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images")
+    settings = settings_from_args(args)
+    if args.limit is not None and args.limit < 1:
+        raise BadInput(f"--limit must be at least 1, got {args.limit}")
+    manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
+    data = read_data(args.data)
+    options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
+    entry, versions = bench_artifact(args.artifact, data, settings, options, args.images, args.limit,
+                                     args.reference, manifest)
+    doc = document([entry], device_info(args.device_name), {**base_versions(), **versions}, settings,
+                   "edge_bench.py", args.data)
+    return finish(doc, args.json)
+
+
+def finish(doc: dict, json_path) -> int:
+    """Print the result table, write the JSON (atomically), and say how the one result ended:
+    EXIT_NOT_RUN or EXIT_DEVICE_CHECK with the reason on stderr, else EXIT_OK."""
+    print(format_table(doc))
+    if json_path:
+        atomic_write_json(json_path, doc)
+    entry = doc["results"][0]
+    if entry["status"] != "ok":
+        print(f"error: not run: {entry['reason']}", file=sys.stderr)
+        return EXIT_NOT_RUN
+    check = entry.get("device_check") or {}
+    if check.get("status") == "failed":
+        print(f"error: device check failed for {entry['name']}: {check['reason']}", file=sys.stderr)
+        return EXIT_DEVICE_CHECK
+    return EXIT_OK
+
+
+def run_predict(args) -> int:
+    model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
+    files = image_files(args.predict)
+    doc = predictions_document(files, model.predict(files, args.top_k), str(args.artifact))
+    print(format_predictions(doc))
+    if args.json:
+        atomic_write_json(args.json, doc)
+    return EXIT_OK
+
+
+def main(argv=None) -> int:
+    return error_boundary(lambda: run(argv), "interrupted; no result written")
