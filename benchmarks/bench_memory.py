@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))     # mixer_edge from this checkout
 
 SIZES = (2_000, 20_000)
 ACCEPT = 0.10                            # the two peaks of one tool within 10 % of each other

@@ -1,6 +1,6 @@
 """Batch-1 latency of the default INT8 recipe against the previous one, per target that runs here
 (ONNX Runtime, OpenVINO), on T/4 (28x28) and B/16 (224x224), in one run: each pair of artifacts is
-timed interleaved (mixer_edge.bench.timing.paired_median_ms), so machine drift falls on both.
+timed interleaved (mixer_edge.runtime.timing.paired_median_ms), so machine drift falls on both.
 
 The previous recipe is exported by the previous source tree, unchanged, from the same calibration
 images: make it with `git worktree add /tmp/mixer-edge-prev 45c1bde` (the last commit before the
@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mixer_edge as me  # noqa: E402
-from mixer_edge.bench.timing import paired_median_ms  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
-from mixer_edge.calibration.sets import save_calibration  # noqa: E402
-from mixer_edge.data.preprocess import Preprocess  # noqa: E402
-from mixer_edge.models.checkpoint import save_checkpoint  # noqa: E402
+import mixer_edge as me
+from mixer_edge.runtime.system import isa_flags
+from mixer_edge.runtime.timing import paired_median_ms
+from mixer_edge.calibration import make_calibration
+from mixer_edge.calibration.sets import save_calibration
+from mixer_edge.data.preprocess import Preprocess
+from mixer_edge.models.checkpoint import save_checkpoint
 
 LIMIT = 1.05     # the issue's line: no target slower than the previous recipe by more than 5%
 TARGETS = ("onnx", "openvino")
@@ -49,13 +49,11 @@ def checkpoint_for(variant: str, t4: str | None, tmp: Path) -> Path:
 
 def export(src: str | None, ck: Path, target: str, calib: Path, out: Path) -> Path:
     """`mixer-edge export` from a source tree (None: this one), in a fresh process."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]) if sys.argv[1] else None; "
-            "from mixer_edge.cli import main; sys.exit(main(sys.argv[2:]))")
+    code = "import sys; from mixer_edge.cli import main; sys.exit(main(sys.argv[1:]))"
     args = [str(ck.resolve()), "--target", target, "--int8", "--calib-data", str(calib.resolve()), "--out",
             str(out.resolve()), "--keep-invalid"]
-    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0"}
-    done = subprocess.run([sys.executable, "-c", code, src or "", "export", *args], capture_output=True, text=True,
-                          env=env)
+    env = {**os.environ, "MIXER_EDGE_PROGRESS": "0", **({"PYTHONPATH": str(Path(src).resolve())} if src else {})}
+    done = subprocess.run([sys.executable, "-c", code, "export", *args], capture_output=True, text=True, env=env)
     if done.returncode not in (0, 1) or not (out / f"{target}-int8").is_dir():
         raise RuntimeError(f"export from {src or 'this tree'} failed: {done.stderr[-800:]}")
     return out / f"{target}-int8"
@@ -80,12 +78,6 @@ def runner(folder: Path, target: str, threads: int):
                            {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
     r = c.create_infer_request()
     return lambda x: r.infer({0: x})[0]
-
-
-def cpu_flags() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx")) or f == "fma"))
 
 
 def main(argv=None) -> int:
@@ -122,10 +114,10 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['model']} | {r['target']} | {r['previous_ms']:.3f} ms | {r['new_ms']:.3f} ms | {r['ratio']:.3f} | "
               f"{'yes' if r['within_limit'] else 'NO'} |")
-    print(f"\nbatch 1, {args.threads} threads, medians of interleaved rounds; CPU flags: {cpu_flags()}")
+    print(f"\nbatch 1, {args.threads} threads, medians of interleaved rounds; CPU flags: {' '.join(isa_flags())}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "cpu_flags": cpu_flags(), "threads": args.threads}, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "cpu_flags": isa_flags(), "threads": args.threads}, indent=1))
     return 0 if all(r["within_limit"] for r in rows) else 1
 
 

@@ -14,12 +14,13 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mixer_edge as me  # noqa: E402
-from mixer_edge.calibration import make_calibration, ranges  # noqa: E402
-from mixer_edge.calibration.smoothing import DEFAULT_ALPHA, inject_outliers  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
-from mixer_edge.export.base import CALIB_METHODS, ExportSpec  # noqa: E402
+import mixer_edge as me
+from mixer_edge.calibration import make_calibration, ranges
+from mixer_edge.calibration.policy import DEFAULT_SMOOTH
+from mixer_edge.calibration.smoothing import inject_outliers
+from mixer_edge.export.build import export_one
+from mixer_edge.export.reference import validation_data
+from mixer_edge.export.base import CALIB_METHODS, ExportSpec
 
 TARGETS = ("onnx", "tensorrt", "openvino", "coreml")
 ALPHAS = (None, 0.25, 0.5, 0.75)
@@ -27,7 +28,7 @@ ALPHAS = (None, 0.25, 0.5, 0.75)
 
 def sqnr(ck, target, spec, calib, val) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        o = api.export_one(ck, target, spec, calib, tmp, validation=val, keep_invalid=True)
+        o = export_one(ck, target, spec, calib, tmp, validation=val, keep_invalid=True)
     return round(o.validation["sqnr_db"], 2)
 
 
@@ -46,22 +47,22 @@ def main(argv=None) -> int:
     results = []
     for name, model in (("plain", ck.model), ("outliers", inject_outliers(ck.model)[0])):
         c = replace(ck, model=model)
-        val = api.validation_data(c, x, ev.labels, args.eval_data)
+        val = validation_data(c, x, ev.labels, args.eval_data)
         for t in TARGETS:
             for m in CALIB_METHODS:
-                results.append({"model": name, "target": t, "method": m, "alpha": DEFAULT_ALPHA,
+                results.append({"model": name, "target": t, "method": m, "alpha": DEFAULT_SMOOTH,
                                 "sqnr_db": sqnr(c, t, ExportSpec("int8", calib_method=m), calib, val)})
             for a in ALPHAS:
-                if a != DEFAULT_ALPHA:
+                if a != DEFAULT_SMOOTH:
                     results.append({"model": name, "target": t, "method": ranges.DEFAULT_METHOD, "alpha": a,
                                     "sqnr_db": sqnr(c, t, ExportSpec("int8", smooth=a), calib, val)})
             print(f"{name} {t} done", flush=True)
     for name in ("plain", "outliers"):
-        print(f"\n{name}: logit SQNR (dB) by calibration method, smoothing alpha {DEFAULT_ALPHA}\n")
+        print(f"\n{name}: logit SQNR (dB) by calibration method, smoothing alpha {DEFAULT_SMOOTH}\n")
         print("| target | " + " | ".join(CALIB_METHODS) + " |\n|---|" + "---|" * len(CALIB_METHODS))
         for t in TARGETS:
             row = {r["method"]: r["sqnr_db"] for r in results
-                   if r["model"] == name and r["target"] == t and r["alpha"] == DEFAULT_ALPHA}
+                   if r["model"] == name and r["target"] == t and r["alpha"] == DEFAULT_SMOOTH}
             print(f"| {t} | " + " | ".join(f"{row[m]:.1f}" for m in CALIB_METHODS) + " |")
         print(f"\n{name}: logit SQNR (dB) by smoothing strength, method {ranges.DEFAULT_METHOD}\n")
         print("| target | " + " | ".join("off" if a is None else str(a) for a in ALPHAS) + " |\n|---|" + "---|" * len(ALPHAS))

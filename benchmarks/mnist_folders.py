@@ -9,14 +9,12 @@ the N_EVAL images after them; no image is in both.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mixer_edge.data.sources import load_mnist  # noqa: E402
+from mixer_edge.data.sources import load_mnist
 
 
 def write_folder(images: np.ndarray, labels: np.ndarray, classes, out: Path, offset: int) -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mixer_edge as me  # noqa: E402
-from mixer_edge.calibration.smoothing import inject_outliers  # noqa: E402
-from mixer_edge.models.checkpoint import save_checkpoint  # noqa: E402
+import mixer_edge as me
+from mixer_edge.calibration.smoothing import inject_outliers
+from mixer_edge.models.checkpoint import save_checkpoint
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Peer comparison for Mixer-B/16 at 224x224, batch 1 and 32, in one run on this machine.
 
-Side by side, each timed by the same loop (mixer_edge.runtime.edge_bench.time_calls):
+Side by side, each timed by the same loop (mixer_edge.runtime.timing.time_calls):
   PyTorch eager FP32 | ONNX Runtime FP32, INT8 (mixer-edge) | OpenVINO FP32, BF16-hint, INT8 (mixer-edge)
   | OpenVINO + NNCF INT8 done by hand with every default (the peer a user would otherwise write)
 next to the hardware ceiling measured in the same run: a large FP32 MatMul and an INT8 MatMulInteger
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,10 +28,12 @@ import torch
 import mixer_edge as me
 from mixer_edge.calibration.sets import CalibrationSet, content_sha256
 from mixer_edge.data.preprocess import Preprocess
-from mixer_edge.export import ExportPlan, run_plan
+from mixer_edge.export.plan import ExportPlan, run_plan
 from mixer_edge.export.registry import get_target
-from mixer_edge.models.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from mixer_edge.runtime import edge_bench as eb
+from mixer_edge.models.checkpoint import load_checkpoint, save_checkpoint
+from mixer_edge.runtime.artifact import atomic_write_json
+from mixer_edge.runtime.system import device_info
+from mixer_edge.runtime.timing import latency_stats, time_calls
 
 
 def b16_macs(cfg) -> int:
@@ -78,8 +79,8 @@ def ceilings(threads: int, iters: int) -> dict:
         so.intra_op_num_threads = threads
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         a = rng.standard_normal((m, k), np.float32) if name == "fp32" else rng.integers(0, 255, (m, k), dtype=np.uint8)
-        t = eb.time_calls(lambda: sess.run(None, {"a": a}), warmup=2, iters=iters)
-        p50 = eb.latency_stats(t.samples_ms)["p50"]
+        t = time_calls(lambda: sess.run(None, {"a": a}), warmup=2, iters=iters)
+        p50 = latency_stats(t.samples_ms)["p50"]
         out[name] = {"gops": 2 * m * n * k / (p50 / 1e3) / 1e9, "p50_ms": p50, "shape": [m, k, n]}
     return out
 
@@ -172,8 +173,8 @@ def main(argv=None) -> int:
     for name, run in subjects.items():
         for batch, iters in ((1, args.iters), (32, args.iters_32)):
             xb = np.ascontiguousarray(x_cal[np.arange(batch) % len(x_cal)])
-            t = eb.time_calls(lambda: run(xb), warmup=args.warmup if batch == 1 else 1, iters=iters)
-            lat = eb.latency_stats(t.samples_ms)
+            t = time_calls(lambda: run(xb), warmup=args.warmup if batch == 1 else 1, iters=iters)
+            lat = latency_stats(t.samples_ms)
             ceiling = ceil["int8" if "int8" in name else "fp32"]["gops"]
             floor_ms = 2 * macs * batch / (ceiling * 1e9) * 1e3
             rows.append({"subject": name, "batch": batch, "latency_ms": lat, "images_per_s": batch / (lat["p50"] / 1e3),
@@ -186,8 +187,7 @@ def main(argv=None) -> int:
     for r in rows:
         r["speedup_vs_pytorch"] = base[r["batch"]] / r["latency_ms"]["p50"]
         r["ratio_to_hand_nncf"] = r["latency_ms"]["p50"] / hand[r["batch"]]
-    result = {"schema": 1, "kind": "mixer-edge-peer-b16", "device": eb.device_info() if hasattr(eb, "device_info") else
-              {"machine": platform.machine(), "cpu_count": os.cpu_count()},
+    result = {"schema": 1, "kind": "mixer-edge-peer-b16", "device": device_info(),
               "model": {"variant": "B/16", "img_size": 224, "macs_per_image": macs, "weights": "random, seed 0"},
               "ceilings": ceil, "export_s": export_s, "calibration": calib.manifest(),
               "validation": {k: o.validation for k, o in outcomes.items()},

@@ -42,15 +42,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mixer_edge as me  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
-from mixer_edge.calibration.smoothing import inject_outliers  # noqa: E402
-from mixer_edge.data.sources import load_data  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
-from mixer_edge.export.base import ExportSpec  # noqa: E402
-from mixer_edge.export.onnx import export_fp32_onnx  # noqa: E402
-from mixer_edge.export.validate import compare  # noqa: E402
+import mixer_edge as me
+from mixer_edge.calibration import make_calibration
+from mixer_edge.calibration.smoothing import inject_outliers
+from mixer_edge.data.sources import load_data
+from mixer_edge.export.build import export_one
+from mixer_edge.export.reference import validation_data
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.export.onnx_io import export_fp32_onnx
+from mixer_edge.export.validate import compare
+from mixer_edge.runtime.system import isa_flags
 
 TARGETS = ("onnx", "openvino", "tensorrt", "coreml")
 PEER_NAMES = {"onnx": "ORT quantize_static defaults", "openvino": "nncf.quantize defaults",
@@ -147,7 +148,7 @@ def peer_logits(target, model, calib, x, tmp, args) -> np.ndarray:
 def ours(ck, target, calib, val, out: Path) -> dict:
     """The exported artifact's own validation figures on the evaluation images, plus the logits
     recomputed here with the plain runtime where it runs (an independent check of the figures)."""
-    o = api.export_one(ck, target, ExportSpec("int8"), calib, out, validation=val, keep_invalid=True)
+    o = export_one(ck, target, ExportSpec("int8"), calib, out, validation=val, keep_invalid=True)
     v = dict(o.validation)
     folder = o.dest
     if target in ("onnx", "tensorrt"):
@@ -185,15 +186,6 @@ def print_table(rows) -> None:
               f"{100 * p['top1']:.1f}% | {r['delta_db']:+.1f} dB | {'yes' if r['meets_acceptance'] else 'NO'} |")
 
 
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="a mixer-edge checkpoint folder")
@@ -215,7 +207,7 @@ def main(argv=None) -> int:
     rows, started = [], time.time()
     for model_name, model in (("plain", ck.model), ("outliers", outliers)):
         c = replace(ck, model=model)
-        val = api.validation_data(c, x, ev.labels, args.eval_data)
+        val = validation_data(c, x, ev.labels, args.eval_data)
         fp32_top1 = float((val.reference.argmax(1) == ev.labels).mean())
         for target in args.targets.split(","):
             with tempfile.TemporaryDirectory(prefix="peer-int8-") as tmp:
@@ -227,10 +219,10 @@ def main(argv=None) -> int:
                   f"peer {r['peer_figures']['sqnr_db']:6.2f} dB  Δ {r['delta_db']:+.2f}", flush=True)
     print_table(rows)
     print(f"\nFP32 top-1: plain {100 * rows[0]['fp32_top1']:.2f}%; {len(x)} evaluation images, "
-          f"{len(calib)} calibration images; {time.time() - started:.0f} s; CPU flags: {' '.join(cpu_flags())}")
+          f"{len(calib)} calibration images; {time.time() - started:.0f} s; CPU flags: {' '.join(isa_flags())}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "outliers": where, "cpu_flags": cpu_flags(),
+        args.json.write_text(json.dumps({"rows": rows, "outliers": where, "cpu_flags": isa_flags(),
                                          "machine": platform.processor() or platform.machine(),
                                          "calibration": calib.manifest(), "eval": args.eval_data}, indent=1))
     return 0 if all(r["meets_acceptance"] for r in rows) else 1

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mixer_edge as me  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
-from mixer_edge.calibration.ranges import METHODS  # noqa: E402
-from mixer_edge.export import api  # noqa: E402
-from mixer_edge.export.base import ExportSpec  # noqa: E402
-from mixer_edge.models.checkpoint import save_checkpoint  # noqa: E402
-from mixer_edge.train.evaluate import evaluate  # noqa: E402
+import mixer_edge as me
+from mixer_edge.calibration import make_calibration
+from mixer_edge.calibration.ranges import METHODS
+from mixer_edge.export.build import export_one
+from mixer_edge.export.reference import validation_data
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.models.checkpoint import save_checkpoint
+from mixer_edge.train.evaluate import evaluate
 
 TARGETS = ("onnx", "tensorrt", "openvino", "coreml")
 STATUS = {True: "passed", False: "failed", None: "skipped"}
@@ -87,7 +87,7 @@ def top1(ck, data) -> float:
 
 def export_row(ck, target, spec, calib, val) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        o = api.export_one(ck, target, spec, calib, tmp, validation=val, keep_invalid=True)
+        o = export_one(ck, target, spec, calib, tmp, validation=val, keep_invalid=True)
     return o.validation
 
 
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     fp32 = top1(case, ev)
     print(f"FP32 top-1 on {len(ev)} images: {100 * top1(base, ev):.2f} % (original), {100 * fp32:.2f} % (case)")
 
-    val = api.validation_data(case, case.preprocess(ev.images), ev.labels, args.eval_data)
+    val = validation_data(case, case.preprocess(ev.images), ev.labels, args.eval_data)
     print("\npost-training INT8 (every estimator; the default recipe otherwise):\n")
     print("| target | " + " | ".join(METHODS) + " | best | drop |\n|---|" + "---|" * (len(METHODS) + 2))
     best = {}
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     print("\n$ mixer-edge " + " ".join(cmd[3:]), flush=True)
     subprocess.run(cmd, check=True)
     q = me.load_checkpoint(qat_dir)
-    qval = api.validation_data(q, q.preprocess(ev.images), ev.labels, args.eval_data)
+    qval = validation_data(q, q.preprocess(ev.images), ev.labels, args.eval_data)
     print(f"\nQAT float weights: top-1 {100 * top1(q, ev):.2f} %\n")
     print("| target | FP32 (case) | best PTQ INT8 | PTQ drop | QAT INT8 | QAT drop | QAT validation |\n"
           "|---|---|---|---|---|---|---|")

@@ -12,7 +12,7 @@ i mod 10,000 upscaled and painted with a seeded random foreground and background
 finished folder is marked (.complete) and not looked at again. Results go to OUT/stream_memory.json.
 
 Each run goes through training's own pieces, as mixer_edge.train.loop.train does: load_data (the
-folder streams: 2,000 decoded images are 287 MiB, above runtime/edge_bench.STREAM_ABOVE_MB), the content
+folder streams: 2,000 decoded images are 287 MiB, above runtime/streaming.STREAM_ABOVE_MB), the content
 split (every image decoded once for its key), trained_images, TrainImages, the DataLoader,
 regularize and the default augmentation; then one untimed and --steps timed optimizer steps
 (benchmarks/train_throughput.timed_steps). train() itself would first run a whole epoch.
@@ -27,9 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))            # train_throughput: the timed steps and the peak reading
-sys.path.insert(0, str(HERE.parent))     # mixer_edge from this checkout
 
 SIZES = (2_000, 20_000)
 SIDE = 224
@@ -84,7 +81,7 @@ def one(folder: str, steps: int, workers: int, batch: int = 16) -> dict:
     from mixer_edge.train import augment
     from mixer_edge.train.data import TrainImages, loader, set_epoch
     from mixer_edge.train.distributed import World
-    from mixer_edge.runtime.edge_bench import Batches
+    from mixer_edge.runtime.streaming import Batches
     from mixer_edge.train.loop import regularize, trained_images
     from train_throughput import peak_rss_mb, timed_steps
 

@@ -2,7 +2,7 @@
 mixing) has outlier channels. Token mixing transposes them onto the rows of its matmuls' inputs,
 where no per-channel fold exists. Made by scaling 3 norm1 channels of every block 30-100x in a
 trained checkpoint and fine-tuning it (the outliers stay: the model learns around them), then
-exported to INT8 on every target with the token-mixing rule (int8.token_mixing_rule) on and off.
+exported to INT8 on every target with the token-mixing rule (calibration/policy.token_mixing_rule) on and off.
 
     python benchmarks/token_outliers.py runs/plain-t4 --data imagefolder:runs/mnist-folders/train \\
         --eval-data imagefolder:runs/mnist-folders/eval --out runs/tok-t4
@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import mixer_edge as me  # noqa: E402
-from mixer_edge.calibration import make_calibration  # noqa: E402
-from mixer_edge.export import api, int8  # noqa: E402
-from mixer_edge.export.base import ExportSpec  # noqa: E402
-from mixer_edge.models.checkpoint import save_checkpoint  # noqa: E402
-from mixer_edge.train import TrainConfig, train  # noqa: E402
+import mixer_edge as me
+from mixer_edge.calibration import make_calibration
+from mixer_edge.calibration import policy
+from mixer_edge.export.build import export_one
+from mixer_edge.export.reference import validation_data
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.models.checkpoint import save_checkpoint
+from mixer_edge.train import TrainConfig, train
 
 
 def make_model(checkpoint: str, data: str, out: Path, epochs: int) -> None:
@@ -57,19 +58,19 @@ def main(argv=None) -> int:
     print(f"largest norm1 scale: {max(float(b.norm1.weight.detach().abs().max()) for b in ck.model.blocks):.1f}")
     calib = make_calibration(args.data, ck.preprocess, size=300, trained=ck.trained_keys, split=ck.split)
     ev = me.load_data(args.eval_data)
-    val = api.validation_data(ck, ck.preprocess(ev.images), ev.labels, args.eval_data)
+    val = validation_data(ck, ck.preprocess(ev.images), ev.labels, args.eval_data)
     print(f"FP32 top-1 {100 * (val.reference.argmax(1) == ev.labels).mean():.1f}%\n")
     print("| target | rule | float layers | SQNR dB | top-1 agreement | top-1 |\n|---|---|---|---|---|---|")
-    threshold = int8.TOKEN_ROW_SPREAD
+    threshold = policy.TOKEN_ROW_SPREAD
     for on in (True, False):
-        int8.TOKEN_ROW_SPREAD = threshold if on else float("inf")
+        policy.TOKEN_ROW_SPREAD = threshold if on else float("inf")
         for t in ("onnx", "tensorrt", "openvino", "coreml"):
             with tempfile.TemporaryDirectory() as tmp:
-                o = api.export_one(ck, t, ExportSpec("int8"), calib, tmp, validation=val, keep_invalid=True)
+                o = export_one(ck, t, ExportSpec("int8"), calib, tmp, validation=val, keep_invalid=True)
             v, rule = o.validation, o.artifact.manifest["export"]["token_mixing"] if o.artifact else {}
             print(f"| {t} | {'on' if on else 'off'} | {len(rule.get('kept_float', []))} | {v['sqnr_db']:.1f} | "
                   f"{v['top1_agreement']:.3f} | {100 * v['top1']:.1f}% |", flush=True)
-    int8.TOKEN_ROW_SPREAD = threshold
+    policy.TOKEN_ROW_SPREAD = threshold
     print(f"\nrow spreads (max / median channel) of the token-mixing inputs: {rule.get('row_spread')}")
     return 0
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mixer_edge.data.files import STREAM_ENV   # 0 streams every folder
+from mixer_edge.runtime.streaming import STREAM_ENV   # 0 streams every folder
 
 CONFIGS = [("T/4", 28, 1), ("B/16", 224, 3)]
 SOURCES = ("memory", "streamed")
