@@ -310,6 +310,7 @@ CASES = {
     "predict/manifest-golden-outside": C("predict", "{M_GOLDEN_OUT}", "{PNG}"),
     "predict/manifest-fewer-classes": C("predict", "{M_FEWER_CLASSES}", "{PNG}"),
     "predict/manifest-not-json": C("predict", "{M_NOT_JSON}", "{PNG}"),
+    "predict/runtime-missing": C("predict", "{TRT}", "{PNG}", code=3),   # the one table: as the device script
     "predict/ctrl-c": C("predict", "{ART}", "{PNG}", "--json", "{JSON}", code=130,
                         interrupt="mixer_edge.runtime.predict:ranked"),
     # bench
@@ -370,6 +371,7 @@ CASES = {
     "device/top-k-0": C("{ART}", "--predict", "{PNG}", "--top-k", "0", via="edge"),
     "device/predict-corrupt": C("{ART}", "--predict", "{CORRUPT}", via="edge"),
     "device/predict-bomb": C("{ART}", "--predict", "{BOMB}", via="edge"),
+    "device/predict-runtime-missing": C("{TRT}", "--predict", "{PNG}", code=3, via="edge"),
     "device/predict-modes": C("{ART}", "--predict", "{CMYK}", "{PALETTE}", "{I16}", "{LA}", code=0, via="edge"),
     "device/json-below-file": C("{ART}", "--data", "digits", *FAST, "--json", "{FILE}/r.json", via="edge"),
     "device/json-readonly": C("{ART}", "--data", "digits", *FAST, "--json", "{RO}/r.json", via="edge"),
