@@ -8,8 +8,8 @@ from ..errors import name_type, resolve
 from ..export.base import CALIB_METHODS, ExportSpec
 from ..export.registry import expand, target_names
 from ..export.validate import db_text
-from ..runtime.schema import PRECISIONS
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
+from ..runtime.schema import PRECISIONS
 from .common import _data_help, _listed, output_folder
 
 

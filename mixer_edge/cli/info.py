@@ -4,17 +4,17 @@ from __future__ import annotations
 import argparse
 
 from ..export.registry import get_target, target_names
-from ..runtime.schema import PRECISIONS
 from ..runtime.errors import EXIT_OK
+from ..runtime.schema import PRECISIONS
 
 
 # ---- models ------------------------------------------------------------------------------------
 
 def run_models(args: argparse.Namespace) -> int:
+    import torch
+
     from ..models.mixer import MlpMixer, count_params
     from ..models.variants import VARIANTS, variant_config
-
-    import torch
     print(f"{'variant':8} {'layers':>6} {'patch':>5} {'C':>5} {'D_S':>5} {'D_C':>5} {'size':>5} {'params@1000':>13}  note")
     for name, v in VARIANTS.items():
         with torch.device("meta"):
