@@ -300,7 +300,7 @@ def test_trt_build_refuses_non_tensorrt_artifacts(tmp_path):
 def test_trt_build_without_tensorrt_says_how_to_install_it(outcomes):
     """JetPack's apt package on a Jetson, NVIDIA's wheel on x86-64: the runtime's table, not a pip extra."""
     with pytest.raises(MissingDependency, match=r"sudo apt-get install python3-libnvinfer .*"
-                                                r"or pip install \"tensorrt>=10,<12\""):
+                                                r"or pip install \"tensorrt-cu12>=10,<12\""):
         run_trt(trt_args(outcomes["int8"].artifact.path, timing_cache="/tmp/unused.cache"))
     assert "model.engine" not in [f["path"] for f in art.load_artifact(outcomes["int8"].artifact.path).manifest["files"]]
 

@@ -1,5 +1,5 @@
 """runtime/engine.py: the TensorRT build plan as data, per TensorRT major (strong typing on 10.x,
-nothing to ask on 11.x; no precision flags, no calibrator; TF32 cleared for fp32; one profile over
+nothing to ask on 11.x; no precision flags, no calibrator; TF32 cleared always; one profile over
 the batch), its refusals, and what the builder says where there is no tensorrt or GPU. The build
 itself needs an NVIDIA GPU: tests/test_export_tensorrt.py's gpu tests."""
 from __future__ import annotations
@@ -27,7 +27,7 @@ def test_plan_per_major(precision, major):
     assert plan["tensorrt_major"] == major and plan["network"]["strongly_typed"] is True
     assert plan["network"]["creation_flags"] == (["STRONGLY_TYPED"] if major == 10 else [])
     assert plan["builder_flags"]["set"] == [] and plan["calibrator"] is None  # no FP16 / INT8 flags on either
-    assert plan["builder_flags"]["clear"] == (["TF32"] if precision == "fp32" else [])
+    assert plan["builder_flags"]["clear"] == ["TF32"]    # every precision: float layers compute in FP32
     assert plan["profile"] == {"input": "input", "min": [1, 1, 8, 8], "opt": [1, 1, 8, 8], "max": [32, 1, 8, 8]}
     assert plan["engine_file"] == ENGINE and plan["timing_cache"] == TIMING_CACHE
     assert plan["onnx_kind"] == KINDS[precision] and plan["workspace_bytes"] is None

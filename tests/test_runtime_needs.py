@@ -57,16 +57,18 @@ def test_readme_device_section_prints_every_install_line(target):
 def test_jetson_takes_tensorrt_from_jetpack_and_cuda_python_of_its_cuda_major():
     lines = {n.install for n in NEEDS["tensorrt"]}
     assert "sudo apt-get install python3-libnvinfer" in lines
-    assert 'pip install "cuda-python>=12,<13"' in lines   # JetPack 6 is CUDA 12
+    assert 'pip install "cuda-python>=12.6,<12.7"' in lines   # JetPack 6 is CUDA 12.6: its minor, not 12.9's
     pip_trt = [n for n in NEEDS["tensorrt"] if n.module == "tensorrt" and n.install.startswith("pip")]
     assert pip_trt and all(n.note.startswith("on an x86-64 Linux machine") for n in pip_trt)
+    # by the driver's CUDA major: plain `tensorrt` is the CUDA 13 build, which needs driver r580
+    assert [n.install for n in pip_trt] == ['pip install "tensorrt-cu12>=10,<12"', 'pip install "tensorrt-cu13>=10,<12"']
 
 
 def test_tensorrt_extra_never_pulls_a_pip_tensorrt_onto_a_jetson():
     from packaging.requirements import Requirement
 
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["tensorrt"]
-    trt = [Requirement(r) for r in extra if Requirement(r).name == "tensorrt"]
+    trt = [Requirement(r) for r in extra if Requirement(r).name == "tensorrt-cu12"]   # driver r535+, not r580+
     assert len(trt) == 1 and trt[0].marker is not None
     assert not trt[0].marker.evaluate({"platform_machine": "aarch64", "sys_platform": "linux"})   # Jetson
     assert trt[0].marker.evaluate({"platform_machine": "x86_64", "sys_platform": "linux"})
@@ -81,8 +83,9 @@ def test_missing_tensorrt_quotes_the_table(monkeypatch):
     assert "sudo apt-get install python3-libnvinfer (on a Jetson" in str(e.value)
 
 
-@pytest.mark.parametrize("version, wanted", [("12.6", ['pip install "cuda-python>=12,<13"']),
-                                             (None, list(cuda.CUDA_PYTHON.values()))])
+@pytest.mark.parametrize("version, wanted", [("12.6", ['pip install "cuda-python>=12.6,<12.7"', "pycuda"]),
+                                             ("12.8", ['pip install "cuda-python>=12,<13"', "torch"]),
+                                             (None, [*cuda.CUDA_PYTHON.values(), cuda.JETPACK_6])])
 def test_missing_gpu_buffers_name_cuda_python_of_the_cuda_major(monkeypatch, version, wanted):
     def absent():
         raise ImportError("not here")

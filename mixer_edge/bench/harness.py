@@ -308,7 +308,8 @@ def bench_subject(s: Subject, x, labels, config: BenchConfig, ref_logits=None,
         runner = s.load(config)
         load_s = time.perf_counter() - t0
         check = None if s.manifest is None else device_check(s.path, s.manifest, runner.run, s.fixed_batch)
-        speed = measure_speed(runner.run, x, config.settings, s.fixed_batch, memory=mark)
+        speed = measure_speed(runner.run, x, config.settings, s.fixed_batch, memory=mark,
+                              batch_range=runner.config.get("batch_range"))
         logits = run_batched(runner.run, x, config.settings.eval_batch, s.fixed_batch)
     except NotRunnable as why:   # the runtime, a GPU, macOS, a working torch.compile: missing here
         return result_entry(**base, status="not-run", reason=str(why))

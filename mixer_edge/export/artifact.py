@@ -101,8 +101,14 @@ def check_destination(dest: Path, force: bool) -> None:
 
 
 def staging_dir(dest: Path) -> Path:
+    """A hidden folder beside dest. mkdtemp makes it 0700; the artifact it becomes gets the umask's
+    usual permissions (0755), so a copy into a container or to another user can be entered."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.partial-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    return staging
 
 
 def commit(staging: Path, dest: Path) -> None:

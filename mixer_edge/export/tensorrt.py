@@ -30,6 +30,7 @@ from .tensorrt_rules import check_explicit_quantization
 
 MODEL = "model.onnx"
 ONNX_KINDS = {"fp32": "fp32", "fp16": "fp16-typed", "int8": "explicit-qdq"}
+MAX_OPSET = 20   # the newest ONNX opset TensorRT 10.0-10.5's parser reads (JetPack 6: 10.3)
 
 
 # ---- the three ONNX kinds ------------------------------------------------------------------------
@@ -91,13 +92,19 @@ def build_artifact_engine(args) -> int:
 
 
 def _engine_at_export(folder: Path, precision: str) -> dict:
+    """The engine, built now where this machine can (tensorrt and a GPU); else, or when the build
+    cannot start here (a driver too old for this TensorRT build, out of GPU memory), the artifact
+    without it, saying why: it is built on the device."""
     defaults = dict(engine.DEFAULT_BATCH)
     ok, why = runs_here()
-    if not ok:
-        return {"built": False, "reason": why, "defaults": defaults,
-                "build_on_device": "python trt_build.py ARTIFACT_DIR (or mixer-edge trt build ARTIFACT_DIR)"}
-    info = engine.build_engine(folder / MODEL, precision, folder, **defaults, onnx_kind=ONNX_KINDS[precision])
-    return {**info, "defaults": defaults}
+    if ok:
+        try:
+            info = engine.build_engine(folder / MODEL, precision, folder, **defaults, onnx_kind=ONNX_KINDS[precision])
+            return {**info, "defaults": defaults}
+        except NotRunnable as e:
+            why = f"the engine could not be built here: {e}"
+    return {"built": False, "reason": why, "defaults": defaults,
+            "build_on_device": "python trt_build.py ARTIFACT_DIR (or mixer-edge trt build ARTIFACT_DIR)"}
 
 
 # ---- the target ----------------------------------------------------------------------------------
@@ -175,6 +182,9 @@ def ort_validation_runner(path, precision: str) -> LoadedRunner:
 def _check_spec(ck, spec, calib) -> list[str]:
     """Fail early on what cannot work; note (never drop silently) options that do not apply."""
     notes = []
+    if spec.opset > MAX_OPSET:
+        raise BadInput(f"ONNX opset {spec.opset} is newer than TensorRT 10.3's parser reads (JetPack 6; opsets 9 to "
+                       f"{MAX_OPSET}); export the TensorRT target with opset {MAX_OPSET} or older")
     if spec.precision == "int8":
         if spec.weights_only:
             raise BadInput("TensorRT int8 is W8A8 explicit quantization; weights-only int8 is a Core ML option")

@@ -48,7 +48,7 @@ def bench_artifact(folder, data, settings: Settings, options: Options, selection
         return result_entry(**base, status="not-run", reason=str(why)), {}
     load_s = time.perf_counter() - t0
     check = device_check(folder, manifest, backend.run, fixed)   # before timing: what is timed must be right
-    speed = measure_speed(backend.run, x, settings, fixed, memory=mark)
+    speed = measure_speed(backend.run, x, settings, fixed, memory=mark, batch_range=backend.config.get("batch_range"))
     logits = run_batched(backend.run, x, settings.eval_batch, fixed)
     entry = result_entry(
         **base, status="ok", runtime={**backend.config, "what": backend.what}, load_s=load_s, **speed,

@@ -9,10 +9,14 @@ then checked against the artifact's golden set. build_plan says how, as data, pe
     No FP16 / INT8 builder flag (removed in 11.x, not allowed with strong typing in 10.x) and no
     calibrator (IInt8Calibrator is deprecated since 10.1 and removed in 11.x): the same artifact
     builds on both.
-  * fp32: BuilderFlag.TF32 is cleared where it exists, so "fp32" means FP32 math, as validated.
+  * BuilderFlag.TF32 is cleared for every precision where it exists (it is on by default, strongly
+    typed networks included): the FP32 layers of an fp32 engine, and the FP32 islands of fp16 and
+    int8 engines (LayerNorm, the layers kept float), compute in FP32, as export validated them
+    (trtexec's --noTF32).
   * One optimization profile over the batch axis (min / opt / max), the only dynamic axis.
   * A timing cache (ARTIFACT/timing.cache by default) is loaded when present and saved after the
-    build; one made by another TensorRT version or GPU is not used (a fresh one is started).
+    build, with a sidecar (timing.cache.json: TensorRT version, GPU) that says where it was made;
+    one made by another TensorRT version or GPU is never handed to TensorRT (a fresh one is started).
 
 After the build, model.engine is written beside the ONNX and the manifest is rewritten atomically
 (temp file + os.replace) with the engine's sha256 added to "files" and export.engine holding the
@@ -21,6 +25,7 @@ The engine is run by backends/tensorrt.py.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -36,6 +41,7 @@ ENGINE = "model.engine"
 TIMING_CACHE = "timing.cache"
 MIN_MAJOR = 10                     # JetPack 6.1 / 6.2 ship TensorRT 10.3; 11.x also builds these files
 DEFAULT_BATCH = {"min_batch": 1, "opt_batch": 1, "max_batch": 32}
+TENSORRT_WHEELS = 'pip install "tensorrt-cu12>=10,<12" for CUDA 12, "tensorrt-cu13>=10,<12" for CUDA 13'
 
 
 # ---- the build plan: pure data, per TensorRT major version --------------------------------------
@@ -64,8 +70,9 @@ def plan_for(precision: str, input_name: str, chw, major: int, *, min_batch: int
     return {
         "tensorrt_major": major, "precision": precision, "onnx_kind": onnx_kind,
         "network": {"strongly_typed": True, "creation_flags": network_flags(major)},
-        # Precision lives in the ONNX's types, never in builder flags: none are set on either major.
-        "builder_flags": {"set": [], "clear": ["TF32"] if precision == "fp32" else []},
+        # Precision lives in the ONNX's types, never in builder flags: none are set on either major;
+        # TF32 (on by default) is cleared for every precision, so float layers compute in FP32.
+        "builder_flags": {"set": [], "clear": ["TF32"]},
         "calibrator": None,
         "profile": {"input": input_name, "min": [min_batch, *chw], "opt": [opt_batch, *chw],
                     "max": [max_batch, *chw]},
@@ -113,11 +120,11 @@ def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_bat
         raise NotRunnable(why)
     out_dir = Path(out_dir)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = _builder(trt, logger)
     flags = 0
     for name in network_flags(major):
         flags |= 1 << int(getattr(trt.NetworkDefinitionCreationFlag, name))
-    network = builder.create_network(flags)
+    network = _made(builder.create_network(flags), "Builder.create_network", trt)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -129,9 +136,9 @@ def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_bat
     shape = tuple(inp.shape)
     plan = plan_for(precision, inp.name, shape[1:], major, min_batch=min_batch, opt_batch=opt_batch,
                     max_batch=max_batch, fixed_batch=None if shape[0] == -1 else shape[0],
-                    timing_cache=timing_cache if timing_cache is not None else out_dir / TIMING_CACHE,
+                    timing_cache=timing_cache if timing_cache is not None else TIMING_CACHE,
                     workspace_mib=workspace_mib, onnx_kind=onnx_kind)
-    config = builder.create_builder_config()
+    config = _made(builder.create_builder_config(), "Builder.create_builder_config", trt)
     cleared = []
     for name in plan["builder_flags"]["clear"]:
         if hasattr(trt.BuilderFlag, name):
@@ -143,7 +150,8 @@ def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_bat
     p = plan["profile"]
     profile.set_shape(p["input"], p["min"], p["opt"], p["max"])
     config.add_optimization_profile(profile)
-    cache_info = _attach_timing_cache(config, Path(plan["timing_cache"]))
+    cache_path = out_dir / plan["timing_cache"]     # relative to the artifact unless given absolute
+    cache_info = {"path": plan["timing_cache"], **_attach_timing_cache(config, cache_path, trt.__version__)}
     t0 = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
     build_s = time.perf_counter() - t0
@@ -153,7 +161,8 @@ def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_bat
     engine_path = out_dir / plan["engine_file"]
     atomic_write_bytes(engine_path, blob)
     saved = bytes(memoryview(config.get_timing_cache().serialize()))
-    atomic_write_bytes(plan["timing_cache"], saved)
+    atomic_write_bytes(cache_path, saved)
+    atomic_write_json(_cache_sidecar(cache_path), _cache_maker(trt.__version__))
     io = _engine_io(trt, logger, blob)
     return {"built": True, "file": plan["engine_file"], "sha256": sha256_file(engine_path), "bytes": len(blob),
             "tensorrt": trt.__version__, "tensorrt_major": major, "cuda": cuda_version(), "gpu": gpu_info(),
@@ -162,22 +171,61 @@ def build_engine(onnx_path, precision: str, out_dir, min_batch: int = 1, opt_bat
             "io": io, "plan": plan, "builder": f"trt_build.py {BUILDER_VERSION}"}
 
 
-def _attach_timing_cache(config, path: Path) -> dict:
+def _builder(trt, logger):
+    """trt.Builder, or NotRunnable when it cannot start: on a driver older than the CUDA this
+    TensorRT build was made for, the bindings raise TypeError ("factory function returned nullptr")."""
+    try:
+        return _made(trt.Builder(logger), "Builder", trt)
+    except TypeError as e:
+        raise NotRunnable(f"TensorRT {trt.__version__} cannot start a builder here ({e}): the NVIDIA driver is older "
+                          f"than the CUDA this TensorRT build needs. On an x86-64 host install the wheel of the "
+                          f"driver's CUDA major ({TENSORRT_WHEELS}); on a Jetson, JetPack's own python3-libnvinfer") from None
+
+
+def _made(obj, what: str, trt):
+    """A TensorRT factory's result: they return None where the C++ call failed (out of GPU memory)."""
+    if obj is None:
+        raise NotRunnable(f"TensorRT {trt.__version__} {what} returned None: out of GPU memory? Close other GPU "
+                          f"programs, or lower --max-batch / --workspace-mib, and build again")
+    return obj
+
+
+def _cache_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _cache_maker(tensorrt_version: str) -> dict:
+    """What a timing cache is tied to: the TensorRT version and the GPU it timed."""
+    gpu = gpu_info()
+    return {"tensorrt": tensorrt_version, "gpu": gpu["name"], "compute_capability": gpu["compute_capability"]}
+
+
+def _attach_timing_cache(config, path: Path, tensorrt_version: str) -> dict:
+    """Load the cache at path when its sidecar says it was made by this TensorRT on this GPU; a
+    cache of another TensorRT version or GPU is never handed to TensorRT (it would log an error
+    during a good build, and its timings do not apply): a fresh cache is started instead."""
     blob = path.read_bytes() if path.is_file() else b""
-    cache = config.create_timing_cache(blob) if blob else None
-    # ignore_mismatch=False: timings from another TensorRT version or GPU are never used.
-    if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False) is not False:
-        return {"path": str(path), "loaded_bytes": len(blob)}
+    made = None
+    if blob and _cache_sidecar(path).is_file():
+        try:
+            made = json.loads(_cache_sidecar(path).read_text())
+        except (OSError, ValueError):
+            made = None
+    if blob and made == _cache_maker(tensorrt_version):
+        cache = config.create_timing_cache(blob)
+        # ignore_mismatch=False: TensorRT itself refuses timings of another version or GPU too.
+        if config.set_timing_cache(cache, ignore_mismatch=False) is not False:
+            return {"loaded_bytes": len(blob)}
     config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-    info = {"path": str(path), "loaded_bytes": 0}
-    if blob:
-        info["note"] = f"{path} was made by another TensorRT version or GPU; started a fresh cache"
-    return info
+    if not blob:
+        return {"loaded_bytes": 0}
+    return {"loaded_bytes": 0, "note": f"{path.name} was made by another TensorRT version or GPU "
+                                       f"({'unknown' if made is None else made}); started a fresh cache"}
 
 
 def _engine_io(trt, logger, blob: bytes) -> list:
     """The built engine's I/O tensors, read back from the serialized engine (it must deserialize)."""
-    engine = trt.Runtime(logger).deserialize_cuda_engine(blob)
+    engine = _made(trt.Runtime(logger), "Runtime", trt).deserialize_cuda_engine(blob)
     if engine is None:
         raise BadInput("TensorRT built an engine it cannot deserialize")
     return [{"name": n, "mode": str(engine.get_tensor_mode(n)).split(".")[-1],
@@ -193,8 +241,7 @@ def build_artifact(folder, *, min_batch: int | None = None, opt_batch: int | Non
     manifest = read_manifest(folder)
     trt = import_tensorrt()
     plan = build_plan(manifest, trt_major(trt), min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                      timing_cache=timing_cache if timing_cache is not None else folder / TIMING_CACHE,
-                      workspace_mib=workspace_mib)
+                      timing_cache=timing_cache, workspace_mib=workspace_mib)
     onnx_file = (manifest.get("export") or {}).get("file", "model.onnx")
     p = plan["profile"]
     info = build_engine(listed(folder, manifest, onnx_file), manifest["precision"], folder, min_batch=p["min"][0],
@@ -221,7 +268,11 @@ def stamp_engine(folder, manifest: dict, info: dict) -> dict:
 
 def verify_engine(folder) -> dict:
     """The freshly built engine against the artifact's golden set (golden.device_check): passed,
-    failed with the figures, or skipped with the reason."""
+    failed with the figures, or skipped with the reason (an engine that builds but cannot run here:
+    no GPU buffer library works with this driver; the build itself stands)."""
     manifest = read_manifest(folder)
-    backend = trt_backend.load(folder, manifest)
+    try:
+        backend = trt_backend.load(folder, manifest)
+    except NotRunnable as why:
+        return {"status": "skipped", "reason": f"the engine was built but cannot run here: {why}"}
     return device_check(folder, manifest, backend.run, batch_axis(manifest))

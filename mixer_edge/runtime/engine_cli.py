@@ -84,7 +84,7 @@ def run_parsed(args) -> int:
 
 def report_check(check: dict) -> bool:
     """Print a fresh engine's golden check; False when it failed, True when it passed or could not
-    be checked (says why)."""
+    be checked here (says why: the build stands, exit 0; a benchmark would say not run)."""
     if check["status"] == "failed":
         print(f"error: device check failed: {check['reason']}", file=sys.stderr)
         return False

@@ -14,7 +14,8 @@ from .schema import RESULT_SHAPE, check_document
 SCHEMA = 1                      # of the result JSON; `mixer-edge report` refuses any other
 KIND = "mixer-edge-bench"
 RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "reason", "runtime", "load_s",
-               "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "size_bytes",
+               "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "batch_range",
+               "size_bytes",
                "model_rss_mb", "process_peak_rss_mb", "rss_before_load_mb", "process_peak_rss_scope", "accuracy",
                "agreement", "data", "quantization", "validation", "device_check")
 

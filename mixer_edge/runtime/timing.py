@@ -147,19 +147,22 @@ def parse_batch_sizes(text: str) -> tuple:
 
 
 def measure_speed(run, x, settings: Settings, fixed_batch: int | None = None,
-                  clock=time.perf_counter, memory: MemoryMark | None = None) -> dict:
-    """First inference, latency at batch 1 (or the fixed batch), throughput per batch size; with
-    a memory mark, the model's resident memory read right after the first inference. x: model
-    inputs, held or Batches (only the first images are used)."""
+                  clock=time.perf_counter, memory: MemoryMark | None = None, batch_range=None) -> dict:
+    """First inference, latency at batch 1 (or the fixed batch, or the smallest batch the model
+    takes: batch_range (min, max), a TensorRT profile's), throughput per batch size within that
+    range; with a memory mark, the model's resident memory read right after the first inference.
+    x: model inputs, held or Batches (only the first images are used)."""
     if len(x) == 0:
         raise BadInput("no images to benchmark with")
-    lat_batch = fixed_batch or 1
+    lo, hi = batch_range or (1, None)
+    lat_batch = fixed_batch or max(1, lo)
+    sizes = [b for b in settings.batch_sizes if lo <= b and (hi is None or b <= hi)] or [lat_batch]
     one = tile(x, lat_batch)
     floor = dict(min_calls=settings.min_calls, min_seconds=settings.min_seconds)
     timing = time_calls(lambda: run(one), settings.warmup, settings.iters, settings.duration, clock, **floor,
                         after_first=None if memory is None else (lambda: model_rss_mb(memory)))
     throughput = []
-    for b in ([fixed_batch] if fixed_batch else settings.batch_sizes):
+    for b in ([fixed_batch] if fixed_batch else sizes):
         xb = tile(x, b)
         # About as many images per batch size as the latency loop ran, and the same floors.
         iters = None if settings.iters is None else -(-settings.iters // b)
@@ -168,7 +171,8 @@ def measure_speed(run, x, settings: Settings, fixed_batch: int | None = None,
         throughput.append(throughput_stats(b, t.samples_ms))
     return {"first_inference_ms": timing.first_ms, "latency_batch": lat_batch,
             "latency_ms": latency_stats(timing.samples_ms), "throughput": throughput,
-            "batch_dynamic": fixed_batch is None, "model_rss_mb": timing.after_first}
+            "batch_dynamic": fixed_batch is None, "batch_range": None if batch_range is None else list(batch_range),
+            "model_rss_mb": timing.after_first}
 
 
 def paired_median_ms(runners, x: np.ndarray, rounds: int = 30, calls: int = 10, warmup: int = 20) -> list[float]:

@@ -16,10 +16,17 @@ import numpy as np
 from ..errors import NotRunnable
 
 GPU_NODES = ("/dev/nvidia0", "/dev/nvgpu/igpu0", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu")
-# cuda-python's major must be the device's CUDA major (it carries its own CUDA runtime). A Python
-# older than the newest release's floor makes pip take an older release of the same major.
+# cuda-python links its own CUDA runtime of its major.minor (cuda.bindings shares the toolkit's
+# version), which needs a driver at least that new: cuda-python 12.9 on JetPack 6's CUDA 12.6 can
+# fail with cudaErrorInsufficientDriver. So on a Jetson it is pinned to the device's minor
+# (JETPACK_6); elsewhere to the driver's major (the driver of an x86 host usually supports a newer
+# minor than the toolkit installed). The fallbacks, a CUDA build of torch (on a Jetson, NVIDIA's
+# JetPack wheel) or pycuda, use the device's own CUDA libraries.
 CUDA_PYTHON = {11: 'pip install "cuda-python>=11.8,<12"', 12: 'pip install "cuda-python>=12,<13"',
                13: 'pip install "cuda-python>=13,<14"'}
+JETPACK_6 = 'pip install "cuda-python>=12.6,<12.7"'   # JetPack 6.1 / 6.2: CUDA 12.6
+BUFFER_FALLBACKS = ("or the fallbacks: a CUDA build of torch (on a Jetson, NVIDIA's JetPack 6 wheel from "
+                    "https://pypi.jetson-ai-lab.dev/jp6/cu126) or pycuda (pip install pycuda)")
 
 
 def gpu_present() -> tuple[bool, str]:
@@ -40,23 +47,37 @@ def gpu_present() -> tuple[bool, str]:
 
 
 def cuda_version() -> dict:
-    """The CUDA version and where it was read; None where nothing says."""
+    """The device's CUDA version and where it was read: the installed toolkit's version.json, else
+    the driver's CUDA (cudaDriverGetVersion, nvidia-smi); None where nothing says. Not cuda-python's
+    cudaRuntimeGetVersion: that is the runtime cuda-python was built with (12.9 on a 12.6 device),
+    recorded beside as "cuda_python_runtime"."""
+    out = {"version": None, "source": "not found"}
+    rt = cudart()
     for p in (Path("/usr/local/cuda/version.json"),):
         try:
-            return {"version": json.loads(p.read_text())["cuda"]["version"], "source": str(p)}
+            out = {"version": json.loads(p.read_text())["cuda"]["version"], "source": str(p)}
         except (OSError, KeyError, ValueError):
             pass
-    rt = cudart()
+    if out["version"] is None and rt is not None:
+        err, v = rt.cudaDriverGetVersion()
+        if int(err) == 0 and v:
+            out = {"version": _cuda_text(v), "source": "cuda-python cudaDriverGetVersion (the driver's CUDA)"}
+    if out["version"] is None:
+        smi = _smi(["nvidia-smi"])
+        if smi and "CUDA Version:" in smi:
+            out = {"version": smi.split("CUDA Version:")[1].split()[0], "source": "nvidia-smi (the driver's CUDA)"}
+    if out["version"] is None and "torch" in sys.modules and getattr(sys.modules["torch"].version, "cuda", None):
+        out = {"version": sys.modules["torch"].version.cuda, "source": "torch.version.cuda"}
     if rt is not None:
         err, v = rt.cudaRuntimeGetVersion()
         if int(err) == 0:
-            return {"version": f"{v // 1000}.{v % 1000 // 10}", "source": "cuda-python cudaRuntimeGetVersion"}
-    if "torch" in sys.modules and getattr(sys.modules["torch"].version, "cuda", None):
-        return {"version": sys.modules["torch"].version.cuda, "source": "torch.version.cuda"}
-    out = _smi(["nvidia-smi"])
-    if out and "CUDA Version:" in out:
-        return {"version": out.split("CUDA Version:")[1].split()[0], "source": "nvidia-smi (driver's CUDA)"}
-    return {"version": None, "source": "not found"}
+            out["cuda_python_runtime"] = _cuda_text(v)
+    return out
+
+
+def _cuda_text(v: int) -> str:
+    """12060 -> "12.6": CUDA's version integers are 1000 * major + 10 * minor."""
+    return f"{v // 1000}.{v % 1000 // 10}"
 
 
 def gpu_info() -> dict:
@@ -117,8 +138,8 @@ class _CudaPython:
 
     def _ok(self, result):
         err, *values = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise RuntimeError(f"CUDA error {err}")
+        if int(err) != 0:   # cudaError_t: its name says what went wrong (cudaErrorInsufficientDriver, ...)
+            raise RuntimeError(f"CUDA error {int(err)} ({getattr(err, 'name', 'unknown')})")
         return values
 
     def buffer(self, key: str, nbytes: int) -> int:
@@ -180,6 +201,8 @@ class _Torch:
 
 
 class _PyCuda:
+    """pycuda's async copies need page-locked host memory (with pageable memory CUDA stages the copy
+    and it may run synchronously): every copy goes through a pinned host buffer of its device buffer."""
     name = "pycuda"
 
     def __init__(self):
@@ -189,22 +212,33 @@ class _PyCuda:
         self.cuda = cuda
         self.stream = cuda.Stream()
         self.handle = self.stream.handle
-        self.allocs: dict = {}
+        self.allocs: dict = {}     # key -> (device allocation, bytes)
+        self.pinned: dict = {}     # device pointer -> its page-locked host buffer (uint8)
+        self.pending: list = []    # (destination array, pinned buffer) filled in at sync
 
     def buffer(self, key: str, nbytes: int) -> int:
         alloc, size = self.allocs.get(key, (None, 0))
         if size < nbytes:
-            self.allocs[key] = (self.cuda.mem_alloc(nbytes), nbytes)
-        return int(self.allocs[key][0])
+            alloc = self.cuda.mem_alloc(nbytes)
+            self.allocs[key] = (alloc, nbytes)
+            self.pinned[int(alloc)] = self.cuda.pagelocked_empty(nbytes, np.uint8)
+        return int(alloc)
 
     def h2d(self, ptr: int, arr: np.ndarray) -> None:
-        self.cuda.memcpy_htod_async(ptr, arr, self.stream)
+        pinned = self.pinned[ptr][:arr.nbytes]
+        pinned[:] = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+        self.cuda.memcpy_htod_async(ptr, pinned, self.stream)
 
     def d2h(self, arr: np.ndarray, ptr: int) -> None:
-        self.cuda.memcpy_dtoh_async(arr, ptr, self.stream)
+        pinned = self.pinned[ptr][:arr.nbytes]
+        self.cuda.memcpy_dtoh_async(pinned, ptr, self.stream)
+        self.pending.append((arr, pinned))
 
     def sync(self) -> None:
         self.stream.synchronize()
+        for arr, pinned in self.pending:   # the copies have landed in the pinned buffers
+            arr.view(np.uint8).reshape(-1)[:] = pinned
+        self.pending.clear()
 
 
 BUFFER_LIBRARIES = (("cuda-python", _CudaPython), ("torch", _Torch), ("pycuda", _PyCuda))
@@ -222,10 +256,15 @@ def gpu_buffers():
 
 
 def cuda_python_hint() -> str:
-    """The cuda-python install line for this device's CUDA major (CUDA_PYTHON), or all of them."""
+    """The cuda-python install line for this device (JetPack 6: pinned to CUDA 12.6; else the CUDA
+    major, CUDA_PYTHON), or every line, and the fallbacks."""
     version = cuda_version()["version"]
     major = int(version.split(".")[0]) if version else None
-    if major in CUDA_PYTHON:
-        return f"for this device's CUDA {version}: {CUDA_PYTHON[major]}"
-    return "cuda-python of the device's CUDA major: " + "; ".join(f"CUDA {m}: {line}"
-                                                                  for m, line in CUDA_PYTHON.items())
+    if version and version.startswith("12.6"):
+        line = f"for this device's CUDA {version} (JetPack 6): {JETPACK_6}"
+    elif major in CUDA_PYTHON:
+        line = f"for this device's CUDA {version}: {CUDA_PYTHON[major]}"
+    else:
+        line = "cuda-python of the device's CUDA: " + "; ".join(
+            [f"JetPack 6: {JETPACK_6}", *(f"CUDA {m}: {cmd}" for m, cmd in CUDA_PYTHON.items())])
+    return f"{line}; {BUFFER_FALLBACKS}"

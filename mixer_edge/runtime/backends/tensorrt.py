@@ -12,18 +12,23 @@ from ..artifact import listed
 from ..errors import BadInput, NotRunnable
 from ..needs import PILLOW, Need, install_hint
 from .base import Backend, Options
-from .cuda import CUDA_PYTHON, gpu_buffers, gpu_info, gpu_present
+from .cuda import CUDA_PYTHON, JETPACK_6, gpu_buffers, gpu_info, gpu_present
 
 LIBRARY = "tensorrt"
 NEEDS = (   # what edge_bench.py / trt_build.py import on a TensorRT device besides the standard library
     Need("tensorrt", "sudo apt-get install python3-libnvinfer",
          "on a Jetson: JetPack 6.1 / 6.2's TensorRT 10.3 bindings, for the system python3 (3.10); never "
          "pip there: PyPI's aarch64 wheels are built for Arm servers, not Jetson"),
-    Need("tensorrt", 'pip install "tensorrt>=10,<12"',
-         "on an x86-64 Linux machine with an NVIDIA GPU: NVIDIA's wheel, with its own CUDA libraries"),
-    Need("cuda", CUDA_PYTHON[12],
-         "GPU buffers, for the device's CUDA major: JetPack 6 is CUDA 12.6 (CUDA 11: "
-         f"{CUDA_PYTHON[11]}; CUDA 13: {CUDA_PYTHON[13]}); a CUDA build of torch, or pycuda, also serves"),
+    Need("tensorrt", 'pip install "tensorrt-cu12>=10,<12"',
+         "on an x86-64 Linux machine with an NVIDIA GPU whose driver supports CUDA 12 (r535 or newer): "
+         "NVIDIA's wheel with its CUDA 12 libraries. Plain `tensorrt` now installs the CUDA 13 build, "
+         "which needs driver r580 or newer (nvidia-smi shows the driver's CUDA)"),
+    Need("tensorrt", 'pip install "tensorrt-cu13>=10,<12"',
+         "on an x86-64 Linux machine whose driver supports CUDA 13 (r580 or newer)"),
+    Need("cuda", JETPACK_6,
+         "GPU buffers, pinned to the device's CUDA 12.6 on JetPack 6 (a newer 12.x carries a CUDA runtime "
+         f"JetPack's driver may refuse); on an x86 host, the driver's CUDA major ({CUDA_PYTHON[12]}, "
+         f"{CUDA_PYTHON[13]}). A CUDA build of torch (on a Jetson, NVIDIA's JetPack wheel) or pycuda also serves"),
     Need("numpy", 'pip install "numpy>=1.24,<2"',
          "JetPack 6's NVIDIA Python wheels (its torch among them) are built against NumPy 1"),
     Need("PIL", PILLOW, "decodes image files and resizes images of another size"),
@@ -57,7 +62,8 @@ def check_engine_version(stamped: str | None, runtime_version: str) -> None:
 
 class EngineRunner:
     """A deserialized engine: np.ndarray (N, C, H, W) float32 -> logits (N, K), in chunks of at most
-    the profile's max batch."""
+    the profile's max batch; a chunk below its min batch is padded (repeating its images) and the
+    padding's answers dropped, so every image count runs whatever the profile."""
 
     def __init__(self, engine_path, stamped_version: str | None = None):
         trt = import_tensorrt()
@@ -70,11 +76,17 @@ class EngineRunner:
             raise BadInput(f"engine {engine_path} not found; build it with `mixer-edge trt build DIR`")
         self.buffers = gpu_buffers()
         self.logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(engine_path.read_bytes())
+        runtime = trt.Runtime(self.logger)
+        if runtime is None:
+            raise NotRunnable(f"TensorRT {trt.__version__} Runtime returned None: out of GPU memory?")
+        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
             raise BadInput(f"TensorRT {trt.__version__} cannot deserialize {engine_path} (built for another "
                            f"TensorRT or GPU?): rebuild with `mixer-edge trt build DIR`")
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise NotRunnable(f"TensorRT {trt.__version__} create_execution_context returned None: out of GPU "
+                              f"memory? Close other GPU programs, or rebuild with a smaller --max-batch")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         ins = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if n not in ins]
@@ -83,11 +95,12 @@ class EngineRunner:
         self.input, self.output = ins[0], outs[0]
         self.in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input)))
         self.out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output)))
-        _, _, max_shape = self.engine.get_tensor_profile_shape(self.input, 0)
-        self.max_batch = int(max_shape[0])
+        min_shape, _, max_shape = self.engine.get_tensor_profile_shape(self.input, 0)
+        self.min_batch, self.max_batch = int(min_shape[0]), int(max_shape[0])
         self.version = trt.__version__
         gpu = gpu_info()
         self.config = {"provider": "TensorRT", "engine": engine_path.name, "max_batch": self.max_batch,
+                       "batch_range": [self.min_batch, self.max_batch],
                        "buffers": self.buffers.name, "input_dtype": str(self.in_dtype), "gpu": gpu["name"]}
         self.what = f"tensorrt {trt.__version__} engine on {gpu['name'] or 'NVIDIA GPU'}"
 
@@ -100,6 +113,12 @@ class EngineRunner:
         return np.concatenate([self._run(x[i:i + self.max_batch]) for i in range(0, len(x), self.max_batch)])
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
+        n = len(chunk)
+        if n < self.min_batch:   # repeat the chunk's images up to the profile's minimum
+            chunk = np.ascontiguousarray(chunk[np.arange(self.min_batch) % n])
+        return self._execute(chunk)[:n]
+
+    def _execute(self, chunk: np.ndarray) -> np.ndarray:
         ctx, buf = self.context, self.buffers
         if not ctx.set_input_shape(self.input, tuple(chunk.shape)):
             raise BadInput(f"input shape {list(chunk.shape)} is outside the engine's profile")

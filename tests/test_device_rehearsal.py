@@ -1,0 +1,272 @@
+"""The device rehearsal: the artifact's own scripts (trt_build.py, edge_bench.py) run end to end in
+a fresh process as on a Jetson or a GPU host, against test doubles of TensorRT 10.3 / 11.x,
+cuda-python 12 / 13, pycuda and nvidia-smi (tests/doubles, README there). torch and mixer_edge are
+blocked, as on a device. The doubles prove the scripts' logic (calls, checks, messages, exit
+codes), not TensorRT: a real device is the proof of that.
+
+Each failure mode of the issue is a test here; every one failed on the code before the fix."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import block_imports
+from mixer_edge.export.base import ExportSpec
+from mixer_edge.export.build import export_one
+from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_OK
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+DOUBLES = Path(__file__).resolve().parent / "doubles"
+ERROR = re.compile(r"^error: ", re.M)
+
+
+@pytest.fixture(scope="module")
+def trt_artifacts(ck, calib, val, tmp_path_factory) -> dict:
+    """TensorRT artifacts (engine not built: no TensorRT here) of the digits model, fp32 and int8."""
+    out = tmp_path_factory.mktemp("trt-artifacts")
+    return {p: export_one(ck, "tensorrt", ExportSpec(p, calib_method="minmax" if p == "int8" else None),
+                          calib if p == "int8" else None, out, validation=val).artifact.path
+            for p in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="module")
+def digit_pngs(tmp_path_factory) -> Path:
+    """The 1,797 digits as PNG class folders: what a user copies to the device."""
+    from PIL import Image
+
+    from mixer_edge import load_data
+
+    d, root = load_data("digits"), tmp_path_factory.mktemp("digit-pngs")
+    for i, (im, y) in enumerate(zip(d.images, d.labels)):
+        (root / d.classes[y]).mkdir(exist_ok=True)
+        Image.fromarray(im[..., 0]).save(root / d.classes[y] / f"{i:04d}.png")
+    return root
+
+
+def device(tmp_path, **env) -> dict:
+    """The environment of a device: the doubles importable, nvidia-smi on PATH, no torch, no mixer_edge."""
+    blocked = block_imports(tmp_path, "torch", "mixer_edge")
+    return {**blocked, "PYTHONPATH": f"{DOUBLES}{os.pathsep}{blocked['PYTHONPATH']}",
+            "PATH": f"{DOUBLES / 'bin'}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1", **env}
+
+
+def on_device(artifact: Path, tmp_path: Path, name: str = "art") -> Path:
+    folder = tmp_path / name
+    shutil.copytree(artifact, folder)
+    return folder
+
+
+def run(folder: Path, script: str, *args, env: dict, python: str = sys.executable) -> subprocess.CompletedProcess:
+    return subprocess.run([python, script, *map(str, args)], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_error(r: subprocess.CompletedProcess, code: int, *words) -> str:
+    """Exit code `code`, exactly one `error:` line holding every word, no traceback."""
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = ERROR.findall(r.stderr)
+    assert len(lines) == 1, r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("error: "))
+    assert all(w in line for w in words), line
+    return line
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+# ---- the happy path: build, stamp, golden check, benchmark, predict ---------------------------------
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_build_check_benchmark_and_predict(trt_artifacts, digit_pngs, tmp_path, precision):
+    folder = on_device(trt_artifacts[precision], tmp_path)
+    env = device(tmp_path)
+    r = run(folder, "trt_build.py", ".", "--data", f"imagefolder:{digit_pngs}", "--iters", "3", "--warmup", "0",
+            "--batch-sizes", "1,8", "--json", "r.json", env=env)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "built model.engine" in r.stdout and "device check passed" in r.stdout
+    m = manifest(folder)
+    engine = m["export"]["engine"]
+    assert engine["built"] is True and "model.engine" in {f["path"] for f in m["files"]}
+    result = json.loads((folder / "r.json").read_text())["results"][0]
+    assert result["status"] == "ok" and result["device_check"]["status"] == "passed"
+    assert result["accuracy"]["top1"] > 0.9 and result["runtime"]["buffers"] == "cuda-python"
+    r = run(folder, "edge_bench.py", ".", "--predict", digit_pngs / "7" / "0007.png", env=env)
+    assert r.returncode == EXIT_OK and r.stdout.split(": ")[1].startswith("7 "), r.stdout + r.stderr
+
+
+# ---- each finding of issue 19 ---------------------------------------------------------------------
+
+def test_a_driver_too_old_for_the_tensorrt_build_is_one_line(trt_artifacts, tmp_path):
+    """x86 host, CUDA 12 driver, the CUDA 13 wheel: trt.Builder raises TypeError (factory returned
+    nullptr). One line naming the driver and the cu12 / cu13 wheels, exit 3, manifest untouched."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    before = manifest(folder)
+    line = one_error(run(folder, "trt_build.py", ".", env=device(tmp_path, TRT_DOUBLE_FAIL="builder")),
+                     EXIT_NOT_RUN, "driver", "tensorrt-cu12")
+    assert "nullptr" in line and manifest(folder) == before
+
+
+@pytest.mark.parametrize("fail, what", [("network", "create_network"), ("config", "create_builder_config")])
+def test_a_builder_factory_returning_none_is_one_line(trt_artifacts, tmp_path, fail, what):
+    """Out of memory (an Orin Nano): TensorRT's factories return None; one line, exit 3."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    one_error(run(folder, "trt_build.py", ".", env=device(tmp_path, TRT_DOUBLE_FAIL=fail)), EXIT_NOT_RUN, what,
+              "memory")
+
+
+def test_no_execution_context_is_one_line(trt_artifacts, tmp_path):
+    """create_execution_context returns None (out of memory): a benchmark or prediction says so in
+    one line (exit 3); right after a good build the golden check says it was skipped, and why."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path, TRT_DOUBLE_FAIL="context"))
+    assert r.returncode == EXIT_OK and "device check skipped" in r.stdout and "create_execution_context" in r.stdout
+    one_error(run(folder, "edge_bench.py", ".", "--data", "digits", env=device(tmp_path, TRT_DOUBLE_FAIL="context")),
+              EXIT_NOT_RUN, "create_execution_context returned None", "memory")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_tf32_is_cleared_for_every_precision(trt_artifacts, tmp_path, precision):
+    """The float parts of an int8 (or fp16) engine compute in FP32, as export validated them."""
+    folder = on_device(trt_artifacts[precision], tmp_path)
+    assert run(folder, "trt_build.py", ".", env=device(tmp_path)).returncode == EXIT_OK
+    header = json.loads((folder / "model.engine").read_bytes().split(b"\n")[1])
+    assert header["tf32"] is False and manifest(folder)["export"]["engine"]["flags_cleared"] == ["TF32"]
+
+
+def test_no_gpu_buffer_library_does_not_fail_a_good_build(trt_artifacts, tmp_path):
+    """cuda-python 12.9 on JetPack 6's CUDA 12.6 driver (cudaErrorInsufficientDriver), no torch, no
+    pycuda: the engine is built and stamped (exit 0); the golden check says it was skipped and how
+    to get a buffer library of this CUDA; benchmarking then cannot run (exit 3, one line)."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    env = device(tmp_path, CUDA_DOUBLE_ERROR="insufficient-driver", PYCUDA_DOUBLE_ABSENT="1")
+    r = run(folder, "trt_build.py", ".", env=env)
+    assert r.returncode == EXIT_OK and "Traceback" not in r.stderr, r.stderr
+    assert manifest(folder)["export"]["engine"]["built"] is True
+    skipped = next(ln for ln in (r.stdout + r.stderr).splitlines() if "device check skipped" in ln)
+    assert "cudaErrorInsufficientDriver" in skipped and 'cuda-python>=12.6,<12.7' in skipped
+    one_error(run(folder, "trt_build.py", ".", "--no-build", "--data", "digits", env=env), EXIT_NOT_RUN,
+              "not run", "cudaErrorInsufficientDriver")
+
+
+def test_min_batch_8_still_benchmarks(trt_artifacts, digit_pngs, tmp_path):
+    """An engine whose profile starts at batch 8: latency is timed at batch 8, throughput only at the
+    profile's sizes, accuracy on every image (the last batch padded), all said in the result."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    r = run(folder, "trt_build.py", ".", "--min-batch", "8", "--opt-batch", "8", "--data",
+            f"imagefolder:{digit_pngs}", "--iters", "3", "--warmup", "0", "--batch-sizes", "1,8,32",
+            "--json", "r.json", env=device(tmp_path))
+    assert r.returncode == EXIT_OK, r.stderr
+    result = json.loads((folder / "r.json").read_text())["results"][0]
+    assert result["latency_batch"] == 8 and [t["batch"] for t in result["throughput"]] == [8, 32]
+    assert result["accuracy"]["n"] == 179 and result["device_check"]["status"] == "passed"
+
+
+def test_pycuda_copies_through_page_locked_memory(trt_artifacts, tmp_path):
+    """cuda-python absent, torch blocked: pycuda's async copies need page-locked host buffers."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path, CUDA_DOUBLE_ABSENT="1"))
+    assert r.returncode == EXIT_OK and "device check passed" in r.stdout, r.stderr
+
+
+def test_the_cuda_stamped_is_the_devices_not_cuda_pythons(trt_artifacts, tmp_path):
+    """cuda-python 12.9 carries its own CUDA 12.9 runtime; the device's CUDA is the driver's 12.6."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path, CUDA_DOUBLE_RUNTIME="12090", CUDA_DOUBLE_DRIVER="12060"))
+    assert r.returncode == EXIT_OK, r.stderr
+    cuda = manifest(folder)["export"]["engine"]["cuda"]
+    assert cuda["version"] == "12.6" and manifest(folder)["versions"]["cuda"] == "12.6" and "CUDA 12.6" in r.stdout
+
+
+def test_a_foreign_timing_cache_is_not_fed_to_tensorrt(trt_artifacts, tmp_path):
+    """A timing cache made on another GPU (a copied artifact) is set aside before TensorRT sees it:
+    no ERROR in TensorRT's log during a good build, and the result says a fresh cache was started."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    assert run(folder, "trt_build.py", ".", env=device(tmp_path, DOUBLE_GPU="A100")).returncode == EXIT_OK
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path))
+    assert r.returncode == EXIT_OK and "[E]" not in r.stderr, r.stderr
+    cache = manifest(folder)["export"]["engine"]["timing_cache"]
+    assert cache["loaded_bytes"] == 0 and "another TensorRT version or GPU" in cache["note"]
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path))    # its own cache: used
+    assert manifest(folder)["export"]["engine"]["timing_cache"]["loaded_bytes"] > 0 and "[E]" not in r.stderr
+
+
+def test_an_engine_of_another_tensorrt_version_is_refused(trt_artifacts, tmp_path):
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    assert run(folder, "trt_build.py", ".", env=device(tmp_path)).returncode == EXIT_OK
+    r = run(folder, "trt_build.py", ".", "--no-build", "--data", "digits", env=device(tmp_path, TRT_DOUBLE_VERSION="11.1.0"))
+    one_error(r, EXIT_BAD_INPUT, "engine built with TensorRT 10.3.0, this runtime is 11.1.0")
+
+
+def test_tensorrt_11_builds_without_the_strongly_typed_flag(trt_artifacts, tmp_path):
+    folder = on_device(trt_artifacts["int8"], tmp_path)
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path, TRT_DOUBLE_VERSION="11.1.0"))
+    assert r.returncode == EXIT_OK and "TensorRT 11.1.0" in r.stdout, r.stderr
+    assert manifest(folder)["export"]["engine"]["plan"]["network"]["creation_flags"] == []
+
+
+def test_cuda_python_13_layout(trt_artifacts, tmp_path):
+    """cuda-python 13 has cuda.bindings.runtime only (no cuda.cudart)."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    r = run(folder, "trt_build.py", ".", env=device(tmp_path, CUDA_DOUBLE_MAJOR="13"))
+    assert r.returncode == EXIT_OK and "device check passed" in r.stdout, r.stderr
+
+
+# ---- on the exporting host ---------------------------------------------------------------------------
+
+def export_env(tmp_path, **env) -> dict:
+    """A host with the TensorRT and CUDA doubles and nvidia-smi: mixer-edge builds the engine at export."""
+    return {**os.environ, "PYTHONPATH": str(DOUBLES), "PATH": f"{DOUBLES / 'bin'}{os.pathsep}{os.environ['PATH']}",
+            "MIXER_EDGE_PROGRESS": "0", "OMP_NUM_THREADS": "1", **env}
+
+
+def test_export_on_a_gpu_host_builds_the_engine_and_records_a_portable_cache(digits_checkpoint, tmp_path):
+    """The engine is built at export and validation runs it; the manifest records the timing cache
+    relative to the artifact, not the staging folder it was built in."""
+    r = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "export", str(digits_checkpoint), "--target",
+                        "tensorrt", "--eval-data", "digits", "--out", str(tmp_path / "out")],
+                       env=export_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == EXIT_OK, r.stderr
+    folder = tmp_path / "out" / "tensorrt-fp32"
+    engine = manifest(folder)["export"]["engine"]
+    assert engine["built"] is True and manifest(folder)["validation"]["checked_by"] == "own runtime"
+    assert engine["timing_cache"]["path"] == "timing.cache" and engine["plan"]["timing_cache"] == "timing.cache"
+    assert (folder / "timing.cache").is_file() and ".partial-" not in json.dumps(engine)
+
+
+def test_export_where_the_builder_cannot_start_keeps_the_artifact(digits_checkpoint, tmp_path):
+    """tensorrt imports, but its builder fails (a driver too old for its CUDA): the export still
+    writes the TensorRT-ready ONNX, validated with ONNX Runtime, and says why the engine was not built."""
+    r = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "export", str(digits_checkpoint), "--target",
+                        "tensorrt", "--eval-data", "digits", "--out", str(tmp_path / "out")],
+                       env=export_env(tmp_path, TRT_DOUBLE_FAIL="builder"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == EXIT_OK and "Traceback" not in r.stderr, r.stderr
+    m = manifest(tmp_path / "out" / "tensorrt-fp32")
+    assert m["export"]["engine"]["built"] is False and "tensorrt-cu12" in m["export"]["engine"]["reason"]
+    assert m["validation"]["passed"] is True and m["validation"]["checked_by"] == "stand-in"
+
+
+def test_artifact_folders_can_be_entered_by_others(trt_artifacts):
+    """Built in a mkdtemp folder (0700), kept with the umask's permissions: a copy into a container
+    or to another user can be entered."""
+    mask = os.umask(0)
+    os.umask(mask)
+    assert trt_artifacts["fp32"].stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_an_opset_tensorrt_10_cannot_parse_is_refused(ck, tmp_path, val):
+    from mixer_edge.errors import BadInput
+
+    with pytest.raises(BadInput, match="ONNX opset 21 is newer than TensorRT 10.3's parser reads"):
+        export_one(ck, "tensorrt", ExportSpec("fp32", opset=21), None, tmp_path, validation=val)
+    assert not list(tmp_path.iterdir())
