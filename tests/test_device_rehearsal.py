@@ -270,3 +270,59 @@ def test_an_opset_tensorrt_10_cannot_parse_is_refused(ck, tmp_path, val):
     with pytest.raises(BadInput, match="ONNX opset 21 is newer than TensorRT 10.3's parser reads"):
         export_one(ck, "tensorrt", ExportSpec("fp32", opset=21), None, tmp_path, validation=val)
     assert not list(tmp_path.iterdir())
+
+
+# ---- Core ML on a Mac ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def coreml_artifact(ck, val, tmp_path_factory) -> tuple[Path, Path]:
+    """The digits model's Core ML fp32 artifact (converted here) and its ONNX twin for the MLModel double."""
+    pytest.importorskip("coremltools")
+    out = tmp_path_factory.mktemp("coreml")
+    art = export_one(ck, "coreml", ExportSpec("fp32"), None, out, validation=val).artifact.path
+    twin = export_one(ck, "onnx", ExportSpec("fp32"), None, out, validation=val).artifact.path / "model.onnx"
+    return art, twin
+
+
+def mac(tmp_path, twin, **env) -> dict:
+    return device(tmp_path, COREML_DOUBLE_MACOS="14.5", COREML_DOUBLE_ONNX=str(twin), **env)
+
+
+def test_core_ml_batches_are_enumerated_shapes(coreml_artifact):
+    """A range-shaped batch (RangeDim) runs on the Neural Engine only at its default shape; the
+    program declares enumerated batches instead, every one eligible, any batch split into them."""
+    import coremltools as ct
+
+    art, _ = coreml_artifact
+    spec = ct.utils.load_spec(str(art / "model.mlpackage"))
+    shapes = [list(s.shape) for s in spec.description.input[0].type.multiArrayType.enumeratedShapes.shapes]
+    assert [s[0] for s in shapes] == [1, 2, 4, 8, 16, 32, 64] and all(s[1:] == [1, 8, 8] for s in shapes)
+    assert manifest(art)["export"]["coreml"]["input"]["batches"] == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_core_ml_benchmark_on_a_mac(coreml_artifact, digit_pngs, tmp_path):
+    """--compute-units picks the units and is recorded; batch 100 (above the largest shape) runs as
+    64 + 32 + 4; the result says which batch shapes the Neural Engine may take."""
+    art, twin = coreml_artifact
+    folder = on_device(art, tmp_path)
+    r = run(folder, "edge_bench.py", ".", "--data", f"imagefolder:{digit_pngs}", "--iters", "3", "--warmup", "0",
+            "--batch-sizes", "1,8,100", "--compute-units", "CPU_AND_NE", "--json", "r.json", env=mac(tmp_path, twin))
+    assert r.returncode == EXIT_OK, r.stderr
+    result = json.loads((folder / "r.json").read_text())["results"][0]
+    assert result["runtime"]["compute_units"] == "CPU_AND_NE" and result["device_check"]["status"] == "passed"
+    assert result["runtime"]["neural_engine_batches"] == [1, 2, 4, 8, 16, 32, 64]
+    assert [t["batch"] for t in result["throughput"]] == [1, 8, 100] and result["accuracy"]["n"] == 179
+
+
+def test_core_ml_program_the_framework_cannot_load_is_one_line(coreml_artifact, tmp_path):
+    art, twin = coreml_artifact
+    folder = on_device(art, tmp_path)
+    one_error(run(folder, "edge_bench.py", ".", "--data", "digits", env=mac(tmp_path, twin, COREML_DOUBLE_FAIL="load")),
+              EXIT_NOT_RUN, "Core ML cannot load", "Error compiling model")
+
+
+def test_compute_units_are_documented():
+    from mixer_edge.runtime.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "--compute-units" in text and "CPU_AND_NE" in text and "Neural Engine" in text

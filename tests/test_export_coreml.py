@@ -147,8 +147,9 @@ def test_float_programs_compute_dtype(outcomes, variant, compute):
         assert "fp16" not in {dtype_of(o) for op in ops for o in op.outputs}
     (inp,) = spec.description.input
     assert inp.name == "input" and list(inp.type.multiArrayType.shape) == [1, 1, 8, 8]
-    batch = inp.type.multiArrayType.shapeRange.sizeRanges[0]
-    assert (batch.lowerBound, batch.upperBound) == (1, 64)
+    shapes = [list(s.shape) for s in inp.type.multiArrayType.enumeratedShapes.shapes]   # each one Neural-Engine
+    assert shapes == [[b, 1, 8, 8] for b in (1, 2, 4, 8, 16, 32, 64)]                   # eligible, unlike a range
+    assert not inp.type.multiArrayType.shapeRange.sizeRanges
     assert [o.name for o in spec.description.output] == ["logits"]
 
 

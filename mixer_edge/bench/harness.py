@@ -43,7 +43,7 @@ TOOL = "mixer-edge bench"
 RUNTIME_MODULES = ("onnxruntime", "openvino", "nncf", "tensorrt", "coremltools")
 # A bench option -> the load_runner parameter names that take it, first match wins.
 RUNNER_PARAMS = {"threads": ("threads", "num_threads"), "precision_hint": ("precision_hint",),
-                 "provider": ("provider", "device")}
+                 "provider": ("provider", "device"), "compute_units": ("compute_units",)}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class BenchConfig:
     threads: int | None = None
     precision_hint: str | None = None
     provider: str | None = None
+    compute_units: str | None = None    # Core ML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
     limit: int | None = None
     images: str = "held-out"            # held-out (not trained or calibrated on, by content) | all
     reference: str | None = None        # FP32 artifact or checkpoint; default: a checkpoint benchmarked
@@ -174,7 +175,8 @@ def _torch_config(config: BenchConfig) -> dict:
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)  # process-wide, as torch has it
-    not_applied = {k: getattr(config, k) for k in ("precision_hint", "provider") if getattr(config, k) is not None}
+    not_applied = {k: getattr(config, k) for k in ("precision_hint", "provider", "compute_units")
+                   if getattr(config, k) is not None}
     cfg = {"threads": torch.get_num_threads(), "precision_hint": None, "provider": "cpu"}
     return {**cfg, "not_applied": not_applied} if not_applied else cfg
 
@@ -243,7 +245,7 @@ def _reference_logits(path: str, x, config: BenchConfig) -> np.ndarray:
     """Logits of the reference (an FP32 artifact or a checkpoint run eagerly) on x."""
     (subject, *_) = subjects_for(path, replace(config, compile=False))
     try:
-        runner = subject.load(replace(config, threads=None, precision_hint=None, provider=None))
+        runner = subject.load(replace(config, threads=None, precision_hint=None, provider=None, compute_units=None))
     except NotRunnable as why:
         raise BadInput(f"reference {path} cannot run here: {why}") from None
     return run_batched(runner.run, x, config.settings.eval_batch, subject.fixed_batch)

@@ -28,8 +28,9 @@ def bench_config(args: argparse.Namespace):
 
     settings = settings_from_args(args)   # the device script's own reading of its options
     return BenchConfig(data=args.data, settings=settings, threads=args.threads, precision_hint=args.precision_hint,
-                       provider=args.provider, limit=args.limit, images=args.images, reference=args.reference,
-                       compile=args.compile, device_name=args.device_name)
+                       provider=args.provider, compute_units=args.compute_units, limit=args.limit,
+                       images=args.images, reference=args.reference, compile=args.compile,
+                       device_name=args.device_name)
 
 
 def run_bench(args: argparse.Namespace) -> int:

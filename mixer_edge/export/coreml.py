@@ -34,8 +34,8 @@ from ..errors import BadInput, CalibrationError, NotRunnable, require, unknown
 from ..runtime.backends import coreml as coreml_backend
 from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
-from .coreml_program import (DEPLOYMENT_TARGETS, INPUT, MAX_BATCH, OUTPUT, WEIGHT_OPS, DeploymentTarget, _op_name,
-                             _operations, check_program, matmul_ops)
+from .coreml_program import (BATCHES, DEPLOYMENT_TARGETS, INPUT, MAX_BATCH, OUTPUT, WEIGHT_OPS, DeploymentTarget,
+                             _op_name, _operations, check_program, matmul_ops)
 from .coreml_w8a8 import _quiet, quantize_w8a8
 from .int8 import needs_calibration
 
@@ -103,12 +103,12 @@ class CoreMLTarget:
 
     def load_runner(self, artifact, compute_units: str = "all") -> LoadedRunner:
         """The .mlpackage through Core ML, by the runtime's backend (runtime/backends/coreml.py):
-        macOS only, batches of at most MAX_BATCH (the tensor input's range)."""
-        if compute_units not in COMPUTE_UNITS:
+        macOS only; a batch is split into the program's declared batch shapes."""
+        if compute_units.lower() not in COMPUTE_UNITS:
             raise unknown("Core ML compute units", compute_units, COMPUTE_UNITS)
         if not _predicts_here():
             raise NotRunnable(f"Core ML prediction needs macOS (this is {platform.system()})")
-        return runtime_runner(self.backend, artifact, chunk=MAX_BATCH, provider=COMPUTE_UNITS[compute_units])
+        return runtime_runner(self.backend, artifact, chunk=MAX_BATCH, compute_units=COMPUTE_UNITS[compute_units.lower()])
 
     def validation_runner(self, artifact) -> LoadedRunner:
         """macOS: the program itself on the CPU. Elsewhere nothing can run it: the W8A8 export hands
@@ -184,8 +184,10 @@ def _image_preprocessing(pre) -> dict:
 def _input_record(checkpoint, kind: str) -> dict:
     cfg = checkpoint.config
     if kind == "tensor":
-        return {"kind": "tensor", "name": INPUT, "shape": [[1, MAX_BATCH], cfg.in_chans, *cfg.img_size],
-                "dtype": "float32", "preprocess": "applied by the caller"}
+        return {"kind": "tensor", "name": INPUT, "shape": ["batch", cfg.in_chans, *cfg.img_size],
+                "batches": list(BATCHES), "dtype": "float32", "preprocess": "applied by the caller",
+                "batch_note": "enumerated shapes, each one eligible for the Neural Engine; a runner splits other "
+                              "batch sizes into them"}
     h, w = cfg.img_size
     return {"kind": "image", "name": INPUT, "size": [h, w], "batch": 1, **_image_preprocessing(checkpoint.preprocess),
             "preprocess": "baked in: scale * pixel + bias; the caller resizes to the model's size"}
@@ -195,8 +197,10 @@ def _input_type(ct, checkpoint, kind: str):
     cfg = checkpoint.config
     chw = (cfg.in_chans, *cfg.img_size)
     if kind == "tensor":
-        # Only the batch may vary: the number of tokens is baked into the token-mixing weights.
-        return ct.TensorType(name=INPUT, shape=(ct.RangeDim(1, MAX_BATCH, default=1), *chw), dtype=np.float32)
+        # Only the batch may vary (the number of tokens is baked into the token-mixing weights), and as
+        # enumerated shapes: the Neural Engine runs every one of them, a RangeDim only its default.
+        shapes = ct.EnumeratedShapes(shapes=[(b, *chw) for b in BATCHES], default=(1, *chw))
+        return ct.TensorType(name=INPUT, shape=shapes, dtype=np.float32)
     p = _image_preprocessing(checkpoint.preprocess)
     gray = p["color_layout"] == "GRAYSCALE"
     return ct.ImageType(name=INPUT, shape=(1, *chw), scale=p["scale"], bias=p["bias"][0] if gray else p["bias"],

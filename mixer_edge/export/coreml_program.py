@@ -11,7 +11,11 @@ from ..noise import third_party
 from .qdq import MatMulOp
 
 INPUT, OUTPUT = "input", "logits"
-MAX_BATCH = 64                      # the tensor input's batch range is 1..MAX_BATCH
+MAX_BATCH = 64                      # the largest batch the tensor input takes
+# The tensor input's batch sizes, as enumerated shapes: Core ML runs a range-shaped input (RangeDim)
+# on the Neural Engine only at its default shape, but every enumerated shape may go there. Powers of
+# two: any batch splits exactly into them (100 = 64 + 32 + 4), so nothing is padded.
+BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
 @dataclass(frozen=True)
@@ -181,8 +185,9 @@ def _io_record(spec, by_output) -> dict:
         else:
             t = f.type.multiArrayType
             ranges = [[r.lowerBound, r.upperBound] for r in t.shapeRange.sizeRanges]
+            enumerated = [list(s.shape) for s in t.enumeratedShapes.shapes]
             inputs.append({"name": f.name, "kind": "tensor", "shape": list(t.shape), "ranges": ranges,
-                           "dtype": array_dtype(t.dataType)})
+                           "enumerated": enumerated, "dtype": array_dtype(t.dataType)})
     outputs = []
     for f in spec.description.output:
         op = by_output.get(f.name)
@@ -205,8 +210,11 @@ def _io_problems(io: dict, chw, num_classes, input_kind: str) -> list[str]:
         if input_kind == "tensor":
             if i["shape"][1:] != [c, h, w] or i["dtype"] != "FLOAT32":
                 problems.append(f"input {i['shape']} {i['dtype']}, expected (batch, {c}, {h}, {w}) FLOAT32")
-            if i["ranges"] and (i["ranges"][0] != [1, MAX_BATCH] or i["ranges"][1:] != [[c, c], [h, h], [w, w]]):
-                problems.append(f"input shape ranges {i['ranges']}, expected batch 1..{MAX_BATCH} only")
+            if i["ranges"]:
+                problems.append(f"input shape ranges {i['ranges']}: a range-shaped batch runs on the Neural Engine "
+                                f"only at its default; expected the enumerated batches {list(BATCHES)}")
+            if i["enumerated"] != [[b, c, h, w] for b in BATCHES]:
+                problems.append(f"input shapes {i['enumerated']}, expected batches {list(BATCHES)} of ({c}, {h}, {w})")
         elif (i["height"], i["width"], i["color"]) != (h, w, "GRAYSCALE" if c == 1 else "RGB"):
             problems.append(f"image input {i['height']}x{i['width']} {i['color']}, expected {h}x{w} "
                             f"{'GRAYSCALE' if c == 1 else 'RGB'}")

@@ -8,6 +8,7 @@ import sys
 
 from .artifact import atomic_write_json, read_manifest
 from .backends import Options
+from .backends.coreml import COMPUTE_UNITS
 from .backends.openvino import PRECISION_HINTS
 from .bench import bench_artifact
 from .errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK, BadInput, error_boundary
@@ -65,6 +66,9 @@ def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--provider", default=None,
                    help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device "
                         "(default CPU)")
+    p.add_argument("--compute-units", default=None, type=str.upper, choices=COMPUTE_UNITS,
+                   help="Core ML compute units (default ALL): CPU_AND_NE asks for the Neural Engine (every batch "
+                        "shape the program declares may run there), CPU_AND_GPU, CPU_ONLY; recorded in the result")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     p.add_argument("--images", default="held-out", choices=SELECTIONS,
                    help="held-out (default): only the images of --data that the model was not trained and the "
@@ -94,7 +98,8 @@ def run(argv=None) -> int:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
     data = read_data(args.data)
-    options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
+    options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
+                      compute_units=args.compute_units)
     entry, versions = bench_artifact(args.artifact, data, settings, options, args.images, args.limit,
                                      args.reference, manifest)
     doc = document([entry], device_info(args.device_name), {**base_versions(), **versions}, settings,
@@ -120,7 +125,8 @@ def finish(doc: dict, json_path) -> int:
 
 
 def run_predict(args) -> int:
-    model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider)
+    model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
+                 compute_units=args.compute_units)
     files = image_files(args.predict)
     doc = predictions_document(files, model.predict(files, args.top_k), str(args.artifact))
     print(format_predictions(doc))

@@ -14,7 +14,8 @@ class Options:
     """How to run: None means the runtime's default, recorded as read back from the runtime."""
     threads: int | None = None
     precision_hint: str | None = None   # OpenVINO INFERENCE_PRECISION_HINT: f32 | bf16 | f16
-    provider: str | None = None         # ONNX Runtime execution provider / OpenVINO device / Core ML compute units
+    provider: str | None = None         # ONNX Runtime execution provider / OpenVINO device
+    compute_units: str | None = None    # Core ML: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE (default ALL)
 
 
 class Backend(NamedTuple):

@@ -1,8 +1,14 @@
-"""Core ML on macOS: MLModel.predict on the artifact's .mlpackage; --provider picks the compute
-units (ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE)."""
+"""Core ML on macOS: MLModel.predict on the artifact's .mlpackage, on the compute units asked for
+(--compute-units ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE; --provider is the older spelling).
+
+A tensor input declares its batch sizes as enumerated shapes (each one eligible for the Neural
+Engine): a batch of another size is split into them, largest first (100 = 64 + 32 + 4). A program
+exported before that declares a range (1..64): only its default shape, batch 1, may run on the
+Neural Engine, and larger batches are split into chunks of 64."""
 from __future__ import annotations
 
 import platform
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +30,20 @@ NEEDS = (
 MACOS_FOR_SPEC = {7: 13, 8: 14, 9: 15}
 
 
+COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
+RANGE_MAX = 64   # the batch range of programs exported before enumerated shapes
+
+
 def load(folder: Path, manifest: dict, opt: Options) -> Backend:
     check_macos(manifest)
     ct = require("coremltools", "coreml artifacts", NEEDS)
-    units = (opt.provider or "ALL").upper()
+    units = (opt.compute_units or opt.provider or "ALL").upper()
     if units not in ct.ComputeUnit.__members__:
         raise BadInput(f"unknown Core ML compute units {units!r}; accepted: {', '.join(ct.ComputeUnit.__members__)}")
-    model = ct.models.MLModel(str(folder / "model.mlpackage"), compute_units=ct.ComputeUnit[units])
+    model = _mlmodel(ct, folder / "model.mlpackage", ct.ComputeUnit[units])
     image_input = (manifest.get("export") or {}).get("spec", {}).get("coreml_input") == "image"
+    declared = (((manifest.get("export") or {}).get("coreml") or {}).get("input") or {}).get("batches")
+    batches = sorted(declared) if declared else None   # None: a range 1..RANGE_MAX (older programs)
     pre = manifest["preprocess"]
     mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
 
@@ -43,10 +55,43 @@ def load(folder: Path, manifest: dict, opt: Options) -> Backend:
     def run(x: np.ndarray) -> np.ndarray:
         if image_input:
             return np.stack([np.asarray(model.predict({"input": as_image(img)})["logits"]).reshape(-1) for img in x])
-        return np.asarray(model.predict({"input": x})["logits"], dtype=np.float32)
+        parts, start = [], 0
+        for size in split_batch(len(x), batches):
+            part = np.ascontiguousarray(x[start:start + size], np.float32)
+            parts.append(np.asarray(model.predict({"input": part})["logits"], dtype=np.float32))
+            start += size
+        return np.concatenate(parts) if parts else np.zeros((0, len(manifest["classes"])), np.float32)
 
-    return Backend(run, {"compute_units": units, "input": "image" if image_input else "tensor"},
-                   f"coremltools {ct.__version__} MLModel {units}", {"coremltools": ct.__version__})
+    ane = [1] if image_input or batches is None else batches
+    config = {"compute_units": units, "input": "image" if image_input else "tensor",
+              "batches": batches or f"1..{RANGE_MAX}", "neural_engine_batches": ane}
+    return Backend(run, config, f"coremltools {ct.__version__} MLModel {units}", {"coremltools": ct.__version__})
+
+
+def split_batch(n: int, batches) -> list[int]:
+    """The shapes a batch of n runs as: the largest declared batch that fits, again and again
+    (powers of two: exact); without declared batches, chunks of RANGE_MAX."""
+    if not batches:
+        return [min(RANGE_MAX, n - i) for i in range(0, n, RANGE_MAX)]
+    sizes = []
+    while n > 0:
+        size = max((b for b in batches if b <= n), default=min(batches))
+        sizes.append(size)
+        n -= size
+    return sizes
+
+
+def _mlmodel(ct, path: Path, units):
+    """MLModel, refused here when the framework cannot load the program: coremltools only warns then
+    ("You will not be able to run predict()") and raises the error at the first prediction."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = ct.models.MLModel(str(path), compute_units=units)
+    error = getattr(model, "_framework_error", None)
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "predict()" in str(w.message)]
+    if error is not None or said:
+        raise NotRunnable(f"Core ML cannot load {path.name} on this Mac: {error or said[0]}")
+    return model
 
 
 def check_macos(manifest: dict) -> None:
