@@ -1,7 +1,11 @@
 """Shared fixtures: small, seeded, real. One tiny digits model trained once per test session."""
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,61 @@ def digits_calib_file(digits_checkpoint, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("digits-calib") / "calib.npz"
     assert main(["calib", "make", str(digits_checkpoint), "--data", "digits", "--size", "20", "--out", str(path)]) == 0
     return path
+
+
+# ---- a device's Python: JetPack 6's 3.10 with numpy < 2, in a virtual environment ----------------------
+
+JETPACK_PACKAGES = ("numpy==1.26.4", "Pillow>=9", "onnxruntime")   # what the device README installs, numpy as JetPack 6
+VENV_CACHE = Path(os.environ.get("MIXER_EDGE_TEST_VENVS", Path.home() / ".cache" / "mixer-edge-test-venvs"))
+
+
+def python310() -> str | None:
+    """These machines' Python 3.10 (pyenv's), or $MIXER_EDGE_PY310, or python3.10 on PATH."""
+    pyenv = sorted((Path.home() / ".pyenv" / "versions").glob("3.10.*/bin/python3.10"), reverse=True)
+    found = [os.environ.get("MIXER_EDGE_PY310"), *map(str, pyenv), shutil.which("python3.10")]
+    # pyenv's shim on PATH names a version it may not select here: the interpreter itself, never the shim
+    return next((p for p in found if p and Path(p).is_file() and "/shims/" not in p), None)
+
+
+def device_venv(name: str, packages: tuple) -> str:
+    """The python of a virtual environment made from Python 3.10 holding only `packages` (binary
+    wheels), made once and kept under VENV_CACHE; skips the test with the reason where it cannot be."""
+    base = python310()
+    if base is None:
+        pytest.skip("no Python 3.10 here (JetPack 6's Python): looked in ~/.pyenv/versions/3.10.*, $MIXER_EDGE_PY310 "
+                    "and PATH")
+    key = hashlib.sha256(repr((base, packages)).encode()).hexdigest()[:10]
+    folder = VENV_CACHE / f"{name}-{key}"
+    if not (folder / ".complete").is_file():
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        steps = ([base, "-m", "venv", str(partial)],
+                 [str(partial / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                  "--only-binary=:all:", *packages])
+        for cmd in steps:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            if r.returncode != 0:
+                tail = (r.stderr.strip().splitlines() or ["?"])[-1]
+                pytest.skip(f"cannot make the Python 3.10 environment ({' '.join(packages)}): {tail}")
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)
+        (folder / ".complete").write_text(" ".join(packages) + "\n")
+    return str(folder / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def jetpack_python() -> str:
+    """Python 3.10 with numpy 1.26, Pillow and ONNX Runtime only: a device as the README sets it up."""
+    return device_venv("jetpack", JETPACK_PACKAGES)
+
+
+@pytest.fixture(scope="session")
+def rehearsal_python() -> str:
+    """JetPack's Python as above plus onnx, which only the TensorRT double needs (it reads the ONNX)."""
+    return device_venv("rehearsal", JETPACK_PACKAGES + ("onnx",))
+
+
+@pytest.fixture(params=["host", "py3.10-numpy1"])
+def py(request) -> str:
+    """The interpreter a device script runs under: this one, then JetPack 6's (3.10, numpy < 2)."""
+    return sys.executable if request.param == "host" else request.getfixturevalue("rehearsal_python")

@@ -410,7 +410,8 @@ def _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_dat
 
 
 def test_report_from_two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data, onnx_target):
-    from mixer_edge.bench.report import build_report, load_result, pareto_front, rows_of
+    from mixer_edge.bench.report import build_report
+    from mixer_edge.bench.rows import load_result, pareto_front, rows_of
 
     paths = _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data)
     files = build_report(paths, tmp_path / "report", budget=0.5)
@@ -435,7 +436,7 @@ def test_report_from_two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_a
 
 
 def test_recommendation_is_the_fastest_within_the_budget():
-    from mixer_edge.bench.report import Row, pareto_front, recommend
+    from mixer_edge.bench.rows import Row, pareto_front, recommend
 
     def row(name, precision, top1, p50):
         return Row("dev", name, "onnx", precision, None, "ok", None, 1, top1, None, None, None, p50, p50, (), None)

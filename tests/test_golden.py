@@ -193,9 +193,11 @@ def _flat(x, pre=""):
     return {pre: x}
 
 
-# What may differ between two runs of one measurement: timings, memory, timestamps; and what says
-# who ran it (tool, the host's extra package versions, how the artifact path was spelled).
-VARYING = ("latency", "load_s", "first_inference", "throughput", "rss", "created", "images_per_s")
+# What may differ between two runs of one measurement: timings, memory, timestamps, the machine's
+# load, temperatures and clocks meanwhile; and what says who ran it (tool, the host's extra package
+# versions, how the artifact path was spelled).
+VARYING = ("latency", "load_s", "first_inference", "throughput", "rss", "created", "images_per_s", "load_avg",
+           "conditions.seconds", "others_cores", "temperature", "_mhz", "conditions.warnings")
 WHO = ("tool", "versions.mixer_edge", "versions.torch", "results[0].artifact")
 
 

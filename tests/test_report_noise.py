@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from mixer_edge.bench.report import Row, build_report, load_result, recommend, rows_of, within_noise
+from mixer_edge.bench.report import build_report
+from mixer_edge.bench.rows import Row, load_result, recommend, rows_of, within_noise
 from mixer_edge.runtime.results import KIND, SCHEMA, result_entry, validation_summary, validation_text
 from mixer_edge.runtime.system import mark_memory, model_rss_mb, process_memory
 from mixer_edge.runtime.timing import median_ci

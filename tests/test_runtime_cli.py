@@ -44,4 +44,6 @@ def test_help_and_the_missing_mode(capsys, tmp_path):
         main(["--help"])
     assert e.value.code == 0 and "Exit status" in capsys.readouterr().out
     assert main([str(tmp_path)]) == EXIT_BAD_INPUT
-    assert capsys.readouterr().err == "error: give --data SPEC to benchmark, or --predict IMAGE... to classify images\n"
+    assert capsys.readouterr().err == ("error: give --data SPEC to benchmark, or --predict IMAGE... to classify images "
+                                       "(a packed artifact, made by mixer-edge pack, benchmarks its bundled images by "
+                                       "default)\n")

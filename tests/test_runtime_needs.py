@@ -21,13 +21,15 @@ from mixer_edge.runtime.images import read_image
 from mixer_edge.runtime.needs import PILLOW, Need, install_hint, pil, require
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = {"tensorrt": "### On a Jetson (TensorRT)", "coreml": "### On a Mac (Core ML)"}
+SECTIONS = {"tensorrt": ("### On a Jetson (TensorRT)", "### On an x86-64 GPU host (TensorRT)"),
+            "coreml": ("### On a Mac (Core ML)",)}
 
 
-def readme_section(heading: str) -> str:
+def readme_section(*headings: str) -> str:
+    """The README's text under each heading, to the next heading, joined."""
     text = (ROOT / "README.md").read_text()
-    start = text.index(heading)
-    return text[start:text.index("\n##", start + len(heading))]   # to the next heading
+    starts = [text.index(h) for h in headings]
+    return "".join(text[s:text.index("\n##", s + len(h))] for s, h in zip(starts, headings))
 
 
 def test_install_hint_and_require_by_hand(monkeypatch):
@@ -47,7 +49,7 @@ def test_needs_table_is_every_backend_with_a_table():
 
 @pytest.mark.parametrize("target", list(NEEDS))
 def test_readme_device_section_prints_every_install_line(target):
-    section = readme_section(SECTIONS[target])
+    section = readme_section(*SECTIONS[target])
     for need in NEEDS[target]:
         assert f"`{need.install}`" in section, need
     if target == "tensorrt":   # cuda-python for every CUDA major the message may name

@@ -30,6 +30,7 @@ from ..runtime.accuracy import accuracy, agreement
 from ..runtime.artifact import MANIFEST, artifact_size, atomic_write_json, batch_axis, file_hashes
 from ..runtime.backends import import_library
 from ..runtime.batching import run_batched
+from ..runtime.conditions import Watch
 from ..runtime.golden import device_check
 from ..runtime.identity import SELECTIONS, select
 from ..runtime.labels import model_labels
@@ -281,6 +282,7 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
     if not subjects:
         raise BadInput("nothing to benchmark: give artifact folders or checkpoints")
     data = load_images(config.data)
+    watch = Watch()   # power mode, clocks, load and temperatures around the whole run
     reference = config.reference or next((str(s.path) for s in subjects if s.target == "pytorch-eager"), None)
     inputs: dict[str, tuple] = {}   # one model input (held, or Batches) per (image selection, preprocess), shared
     results = []
@@ -296,7 +298,8 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
         results.append(entry)
         if on_result:
             on_result(entry)
-    return document(results, device_info(config.device_name), _versions(), config.settings, TOOL, config.data)
+    return document(results, device_info(config.device_name), _versions(), config.settings, TOOL, config.data,
+                    watch.finish(config.compute_units))
 
 
 def bench_subject(s: Subject, x, labels, config: BenchConfig, ref_logits=None,

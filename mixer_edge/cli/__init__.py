@@ -1,5 +1,5 @@
 """The command line: the only place that parses arguments and prints for people; one module per
-command group (train, info, calib, export, predict, quant, bench, trt, demo). Library code raises;
+command group (train, info, calib, export, predict, quant, bench, pack, trt, demo). Library code raises;
 main() ends in the runtime's error boundary (runtime/errors.py), the one exception -> exit code
 table for `mixer-edge` and the device scripts alike."""
 from __future__ import annotations
@@ -52,6 +52,8 @@ COMMANDS = [_command(*row) for row in (
      "add_bench_arguments", "run_bench"),
     ("report", "bench", "merge bench results from one or many devices into report.md / report.html",
      "add_report_arguments", "run_report"),
+    ("pack", "pack", "an artifact with held-out images and the device's instructions, one .tar.gz to copy over",
+     "add_pack_arguments", "run_pack"),
     ("trt", "trt", "TensorRT on the device: build the engine of a TensorRT artifact and benchmark it",
      "add_trt_arguments", "run_trt"),
     ("demo", "demo", "the whole flow on the built-in digits data, in about a minute", "add_demo_arguments",

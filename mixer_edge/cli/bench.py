@@ -65,7 +65,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:
-    from ..bench.report import DEFAULT_BUDGET
+    from ..bench.rows import DEFAULT_BUDGET
 
     p.add_argument("results", nargs="+", metavar="RESULT.json",
                    help="result files of `mixer-edge bench` or edge_bench.py, from one or many devices")

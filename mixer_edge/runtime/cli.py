@@ -11,6 +11,8 @@ from .backends import Options
 from .backends.coreml import COMPUTE_UNITS
 from .backends.openvino import PRECISION_HINTS
 from .bench import bench_artifact
+from .bundle import bundled_data, default_result
+from .conditions import Watch
 from .errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK, BadInput, error_boundary
 from .identity import SELECTIONS
 from .images import image_files
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge_bench.py", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("artifact", help="artifact folder (with manifest.json)")
-    p.add_argument("--data", default=None, help=f"evaluation data to benchmark on: {DATA_HELP}")
+    p.add_argument("--data", default=None, help=f"evaluation data to benchmark on: {DATA_HELP}; default for a packed "
+                                                 f"artifact (mixer-edge pack): its bundled held-out images")
     p.add_argument("--predict", nargs="+", default=None, metavar="IMAGE_OR_FOLDER",
                    help="instead of benchmarking: print each image's top classes (with --top-k, --json)")
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image with --predict (default 5)")
@@ -92,7 +95,7 @@ def run(argv=None) -> int:
     if args.predict:
         return run_predict(args)
     if not args.data:
-        raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images")
+        use_bundle(args)
     settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
@@ -100,11 +103,24 @@ def run(argv=None) -> int:
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
                       compute_units=args.compute_units)
+    watch = Watch()   # power mode, clocks, load and temperatures before and after
     entry, versions = bench_artifact(args.artifact, data, settings, options, args.images, args.limit,
                                      args.reference, manifest)
     doc = document([entry], device_info(args.device_name), {**base_versions(), **versions}, settings,
-                   "edge_bench.py", args.data)
+                   "edge_bench.py", args.data, watch.finish((entry["runtime"] or {}).get("compute_units")))
     return finish(doc, args.json)
+
+
+def use_bundle(args) -> None:
+    """No --data: a packed artifact's bundled images, and its result written to result-<device>.json
+    unless --json says where."""
+    bundled = bundled_data(args.artifact)
+    if bundled is None:
+        raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images (a packed "
+                       "artifact, made by mixer-edge pack, benchmarks its bundled images by default)")
+    args.data, bundle = bundled
+    args.json = args.json or default_result(args.device_name)
+    print(f"data: the bundle's {bundle['images']} held-out images ({bundle['data']}); result: {args.json}")
 
 
 def finish(doc: dict, json_path) -> int:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from .backends import Options
 from .bench import bench_artifact
-from .cli import finish
+from .bundle import read_bundle
+from .cli import finish, use_bundle
+from .conditions import Watch
 from .engine import BUILDER_VERSION, build_artifact, verify_engine
 from .errors import EXIT_DEVICE_CHECK, EXIT_OK, BadInput, error_boundary
 from .identity import SELECTIONS
@@ -38,7 +40,8 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", default=None, help="timing cache file (default ARTIFACT/timing.cache)")
     p.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit (default TensorRT's)")
     p.add_argument("--no-build", action="store_true", help="benchmark the engine already built")
-    p.add_argument("--data", default=None, help="benchmark on this data after building (edge_bench.py's DATA)")
+    p.add_argument("--data", default=None, help="benchmark on this data after building (edge_bench.py's DATA); "
+                                                 "default for a packed artifact: its bundled held-out images")
     p.add_argument("--iters", type=int, default=100, help="timed calls at batch 1 (default 100)")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls (default 10)")
     p.add_argument("--batch-sizes", default="1,8,32", help="throughput batch sizes (default 1,8,32)")
@@ -54,10 +57,11 @@ def bench(folder, args) -> dict:
     """Benchmark the built engine with edge_bench's measurements; returns its result document."""
     settings = Settings(warmup=args.warmup, iters=args.iters, batch_sizes=parse_batch_sizes(args.batch_sizes))
     data = read_data(args.data)
+    watch = Watch()
     entry, versions = bench_artifact(folder, data, settings, Options(), args.images, args.limit, args.reference)
     return document([entry], device_info(args.device_name),
                     {**base_versions(), **versions, "trt_build": BUILDER_VERSION}, settings,
-                    "trt_build.py", args.data)
+                    "trt_build.py", args.data, watch.finish())
 
 
 def run(argv=None) -> int:
@@ -65,6 +69,8 @@ def run(argv=None) -> int:
 
 
 def run_parsed(args) -> int:
+    if not args.data and read_bundle(args.artifact) is not None:
+        use_bundle(args)   # a packed artifact: build, then benchmark its bundled images
     if args.no_build and not args.data:
         raise BadInput("--no-build only makes sense with --data (benchmark the engine already built)")
     if not args.no_build:

@@ -65,11 +65,7 @@ def split_indices(labels, keys, split: dict = SPLIT_DEFAULT) -> dict:
     images, labels and seed alone: a reordered, copied or re-encoded set splits the same."""
     keys = np.asarray(keys, np.uint64)
     n = len(keys)
-    prio = _mixed(keys, split["seed"])
-    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
-    order = np.concatenate([g[np.lexsort((keys[g], prio[g]))] for g in groups]) if n else np.arange(0)
-    ranks = np.concatenate([np.arange(len(g)) / max(len(g), 1) for g in groups]) if n else np.zeros(0)
-    order = order[np.argsort(ranks, kind="stable")]
+    order = stratified_order(labels, keys, split["seed"])
     train, calib = int(round(n * split["train"])), int(round(n * split["calib"]))
     want = {"train": train, "calib": calib, "eval": n - train - calib}
     out, start = {}, 0
@@ -79,10 +75,34 @@ def split_indices(labels, keys, split: dict = SPLIT_DEFAULT) -> dict:
     return out
 
 
+def stratified_order(labels, keys, seed: int) -> np.ndarray:
+    """Every position, each class ordered by its images' seeded content hashes and the classes
+    interleaved by rank: any prefix is a seeded, class-stratified sample that depends on the
+    images, labels and seed alone."""
+    keys = np.asarray(keys, np.uint64)
+    n = len(keys)
+    if not n:
+        return np.arange(0)
+    prio = _mixed(keys, seed)
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    order = np.concatenate([g[np.lexsort((keys[g], prio[g]))] for g in groups])
+    ranks = np.concatenate([np.arange(len(g)) / max(len(g), 1) for g in groups])
+    return order[np.argsort(ranks, kind="stable")]
+
+
 def reserved_keys(manifest: dict) -> np.ndarray:
     """Keys of the images the model was trained on and the artifact was calibrated on."""
     images = manifest.get("images") or {}
     return unpack_keys(images.get("reserved", ""), "manifest.json images.reserved")
+
+
+def held_out(keys, manifest: dict, spec: str) -> np.ndarray:
+    """Positions of the images (by their keys) that training and calibration did not use."""
+    kept = np.flatnonzero(~np.isin(keys, reserved_keys(manifest)))
+    if not len(kept):
+        raise BadInput(f"every image of {spec!r} was used in training or calibration "
+                       f"({len(keys)} images); give other images, or --images all")
+    return kept
 
 
 def select(data, selection: str, manifest: dict, limit: int | None, keys=None) -> tuple:
@@ -93,10 +113,7 @@ def select(data, selection: str, manifest: dict, limit: int | None, keys=None) -
         raise BadInput(f"unknown image selection {selection!r}; accepted: {', '.join(SELECTIONS)}")
     keys = image_keys(data.images) if keys is None else keys
     seen = np.isin(keys, reserved_keys(manifest))
-    kept = np.flatnonzero(~seen) if selection == "held-out" else np.arange(len(keys))
-    if not len(kept):
-        raise BadInput(f"every image of {data.spec!r} was used in training or calibration "
-                       f"({len(keys)} images); give other images, or --images all")
+    kept = held_out(keys, manifest, data.spec) if selection == "held-out" else np.arange(len(keys))
     kept = kept[:limit]
     return subset(data, kept), {
         "spec": data.spec, "data_fingerprint": fingerprint(keys), "selection": selection,

@@ -16,6 +16,7 @@ class Need(NamedTuple):
     module: str      # the import it provides
     install: str     # the command, exactly as the README prints it
     note: str        # where, which version, and why
+    where: str = ""  # the kind of device it is for ("" for every device of its target): groups a device README
 
 
 PILLOW = 'pip install "Pillow>=9"'

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict
 
 from .artifact import read_json
+from .conditions import summary, warnings
 from .errors import BadInput
 from .schema import RESULT_SHAPE, check_document
 
@@ -28,12 +29,14 @@ def result_entry(**fields) -> dict:
     return {k: fields.get(k) for k in RESULT_KEYS}
 
 
-def document(results: list, device: dict, versions: dict, settings, tool: str, data: str) -> dict:
-    """settings: the timing.Settings every entry was measured with."""
+def document(results: list, device: dict, versions: dict, settings, tool: str, data: str,
+             conditions: dict | None = None) -> dict:
+    """settings: the timing.Settings every entry was measured with; conditions: what
+    conditions.Watch read around the run (power mode, clocks, load, temperatures)."""
     return {"schema": SCHEMA, "kind": KIND, "tool": tool,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data,
             "settings": {**asdict(settings), "batch_sizes": list(settings.batch_sizes)},
-            "device": device, "versions": versions, "results": results}
+            "device": device, "conditions": conditions, "versions": versions, "results": results}
 
 
 def read_result(path) -> dict:
@@ -141,4 +144,7 @@ def format_table(doc: dict) -> str:
     d = doc["device"]
     lines.append(f"device: {d['name']}: {d['cpu']}, {d['cores_usable']} cores, {' '.join(d['isa']) or 'no ISA flags'}; "
                  f"{d['os']}")
+    if doc.get("conditions"):
+        lines.append(f"conditions: {summary(doc['conditions'])}")
+        lines += [f"warning: {w}" for w in warnings(doc["conditions"])]
     return "\n".join(lines)

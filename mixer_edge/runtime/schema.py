@@ -166,10 +166,24 @@ def manifest_problems(m: dict) -> list:
 
 LATENCY_COST = {"cost_ms": NUMBER, "all_int8_ms": NUMBER, "mixed_ms": NUMBER, "cost_ratio": NUMBER,
                 "per_layer_ms": each(NUMBER)}
+MHZ = maybe(NON_NEGATIVE)
+SNAPSHOT = {   # runtime/conditions.snapshot(): what the report reads of it
+    "load_avg?": maybe((NON_NEGATIVE, NON_NEGATIVE, NON_NEGATIVE)), "cpu_governor?": maybe(TEXT),
+    "temperatures_c?": maybe(each(NUMBER)),
+    "jetson?": maybe({"power_mode?": maybe({"name": TEXT, "id?": maybe(ints(0, 2 ** 20))}),
+                      "clocks_locked?": maybe(BOOL), "clocks_source?": maybe(TEXT), "gpu_mhz?": MHZ,
+                      "gpu_max_mhz?": MHZ, "emc_mhz?": MHZ, "emc_max_mhz?": MHZ, "cpu_mhz?": MHZ}),
+    "nvidia_gpus?": maybe([{"name": TEXT, "sm_mhz?": MHZ, "sm_max_mhz?": MHZ, "mem_mhz?": MHZ, "mem_max_mhz?": MHZ,
+                            "temperature_c?": maybe(NUMBER), "pstate?": maybe(TEXT)}]),
+    "macos?": maybe({"version?": maybe(TEXT), "chip?": maybe(TEXT)}),
+}
 RESULT_SHAPE = {
     "device": {"name": NAME, "cpu?": TEXT, "os?": TEXT, "isa?": maybe([TEXT]),
                "cores_usable?": maybe(ints(0, 2 ** 31))},
     "versions?": OBJECT,
+    "conditions?": maybe({"before": SNAPSHOT, "after": SNAPSHOT, "cores_usable?": maybe(ints(1, 2 ** 20)),
+                          "others_cores?": maybe(NON_NEGATIVE), "clocks_locked?": maybe(BOOL),
+                          "compute_units?": maybe(TEXT), "warnings?": [TEXT]}),
     "results": [{
         "name": TEXT, "target": TEXT, "precision": TEXT, "status": TEXT, "reason?": maybe(TEXT),
         "size_bytes?": maybe(NON_NEGATIVE),

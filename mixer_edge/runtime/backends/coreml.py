@@ -21,7 +21,7 @@ LIBRARY = None   # coremltools is slow and noisy to import, and off macOS it doe
 NEEDS = (
     Need("coremltools", 'pip install "coremltools>=8,<10"',
          "on macOS 14 or newer (15 for iOS18 / macOS15 programs): Core ML prediction, whose native "
-         "part ships only in the macOS wheels"),
+         "part ships only in the macOS wheels", "a Mac with macOS 14 or newer"),
     Need("numpy", 'pip install "numpy>=1.24"', "arrays"),
     Need("PIL", PILLOW, "decodes image files, resizes images of another size, feeds image-input programs"),
 )

@@ -15,20 +15,25 @@ from .base import Backend, Options
 from .cuda import CUDA_PYTHON, JETPACK_6, gpu_buffers, gpu_info, gpu_present
 
 LIBRARY = "tensorrt"
+JETSON = "a Jetson (JetPack 6.1 / 6.2), for the system python3 (3.10; pip: `sudo apt-get install python3-pip`)"
+X86 = "an x86-64 Linux host whose NVIDIA driver supports CUDA {major} (r{driver} or newer; nvidia-smi shows it)"
 NEEDS = (   # what edge_bench.py / trt_build.py import on a TensorRT device besides the standard library
     Need("tensorrt", "sudo apt-get install python3-libnvinfer",
          "on a Jetson: JetPack 6.1 / 6.2's TensorRT 10.3 bindings, for the system python3 (3.10); never "
-         "pip there: PyPI's aarch64 wheels are built for Arm servers, not Jetson"),
+         "pip there: PyPI's aarch64 wheels are built for Arm servers, not Jetson", JETSON),
     Need("tensorrt", 'pip install "tensorrt-cu12>=10,<12"',
          "on an x86-64 Linux machine with an NVIDIA GPU whose driver supports CUDA 12 (r535 or newer): "
          "NVIDIA's wheel with its CUDA 12 libraries. Plain `tensorrt` now installs the CUDA 13 build, "
-         "which needs driver r580 or newer (nvidia-smi shows the driver's CUDA)"),
+         "which needs driver r580 or newer (nvidia-smi shows the driver's CUDA)", X86.format(major=12, driver=535)),
     Need("tensorrt", 'pip install "tensorrt-cu13>=10,<12"',
-         "on an x86-64 Linux machine whose driver supports CUDA 13 (r580 or newer)"),
+         "on an x86-64 Linux machine whose driver supports CUDA 13 (r580 or newer)", X86.format(major=13, driver=580)),
     Need("cuda", JETPACK_6,
          "GPU buffers, pinned to the device's CUDA 12.6 on JetPack 6 (a newer 12.x carries a CUDA runtime "
          f"JetPack's driver may refuse); on an x86 host, the driver's CUDA major ({CUDA_PYTHON[12]}, "
-         f"{CUDA_PYTHON[13]}). A CUDA build of torch (on a Jetson, NVIDIA's JetPack wheel) or pycuda also serves"),
+         f"{CUDA_PYTHON[13]}). A CUDA build of torch (on a Jetson, NVIDIA's JetPack wheel) or pycuda also serves",
+         JETSON),
+    Need("cuda", CUDA_PYTHON[12], "GPU buffers, of the driver's CUDA major", X86.format(major=12, driver=535)),
+    Need("cuda", CUDA_PYTHON[13], "GPU buffers, of the driver's CUDA major", X86.format(major=13, driver=580)),
     Need("numpy", 'pip install "numpy>=1.24,<2"',
          "JetPack 6's NVIDIA Python wheels (its torch among them) are built against NumPy 1"),
     Need("PIL", PILLOW, "decodes image files and resizes images of another size"),

@@ -1,0 +1,218 @@
+"""Bench results as rows, and the recommendation per device: the fastest row whose top-1 is
+within --budget points of the best FP32 top-1 (the best of all when no FP32 row has an accuracy).
+
+Every timing carries its spread (p10-p90 of per-call latency, the median's 95% interval), and two
+rows whose median intervals overlap are "within noise": neither is called faster, and the
+recommendation between them goes to top-1, then size, then name, which do not move from run to
+run. A row is recommended only if it ran, its device check did not fail, and its export check
+neither failed nor was skipped; a check made by a stand-in is shown as such.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ..runtime.conditions import warnings
+from ..runtime.results import best_throughput, read_result
+
+BASELINE = ("pytorch-eager", "fp32")
+DEFAULT_BUDGET = 0.5  # top-1 points
+# Result keys renamed since schema 1 was first written, old name -> new: old files still read.
+RENAMED = {"peak_rss_mb": "process_peak_rss_mb", "peak_rss_scope": "process_peak_rss_scope"}
+
+
+def load_result(path) -> dict:
+    """One result document, its kind, schema and shape checked (runtime/results.read_result)."""
+    doc = read_result(path)
+    if isinstance(doc.get("results"), list):
+        doc["results"] = [{RENAMED.get(k, k): v for k, v in r.items()} for r in doc["results"]]
+    return doc
+
+
+@dataclass(frozen=True)
+class Row:
+    device: str
+    name: str
+    target: str
+    precision: str
+    exec_precision: str | None       # the runtime's precision hint when it differs from the artifact's
+    status: str
+    reason: str | None
+    size_bytes: int | None
+    top1: float | None
+    top5: float | None
+    agreement: float | None
+    cosine: float | None
+    p50: float | None
+    p99: float | None
+    throughput: tuple                # the result's throughput entries (batch, images_per_s, its interval, ...)
+    speedup: float | None
+    quantization: dict | None = None  # INT8 recipe in brief: float layers and their measured cost
+    device_check: dict | None = None  # the golden-set check on this device (passed / failed / skipped)
+    p50_ci: tuple | None = None       # the median latency's 95% interval (None: an older result)
+    p10: float | None = None
+    p90: float | None = None
+    model_mb: float | None = None     # resident memory the model's load and first inference added
+    validation: dict | None = None    # the export's check (runtime/results.validation_summary)
+    speedup_within_noise: bool = False  # the baseline's and this row's median intervals overlap
+    data: dict | None = None          # the images it was evaluated on (runtime/identity.select's account)
+    conditions: dict | None = None    # what its run measured under (runtime/conditions.Watch), per result file
+
+    @property
+    def check_failed(self) -> bool:
+        return (self.device_check or {}).get("status") == "failed"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def validation_status(self) -> str | None:
+        return (self.validation or {}).get("status")
+
+    @property
+    def flagged(self) -> bool:
+        """Its export check failed or did not check it with its own runtime (skipped, a stand-in,
+        or nothing recorded for an artifact): shown marked."""
+        if self.validation is None:
+            return not self.target.startswith("pytorch")
+        return self.validation_status != "passed" or self.validation.get("checked_by") != "own runtime"
+
+    @property
+    def recommendable(self) -> bool:
+        """Ran and timed, and nothing says it computes something else: no failed device check and
+        an export check that neither failed nor was skipped."""
+        return (self.ok and bool(self.p50) and not self.check_failed
+                and self.validation_status not in ("failed", "skipped"))
+
+    @property
+    def warned(self) -> bool:
+        """Its run's conditions make its figures doubtful: clocks not locked, the machine busy."""
+        return bool(warnings(self.conditions))
+
+    @property
+    def interval(self) -> tuple:
+        return self.p50_ci or (self.p50, self.p50)
+
+    @property
+    def precision_text(self) -> str:
+        return f"{self.precision} ({self.exec_precision} exec)" if self.exec_precision else self.precision
+
+    @property
+    def label(self) -> str:
+        return f"{self.target} {self.precision_text}"
+
+    @property
+    def best_throughput(self) -> dict | None:
+        return best_throughput(self.throughput)
+
+
+def within_noise(a: Row, b: Row) -> bool:
+    """The two median-latency intervals overlap: neither row is measurably faster."""
+    (alo, ahi), (blo, bhi) = a.interval, b.interval
+    return alo <= bhi and blo <= ahi
+
+
+def rows_of(docs: list[dict]) -> list[Row]:
+    rows = []
+    for doc in docs:
+        device = doc["device"]["name"]
+        for r in doc["results"]:
+            ok = r["status"] == "ok"
+            acc, agr, lat = r.get("accuracy") or {}, r.get("agreement") or {}, r.get("latency_ms") or {}
+            rt = r.get("runtime") or {}
+            hint = rt.get("applied_precision") or rt.get("precision_hint")  # what ran, over what was asked
+            hint = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(hint, hint)
+            lat = lat if ok else {}
+            rows.append(Row(device=device, name=r["name"], target=r["target"], precision=r["precision"],
+                            exec_precision=hint if hint not in (None, "f32") else None,
+                            status=r["status"], reason=r.get("reason"), size_bytes=r.get("size_bytes"),
+                            top1=acc.get("top1"), top5=acc.get("top5"), agreement=agr.get("top1_agreement"),
+                            cosine=agr.get("cosine"), p50=lat.get("p50"), p99=lat.get("p99"),
+                            throughput=tuple(r.get("throughput") or ()), speedup=None,
+                            quantization=r.get("quantization"), device_check=r.get("device_check"),
+                            p50_ci=tuple(lat["p50_ci"]) if lat.get("p50_ci") else None, p10=lat.get("p10"),
+                            p90=lat.get("p90"), model_mb=r.get("model_rss_mb"), validation=r.get("validation"),
+                            data=r.get("data"), conditions=doc.get("conditions")))
+    return _with_speedups(rows)
+
+
+def _with_speedups(rows: list[Row]) -> list[Row]:
+    base = {}
+    for r in rows:
+        if r.ok and (r.target, r.precision) == BASELINE and r.p50:
+            base.setdefault(r.device, r)
+    return [replace(r, speedup=base[r.device].p50 / r.p50,
+                    speedup_within_noise=r is not base[r.device] and within_noise(r, base[r.device]))
+            if r.ok and r.p50 and r.device in base else r for r in rows]
+
+
+def devices(rows: list[Row]) -> list[str]:
+    return list(dict.fromkeys(r.device for r in rows))
+
+
+def pareto_front(rows: list[Row]) -> list[Row]:
+    """Rows no other row beats on both: higher top-1 and lower p50 latency (ties kept once)."""
+    pts = sorted((r for r in rows if r.ok and r.top1 is not None and r.p50), key=lambda r: (r.p50, -r.top1))
+    front, best = [], -1.0
+    for r in pts:
+        if r.top1 > best:
+            front.append(r)
+            best = r.top1
+    return front
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    device: str
+    row: Row | None
+    why: str
+    tied: tuple = ()                 # rows within noise of `row` that the steady criteria ranked below it
+
+
+def steady_key(r: Row) -> tuple:
+    """What breaks a tie on latency: figures that do not move from run to run."""
+    return (-r.top1 if r.top1 is not None else math.inf, r.size_bytes if r.size_bytes is not None else math.inf,
+            r.name)
+
+
+def fastest_within_noise(rows: list[Row]) -> tuple:
+    """(the fastest row, the rows tied with it): every row whose median interval overlaps the
+    fastest one's is tied, and the tie goes to steady_key, so noise that swaps two medians does
+    not swap the answer."""
+    fastest = min(rows, key=lambda r: (r.p50, r.name))
+    tied = sorted((r for r in rows if within_noise(r, fastest)), key=steady_key)
+    return tied[0], tuple(tied[1:])
+
+
+def recommend(rows: list[Row], budget: float = DEFAULT_BUDGET) -> list[Recommendation]:
+    """Per device, among the rows that may be recommended (Row.recommendable): the fastest (p50,
+    up to noise: fastest_within_noise) within `budget` top-1 points of the best FP32 accuracy."""
+    out = []
+    for dev in devices(rows):
+        ran = [r for r in rows if r.device == dev and r.recommendable]
+        scored = [r for r in ran if r.top1 is not None]
+        left_out = excluded_text([r for r in rows if r.device == dev])
+        if not ran:
+            out.append(Recommendation(dev, None, ("nothing that ran may be recommended" if left_out
+                                                  else "nothing ran on this device") + left_out))
+            continue
+        if not scored:
+            best, tied = fastest_within_noise(ran)
+            out.append(Recommendation(dev, best, "fastest; no accuracy was measured (unlabeled data)" + left_out, tied))
+            continue
+        fp32 = [r.top1 for r in scored if r.precision == "fp32"]
+        ref, what = (max(fp32), "the best FP32") if fp32 else (max(r.top1 for r in scored), "the best")
+        floor = ref - budget / 100 - 1e-12
+        best, tied = fastest_within_noise([r for r in scored if r.top1 >= floor])
+        out.append(Recommendation(dev, best, f"fastest with top-1 within {budget:g} points of {what} "
+                                             f"top-1 {100 * ref:.2f}%" + left_out, tied))
+    return out
+
+
+def excluded_text(rows: list[Row]) -> str:
+    """'; not considered: ...' naming the rows that ran but may not be recommended, and why."""
+    why = {"failed": "export check failed", "skipped": "export check skipped"}
+    out = [f"{r.name} ({'device check failed' if r.check_failed else why[r.validation_status]})"
+           for r in rows if r.ok and r.p50 and not r.recommendable]
+    return f"; not considered: {', '.join(out)}" if out else ""
