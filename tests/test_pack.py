@@ -107,9 +107,21 @@ def test_unpacked_on_a_device_and_merged_into_one_report(packed, digits_bench_re
     assert entry["status"] == "ok" and entry["device_check"]["status"] == "passed"
     assert entry["data"]["n"] == 60 and entry["data"]["reserved_in_data"] == 0 and entry["accuracy"]["top1"] > 0.8
     assert doc["conditions"]["before"] and "data: the bundle's 60 held-out images" in r.stdout
+    assert f"{entry['name']}: device check passed: logit SQNR" in r.stdout
     assert main(["report", str(result), str(digits_bench_result), "--out", str(tmp_path / "report")]) == EXIT_OK
     md = (tmp_path / "report" / "report.md").read_text()
     assert "2 result file(s)" in md and "| 60 held-out |" in md and "| 179 held-out |" in md
+
+
+def test_run_from_elsewhere_the_result_lands_in_the_artifact_folder(packed, tmp_path):
+    """`python3 onnx-int8/edge_bench.py onnx-int8` from the parent folder: the result goes beside the
+    artifact (where the device README says to fetch it), not into the current folder."""
+    folder = unpack(packed, tmp_path / "device")
+    r = subprocess.run([sys.executable, f"{folder.name}/edge_bench.py", folder.name, "--device-name", "pi 5"],
+                       cwd=folder.parent, env={**block_imports(tmp_path, "torch", "mixer_edge"), "OMP_NUM_THREADS": "1"},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert (folder / "result-pi-5.json").is_file() and not list(folder.parent.glob("*.json"))
 
 
 def test_a_tampered_bundle_is_one_line(packed, tmp_path):

@@ -246,3 +246,21 @@ def test_validation_records_what_checked_it():
         assert figures["checked_by"] == expected and figures["passed"] is True and not problems
     figures, _, _ = check_artifact(Target(None), None, ExportSpec("fp32"), val)
     assert figures["checked_by"] is None and figures["passed"] is None and figures["skipped"] == "needs macOS"
+
+
+# ---- devices told apart ---------------------------------------------------------------------------
+
+def test_machines_with_one_name_are_told_apart():
+    """Two machines both called "ubuntu" (a Jetson and a laptop) are two devices, each with its own
+    baseline and recommendation; one machine's results under one name stay one device."""
+    from mixer_edge.bench.rows import label_devices
+
+    def doc(cpu, gpus=None, machine="x86_64", name="ubuntu"):
+        return {"device": {"name": name, "cpu": cpu, "machine": machine, "gpus": gpus}, "results": []}
+
+    names = [d["device"]["name"] for d in label_devices([
+        doc("ARMv8 Processor rev 1 (v8l)", ["Orin (nvgpu), 540.4.0, 62841 MiB"], "aarch64"), doc("AMD EPYC"),
+        doc("AMD EPYC"), doc("Intel Xeon", name="lab"), doc("Intel Xeon", name="lab")])]
+    assert names == ["ubuntu [Orin (nvgpu)]", "ubuntu [AMD EPYC]", "ubuntu [AMD EPYC]", "lab", "lab"]
+    same_cpu = label_devices([doc("AMD EPYC", machine="x86_64"), doc("AMD EPYC", machine="aarch64")])
+    assert [d["device"]["name"] for d in same_cpu] == ["ubuntu [AMD EPYC] #1", "ubuntu [AMD EPYC] #2"]

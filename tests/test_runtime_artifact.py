@@ -131,3 +131,14 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_require_writable(tmp_path, monkeypatch):
+    """A folder the results cannot be written to is refused before any work, in one line."""
+    artifact.require_writable(tmp_path, "the result")
+    artifact.require_writable(tmp_path / "not" / "yet", "the result")   # made later: its nearest parent decides
+    asked = []
+    monkeypatch.setattr(artifact.os, "access", lambda p, mode: asked.append(Path(p)) or mode != os.W_OK)
+    with pytest.raises(BadInput, match=r"is not writable \(the result\): copy the artifact to a folder you own"):
+        artifact.require_writable(tmp_path / "not" / "yet", "the result")
+    assert asked == [tmp_path]

@@ -24,7 +24,8 @@ def test_settings_from_the_options():
 
 
 @pytest.mark.parametrize("entry, code, line", [
-    ({"status": "ok", "device_check": {"status": "passed"}}, EXIT_OK, None),
+    ({"status": "ok", "device_check": {"status": "passed", "sqnr_db": 41.0, "n": 32, "threshold_sqnr_db": 20.0}},
+     EXIT_OK, None),
     ({"status": "not-run", "reason": "needs macOS"}, EXIT_NOT_RUN, "error: not run: needs macOS"),
     ({"status": "ok", "device_check": {"status": "failed", "reason": "SQNR 3 dB"}}, EXIT_DEVICE_CHECK,
      "error: device check failed for a: SQNR 3 dB"),
@@ -37,6 +38,8 @@ def test_finish_prints_writes_and_says_how_it_ended(tmp_path, capsys, entry, cod
     out, err = capsys.readouterr()
     assert out.startswith("artifact") and json.loads((tmp_path / "r.json").read_text()) == doc
     assert err.strip() == (line or "")
+    if entry.get("device_check"):   # the golden check's line below the table
+        assert f"a: device check {entry['device_check']['status']}: " in out
 
 
 def test_help_and_the_missing_mode(capsys, tmp_path):
@@ -47,3 +50,14 @@ def test_help_and_the_missing_mode(capsys, tmp_path):
     assert capsys.readouterr().err == ("error: give --data SPEC to benchmark, or --predict IMAGE... to classify images "
                                        "(a packed artifact, made by mixer-edge pack, benchmarks its bundled images by "
                                        "default)\n")
+
+
+def test_a_result_that_cannot_be_written_is_refused_before_the_benchmark(digits_onnx_artifact, tmp_path, capsys,
+                                                                          monkeypatch):
+    """Before: the whole benchmark ran, then an OSError (Errno 30) as the result was written."""
+    from mixer_edge.runtime import artifact
+
+    monkeypatch.setattr(artifact.os, "access", lambda p, mode: False)
+    assert main([str(digits_onnx_artifact), "--data", "digits", "--json", str(tmp_path / "r.json")]) == EXIT_BAD_INPUT
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("error: ") == 1 and "is not writable (the result --json" in err

@@ -120,8 +120,8 @@ def test_summary():
     text = c.summary({**cond(j, others_cores=0.02, clocks_locked=True), "after": hot})
     assert text == "MAXN (0); GPU 1300/1300 MHz; EMC 3199/3199 MHz; clocks locked; 44->56 C; others 0.02 cores"
     mac = {"macos": {"version": "15.1", "chip": "Apple M4"}}
-    assert c.summary(cond(mac, compute_units="CPU_AND_NE")) == ("clocks lock unknown; macOS 15.1, Apple M4; compute "
-                                                                "units CPU_AND_NE; others 0.00 cores")
+    assert c.summary(cond(mac, compute_units="CPU_AND_NE")) == ("macOS 15.1, Apple M4; compute units CPU_AND_NE; "
+                                                                "others 0.00 cores")   # nothing to lock on a Mac
     assert c.summary(None) == "not recorded"
 
 

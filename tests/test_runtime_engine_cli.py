@@ -50,3 +50,17 @@ def test_interrupt_says_the_manifest_was_kept(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(engine_cli, "run", interrupted)
     assert main([str(tmp_path)]) == 130
     assert capsys.readouterr().err == "error: interrupted; the manifest was not changed unless the build finished\n"
+
+
+def test_a_read_only_artifact_folder_is_one_line_before_the_build(digits_onnx_artifact, tmp_path, capsys,
+                                                                  monkeypatch):
+    """A copy on a read-only mount: trt_build.py writes the engine there. Before: "model.engine is
+    missing" after trying to build, or an OSError; now one line naming the folder, exit 2."""
+    from mixer_edge.runtime import artifact
+
+    folder = tmp_path / "tensorrt-fp32"
+    shutil.copytree(digits_onnx_artifact, folder)
+    monkeypatch.setattr(artifact.os, "access", lambda p, mode: False)
+    assert main([str(folder)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("error: ") == 1 and f"{folder} is not writable (trt_build.py writes the engine" in err

@@ -85,18 +85,22 @@ def test_missing_tensorrt_quotes_the_table(monkeypatch):
     assert "sudo apt-get install python3-libnvinfer (on a Jetson" in str(e.value)
 
 
-@pytest.mark.parametrize("version, wanted", [("12.6", ['pip install "cuda-python>=12.6,<12.7"', "pycuda"]),
-                                             ("12.8", ['pip install "cuda-python>=12,<13"', "torch"]),
-                                             (None, [*cuda.CUDA_PYTHON.values(), cuda.JETPACK_6])])
-def test_missing_gpu_buffers_name_cuda_python_of_the_cuda_major(monkeypatch, version, wanted):
+@pytest.mark.parametrize("jetson, version, wanted, not_wanted", [
+    (True, "12.6", ['pip install "cuda-python>=12.6,<12.7"', "pycuda", "JetPack 6 wheel"], []),
+    (False, "12.6", ['pip install "cuda-python>=12,<13"', "pycuda"], ["12.7", "JetPack"]),   # an x86 host's 12.6
+    (False, "12.8", ['pip install "cuda-python>=12,<13"', "torch"], ["JetPack"]),
+    (True, None, [*cuda.CUDA_PYTHON.values(), cuda.JETPACK_6], [])])
+def test_missing_gpu_buffers_name_cuda_python_of_the_cuda_major(monkeypatch, jetson, version, wanted, not_wanted):
     def absent():
         raise ImportError("not here")
 
     monkeypatch.setattr(cuda, "BUFFER_LIBRARIES", (("cuda-python", absent), ("torch", absent)))
     monkeypatch.setattr(cuda, "cuda_version", lambda: {"version": version, "source": "test"})
+    monkeypatch.setattr(cuda, "is_jetson", lambda: jetson)
     with pytest.raises(NotRunnable) as e:
         cuda.gpu_buffers()
     assert all(line in str(e.value) for line in wanted), str(e.value)
+    assert not any(word in str(e.value) for word in not_wanted), str(e.value)
     assert "cuda-python: not here; torch: not here" in str(e.value)
 
 

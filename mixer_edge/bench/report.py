@@ -18,7 +18,8 @@ from ..runtime.artifact import atomic_write_bytes
 from ..runtime.conditions import summary, warnings
 from ..runtime.results import interval_text, spread_text, throughput_text, validation_text
 from .plots import PLOTS, plot_accuracy_latency, plot_throughput
-from .rows import DEFAULT_BUDGET, Recommendation, Row, devices, load_result, recommend, rows_of, within_noise
+from .rows import (DEFAULT_BUDGET, Recommendation, Row, devices, label_devices, load_result, recommend, rows_of,
+                   within_noise)
 
 # ---- tables -------------------------------------------------------------------------------------
 
@@ -239,7 +240,7 @@ def build_report(result_paths, out_dir, budget: float = DEFAULT_BUDGET) -> Repor
     paths = list(result_paths)
     if not paths:
         raise BadInput("report needs at least one result JSON")
-    docs = [load_result(p) for p in paths]  # every file is checked before anything is written
+    docs = label_devices([load_result(p) for p in paths])  # every file is checked before anything is written
     rows = rows_of(docs)
     recs = recommend(rows, budget)
     images = {"accuracy": plot_accuracy_latency(rows), "throughput": plot_throughput(rows)}

@@ -113,6 +113,37 @@ def within_noise(a: Row, b: Row) -> bool:
     return alo <= bhi and blo <= ahi
 
 
+def hardware(doc: dict) -> tuple:
+    """What tells two machines apart when their names agree: CPU, architecture, GPUs, a Mac's chip."""
+    d, mac = doc["device"], ((doc.get("conditions") or {}).get("before") or {}).get("macos") or {}
+    return d.get("cpu"), d.get("machine"), tuple(d.get("gpus") or ()), mac.get("chip")
+
+
+def _tag(hw: tuple) -> str:
+    cpu, machine, gpus, chip = hw
+    return (gpus[0].split(",")[0] if gpus else None) or chip or cpu or machine or "?"   # nvidia-smi: "name, driver, memory"
+
+
+def label_devices(docs: list[dict]) -> list[dict]:
+    """The documents with each device named apart: results of different machines that report the
+    same name (two hosts called "ubuntu", a copied default) would otherwise merge into one device,
+    one baseline and one recommendation. Such a name gets the machine's GPU, chip or CPU in brackets
+    (then a number, if that is shared too); a name with one machine behind it is kept."""
+    kinds: dict[str, list] = {}
+    for doc in docs:
+        seen = kinds.setdefault(doc["device"]["name"], [])
+        if hardware(doc) not in seen:
+            seen.append(hardware(doc))
+    out = []
+    for doc in docs:
+        name, hw = doc["device"]["name"], hardware(doc)
+        if len(kinds[name]) > 1:
+            same = [h for h in kinds[name] if _tag(h) == _tag(hw)]
+            name = f"{name} [{_tag(hw)}]" + (f" #{same.index(hw) + 1}" if len(same) > 1 else "")
+        out.append({**doc, "device": {**doc["device"], "name": name}})
+    return out
+
+
 def rows_of(docs: list[dict]) -> list[Row]:
     rows = []
     for doc in docs:

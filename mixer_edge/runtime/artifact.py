@@ -40,6 +40,17 @@ def read_json(path, what: str):
     return doc
 
 
+def require_writable(folder, what: str) -> None:
+    """Refuse before any work where `what` cannot be written (a read-only mount, another user's
+    copy): one line now instead of an OSError after the build or the benchmark."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:   # a folder yet to be made: its parent decides
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise BadInput(f"{folder} is not writable ({what}): copy the artifact to a folder you own, or mount it "
+                       f"writable")
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Temp file in the same folder, then os.replace: a reader never sees half a file, and an
     interrupted write leaves nothing behind. The file gets the umask's usual permissions."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .artifact import atomic_write_json, read_manifest
+from .artifact import atomic_write_json, read_manifest, require_writable
 from .backends import Options
 from .backends.coreml import COMPUTE_UNITS
 from .backends.openvino import PRECISION_HINTS
@@ -99,6 +100,8 @@ def run(argv=None) -> int:
     settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
+    if args.json:
+        require_writable(Path(args.json).parent, f"the result --json {args.json}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
@@ -119,7 +122,7 @@ def use_bundle(args) -> None:
         raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images (a packed "
                        "artifact, made by mixer-edge pack, benchmarks its bundled images by default)")
     args.data, bundle = bundled
-    args.json = args.json or default_result(args.device_name)
+    args.json = args.json or str(Path(args.artifact) / default_result(args.device_name))
     print(f"data: the bundle's {bundle['images']} held-out images ({bundle['data']}); result: {args.json}")
 
 

@@ -19,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .system import usable_cpus
+from .system import is_jetson, usable_cpus
 
 # Other processes using this much of the CPUs on average during the run (in cores) make it "busy":
 # a quarter of a core taken from a 1- or 2-thread benchmark moves its median measurably.
@@ -56,10 +56,6 @@ def _int(text) -> int | None:
 
 
 # ---- Jetson -------------------------------------------------------------------------------------
-
-def is_jetson(root: Path = Path("/")) -> bool:
-    return (root / "etc/nv_tegra_release").is_file() or bool(shutil.which("nvpmodel"))
-
 
 def power_mode(text: str | None) -> dict | None:
     """`nvpmodel -q`: 'NV Power Mode: MAXN' then the mode's id on a line of its own."""
@@ -273,11 +269,11 @@ def summary(cond: dict | None) -> str:
         clocks = [f"{what} {g[k]}/{g[top] or '?'} MHz" for what, k, top in
                   (("SM", "sm_mhz", "sm_max_mhz"), ("mem", "mem_mhz", "mem_max_mhz")) if g.get(k) is not None]
         parts.append(", ".join([g["name"], *clocks] + ([g["pstate"]] if g.get("pstate") not in (None, "[N/A]") else [])))
-    locked = cond.get("clocks_locked")
-    parts.append({True: "clocks locked", False: "clocks NOT locked", None: "clocks lock unknown"}[locked])
+    locked, mac = cond.get("clocks_locked"), before.get("macos")
+    if locked is not None or not mac:   # a Mac has no clocks to lock: nothing to say
+        parts.append({True: "clocks locked", False: "clocks NOT locked", None: "clocks lock unknown"}[locked])
     if before.get("cpu_governor"):
         parts.append(f"governor {before['cpu_governor']}")
-    mac = before.get("macos")
     if mac:
         parts.append(f"macOS {mac.get('version') or '?'}, {mac.get('chip') or '?'}")
     if cond.get("compute_units"):

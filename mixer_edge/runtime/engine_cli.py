@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .artifact import require_writable
 from .backends import Options
 from .bench import bench_artifact
 from .bundle import read_bundle
@@ -16,7 +17,7 @@ from .engine import BUILDER_VERSION, build_artifact, verify_engine
 from .errors import EXIT_DEVICE_CHECK, EXIT_OK, BadInput, error_boundary
 from .identity import SELECTIONS
 from .readers import read_data
-from .results import document
+from .results import check_line, document
 from .system import base_versions, device_info
 from .timing import Settings, parse_batch_sizes
 
@@ -71,6 +72,11 @@ def run(argv=None) -> int:
 def run_parsed(args) -> int:
     if not args.data and read_bundle(args.artifact) is not None:
         use_bundle(args)   # a packed artifact: build, then benchmark its bundled images
+    if not args.no_build:
+        require_writable(args.artifact, "trt_build.py writes the engine, its timing cache and the manifest's "
+                                        "engine record into the artifact folder")
+    if args.data and args.json:
+        require_writable(Path(args.json).parent, f"the result --json {args.json}")
     if args.no_build and not args.data:
         raise BadInput("--no-build only makes sense with --data (benchmark the engine already built)")
     if not args.no_build:
@@ -94,9 +100,7 @@ def report_check(check: dict) -> bool:
     if check["status"] == "failed":
         print(f"error: device check failed: {check['reason']}", file=sys.stderr)
         return False
-    print(f"device check {check['status']}: " + (check.get("reason") or
-          f"logit SQNR {check['sqnr_db']} dB against FP32 PyTorch on {check['n']} golden images "
-          f"(threshold {check['threshold_sqnr_db']} dB)"))
+    print(check_line(check))
     return True
 
 

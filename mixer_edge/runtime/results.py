@@ -114,6 +114,13 @@ def throughput_text(t: dict | None) -> str:
     return "-" if t is None else f"{interval_text(t['images_per_s'], t.get('images_per_s_ci'), '.0f')} ({t['batch']})"
 
 
+def check_line(check: dict) -> str:
+    """The golden check in one line: 'device check passed: logit SQNR ...' or why it was skipped."""
+    return f"device check {check['status']}: " + (check.get("reason") or (
+        f"logit SQNR {check['sqnr_db']} dB against FP32 PyTorch on {check['n']} golden images "
+        f"(threshold {check['threshold_sqnr_db']} dB)"))
+
+
 def format_table(doc: dict) -> str:
     """The results as a fixed-width text table for a terminal. Model MB is the memory loading the
     model and its first inference added; the process peak is everything (torch included)."""
@@ -141,6 +148,8 @@ def format_table(doc: dict) -> str:
             lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1])
         else:
             lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    lines += [f"{r['name']}: {check_line(r['device_check'])}" for r in doc["results"]
+              if r["status"] == "ok" and r.get("device_check")]
     d = doc["device"]
     lines.append(f"device: {d['name']}: {d['cpu']}, {d['cores_usable']} cores, {' '.join(d['isa']) or 'no ISA flags'}; "
                  f"{d['os']}")

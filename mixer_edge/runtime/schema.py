@@ -179,7 +179,7 @@ SNAPSHOT = {   # runtime/conditions.snapshot(): what the report reads of it
 }
 RESULT_SHAPE = {
     "device": {"name": NAME, "cpu?": TEXT, "os?": TEXT, "isa?": maybe([TEXT]),
-               "cores_usable?": maybe(ints(0, 2 ** 31))},
+               "cores_usable?": maybe(ints(0, 2 ** 31)), "machine?": maybe(TEXT), "gpus?": maybe([TEXT])},
     "versions?": OBJECT,
     "conditions?": maybe({"before": SNAPSHOT, "after": SNAPSHOT, "cores_usable?": maybe(ints(1, 2 ** 20)),
                           "others_cores?": maybe(NON_NEGATIVE), "clocks_locked?": maybe(BOOL),

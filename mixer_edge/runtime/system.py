@@ -155,6 +155,11 @@ def cpu_model(info: dict | None = None) -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def is_jetson(root: Path = Path("/")) -> bool:
+    """An NVIDIA Jetson: L4T's release file, or JetPack's power-mode tool on PATH."""
+    return (root / "etc/nv_tegra_release").is_file() or bool(shutil.which("nvpmodel"))
+
+
 def usable_cpus() -> int:
     """CPUs this process may use (a container's affinity mask, not the host's count)."""
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NotRunnable
+from ..system import is_jetson
 
 GPU_NODES = ("/dev/nvidia0", "/dev/nvgpu/igpu0", "/dev/nvhost-ctrl-gpu", "/dev/nvhost-gpu")
 # cuda-python links its own CUDA runtime of its major.minor (cuda.bindings shares the toolkit's
@@ -25,6 +26,7 @@ GPU_NODES = ("/dev/nvidia0", "/dev/nvgpu/igpu0", "/dev/nvhost-ctrl-gpu", "/dev/n
 CUDA_PYTHON = {11: 'pip install "cuda-python>=11.8,<12"', 12: 'pip install "cuda-python>=12,<13"',
                13: 'pip install "cuda-python>=13,<14"'}
 JETPACK_6 = 'pip install "cuda-python>=12.6,<12.7"'   # JetPack 6.1 / 6.2: CUDA 12.6
+HOST_FALLBACKS = "or the fallbacks: a CUDA build of torch, or pycuda (pip install pycuda)"
 BUFFER_FALLBACKS = ("or the fallbacks: a CUDA build of torch (on a Jetson, NVIDIA's JetPack 6 wheel from "
                     "https://pypi.jetson-ai-lab.dev/jp6/cu126) or pycuda (pip install pycuda)")
 
@@ -260,11 +262,12 @@ def cuda_python_hint() -> str:
     major, CUDA_PYTHON), or every line, and the fallbacks."""
     version = cuda_version()["version"]
     major = int(version.split(".")[0]) if version else None
-    if version and version.startswith("12.6"):
+    jetson = is_jetson()
+    if jetson and version and version.startswith("12.6"):
         line = f"for this device's CUDA {version} (JetPack 6): {JETPACK_6}"
-    elif major in CUDA_PYTHON:
+    elif major in CUDA_PYTHON:   # an x86 host's CUDA 12.6 is no JetPack: its driver's major
         line = f"for this device's CUDA {version}: {CUDA_PYTHON[major]}"
     else:
         line = "cuda-python of the device's CUDA: " + "; ".join(
             [f"JetPack 6: {JETPACK_6}", *(f"CUDA {m}: {cmd}" for m, cmd in CUDA_PYTHON.items())])
-    return f"{line}; {BUFFER_FALLBACKS}"
+    return f"{line}; {BUFFER_FALLBACKS if jetson else HOST_FALLBACKS}"
