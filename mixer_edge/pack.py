@@ -110,55 +110,89 @@ def _tar_gz(root: Path) -> bytes:
     return buf.getvalue()
 
 
+# Per target: how to fix clocks before measuring, and what the device runs (the README's runbooks,
+# "On a device"). A target not listed needs neither. Text, then code lines, per kind of device.
+CLOCKS = {
+    "tensorrt": (("On a Jetson, the power mode and locked clocks (else the GPU idles down between calls):",
+                  ("sudo nvpmodel -q            # NV Power Mode: MAXN, and its id",
+                   "sudo nvpmodel -m 0          # the module's maximum mode (/etc/nvpmodel.conf lists them)",
+                   "sudo jetson_clocks --store && sudo jetson_clocks     # --restore undoes it")),
+                 ("On an x86 GPU host, MAX from `nvidia-smi --query-gpu=clocks.max.sm --format=csv` "
+                  "(`sudo nvidia-smi -rgc` undoes it):", ("sudo nvidia-smi -lgc MAX,MAX",))),
+    "onnx": (("On Linux (the result records the CPU governor):", ("sudo cpupower frequency-set -g performance",)),),
+    "openvino": (("On Linux (the result records the CPU governor):",
+                  ("sudo cpupower frequency-set -g performance",)),),
+}
+RUN = {
+    "tensorrt": ("python3 trt_build.py .      # build the engine for this GPU, check it, benchmark",
+                 "Later: `python3 trt_build.py . --no-build` benchmarks the engine built before, `python3 "
+                 "edge_bench.py . --predict IMAGE...` classifies images. The build adds the engine to "
+                 "`manifest.json`, so `SHA256SUMS` no longer matches that one file; the scripts check every file "
+                 "against the manifest on each run."),
+    "coreml": ("python3 edge_bench.py .",
+               "`--compute-units CPU_AND_NE` asks for the Neural Engine (`ALL`, the default; `CPU_AND_GPU`; "
+               "`CPU_ONLY`); to compare them, give each run its own file: `--compute-units CPU_AND_NE --json "
+               "result-ne.json`. `python3 edge_bench.py . --predict IMAGE...` classifies images."),
+}
+DEFAULT_RUN = ("python3 edge_bench.py .", "`python3 edge_bench.py . --predict IMAGE...` classifies images.")
+
+
+def code(*lines: str) -> str:
+    """A fenced code block inside a numbered list item."""
+    return "   ```\n" + "".join(f"   {line}\n" for line in lines) + "   ```\n"
+
+
 def install_steps(target: str) -> str:
     """The install commands for the target's devices, one group per kind of device (runtime
     NEEDS, Need.where), from the same table the scripts quote when something is missing."""
     backend = get_target(target).backend
     needs = backend.NEEDS
     if not needs:   # ONNX Runtime, OpenVINO: one wheel from PyPI, on any device
-        return (f"    {install_hint(needs, backend.LIBRARY or target)}\n"
-                f'    pip install "numpy>=1.24" "Pillow>=9"\n')
+        return code("python3 -m venv ~/mixer-edge-device && . ~/mixer-edge-device/bin/activate",
+                    install_hint(needs, backend.LIBRARY or target), 'pip install "numpy>=1.24" "Pillow>=9"')
     kinds = list(dict.fromkeys(n.where for n in needs if n.where))
     out = []
     for kind in kinds or [""]:
-        if kind:
-            out.append(f"On {kind}:\n")
-        out += [f"    {n.install}\n" for n in needs if n.where in ("", kind)]
-    return "".join(out)
+        venv = ("python3 -m venv ~/coreml && . ~/coreml/bin/activate",) if target == "coreml" else ()
+        lines = [*venv, *(n.install for n in needs if n.where in ("", kind))]
+        out.append((f"   On {kind}:\n\n" if kind else "") + code(*lines))
+    return "\n".join(out)
 
 
 def device_readme(manifest: dict, bundle: dict, name: str) -> str:
     """The device's instructions, with the exact commands for this artifact's target."""
     target = manifest["target"]
-    run = "python3 trt_build.py .     # build the engine for this GPU, check it, then benchmark" if target == "tensorrt" \
-        else "python3 edge_bench.py ."
+    run, later = RUN.get(target, DEFAULT_RUN)
+    mac = target == "coreml"
+    check, other = (f"shasum -a 256 -c {SUMS}", f"sha256sum -c {SUMS}")[::1 if mac else -1]
     result = default_result("DEVICE")
+    steps = [f"Check the copy; every line ends in OK (on {'Linux' if mac else 'a Mac'}: `{other}`):\n\n" + code(check),
+             "Install what this target needs on the device (nothing else: no torch, no mixer-edge):\n\n" +
+             install_steps(target)]
+    if target in CLOCKS:
+        steps.append("Before measuring, fix the clocks (the result records them, and warns where they were not "
+                     "locked).\n\n" + "\n".join(f"   {text}\n\n" + code(*lines) for text, lines in CLOCKS[target]))
+    steps.append(f"""Run it, from this folder (it must be writable: the result is written here):
+
+{code(run)}
+   It checks every file's sha256, runs the golden check (the images recorded at export must give the
+   logits validated then), benchmarks the {bundle['images']} bundled images and writes `{result}` (your
+   device's name in place of DEVICE; `--device-name NAME` sets it). It prints the results table, the
+   line `device check passed: ...` and the conditions it measured under, with a `warning:` line where
+   clocks were not locked or the machine was busy. `--data SPEC` benchmarks other images instead;
+   `--help` lists every option. {later}
+""")
+    steps.append(f"""Copy `{result.replace('DEVICE', '*')}` back to the machine with mixer-edge and merge it with others:
+
+{code("mixer-edge report result-*.json host.json --out report/")}
+   (`host.json`: `mixer-edge bench CHECKPOINT ARTIFACT --data SPEC --json host.json` on that machine; the
+   checkpoint's PyTorch row is that machine's speed-up baseline.)
+""")
+    body = "\n".join(f"{i}. {text}" for i, text in enumerate(steps, 1))
     return f"""# {name}: a mixer-edge {target} {manifest['precision']} artifact, packed for its device
 
 Inside: the artifact (model files, `manifest.json`, the device runtime `mixer_edge_runtime/` and its
 launcher{'s' if target == 'tensorrt' else ''}), {bundle['images']} images held out from the model's training and calibration
 (`{bundle['data']}`, described in `{BUNDLE}`), and `{SUMS}`.
 
-1. Check the copy (on a Mac: `shasum -a 256 -c {SUMS}`); every line ends in OK:
-
-    sha256sum -c {SUMS}
-
-2. Install what this target needs on the device (nothing else: no torch, no mixer-edge):
-
-{install_steps(target)}
-3. Run it, from this folder (it must be writable: the result is written here):
-
-    {run}
-
-   It checks every file's sha256, runs the golden check (the images recorded at export must give the
-   logits validated then), benchmarks the {bundle['images']} bundled images and writes `{result}` (your
-   device's name in place of DEVICE). It prints `device check passed`, a table and the conditions it
-   measured under, with a `warning:` line where clocks were not locked or the machine was busy.
-   Options: `--help`; `--json PATH` writes the result elsewhere; `--device-name NAME` names the device.
-
-4. Copy `{result.replace('DEVICE', '*')}` back to the machine with mixer-edge and merge it with others:
-
-    mixer-edge report result-*.json host.json --out report/
-
-   (`host.json`: `mixer-edge bench ARTIFACT --data SPEC --json host.json` on that machine.)
-"""
+{body}"""

@@ -20,7 +20,7 @@ import pytest
 from conftest import block_imports
 from mixer_edge.export.base import ExportSpec
 from mixer_edge.export.build import export_one
-from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_OK
+from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -242,6 +242,32 @@ def test_cuda_python_13_layout(trt_artifacts, tmp_path, py):
     assert r.returncode == EXIT_OK and "device check passed" in r.stdout, r.stderr
 
 
+def test_a_corrupt_or_missing_engine_is_rebuilt(trt_artifacts, tmp_path, py):
+    """The engine is trt_build.py's own output: a rebuild mends a corrupt or deleted one (before:
+    exit 2, "model.engine does not match its sha256" / "is missing", and no way but a fresh copy)."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    assert run(py, folder, "trt_build.py", ".", env=device(tmp_path)).returncode == EXIT_OK
+    (folder / "model.engine").write_bytes(b"corrupt")
+    r = run(py, folder, "trt_build.py", ".", env=device(tmp_path))
+    assert r.returncode == EXIT_OK and "built model.engine" in r.stdout, r.stderr
+    (folder / "model.engine").unlink()
+    assert run(py, folder, "trt_build.py", ".", env=device(tmp_path)).returncode == EXIT_OK
+    import hashlib   # the rebuilt engine is listed with its own sha256
+
+    listed = {f["path"]: f["sha256"] for f in manifest(folder)["files"]}
+    assert listed["model.engine"] == hashlib.sha256((folder / "model.engine").read_bytes()).hexdigest()
+
+
+def test_an_unbuilt_engine_says_how_to_build_it_first(trt_artifacts, tmp_path, digits_npz, py):
+    """The reason recorded at export (the exporting host had no TensorRT) comes after the fix, not
+    as the first words a device user reads."""
+    folder = on_device(trt_artifacts["fp32"], tmp_path)
+    line = one_error(run(py, folder, "edge_bench.py", ".", "--data", digits_npz, env=device(tmp_path)),
+                     EXIT_NOT_RUN, "at export:")
+    assert line.startswith("error: not run: the engine is not built yet: build it on this device with "
+                           "`python3 trt_build.py .`"), line
+
+
 # ---- the conditions a device measured under ------------------------------------------------------
 
 def conditions_of(py, folder, tmp_path, data, bins=("bin", "jetson"), build=False, **env) -> tuple[dict, str]:
@@ -309,6 +335,28 @@ def test_a_packed_tensorrt_artifact_builds_and_benchmarks_with_no_argument(trt_a
     (result,) = folder.glob("result-*.json")
     entry = json.loads(result.read_text())["results"][0]
     assert entry["status"] == "ok" and entry["data"]["n"] == 30 and entry["device_check"]["status"] == "passed"
+    assert "tensorrt-int8: device check passed: logit SQNR" in r.stdout
+
+
+def test_a_packed_engine_failing_its_golden_check_still_writes_its_result(trt_artifacts, tmp_path, py):
+    """Exit 4, and the result written with the failed check marked, as edge_bench.py does (before:
+    trt_build.py stopped after the build's check: exit 4 and no result, though it had named the file)."""
+    import tarfile
+
+    from mixer_edge.cli import main
+
+    out = tmp_path / "trt.tar.gz"
+    assert main(["pack", str(trt_artifacts["fp32"]), "--data", "digits", "--images", "20", "--out", str(out)]) == EXIT_OK
+    with tarfile.open(out) as tar:
+        tar.extractall(tmp_path / "device", filter="data")
+    folder = tmp_path / "device" / "tensorrt-fp32"
+    m = manifest(folder)
+    m["golden"]["threshold_sqnr_db"] = 500.0   # more than any engine reaches
+    (folder / "manifest.json").write_text(json.dumps(m))
+    r = run(py, folder, "trt_build.py", ".", "--device-name", "orin", env=device(tmp_path))
+    one_error(r, EXIT_DEVICE_CHECK, "device check failed")
+    result = json.loads((folder / "result-orin.json").read_text())["results"][0]
+    assert result["device_check"]["status"] == "failed" and result["latency_ms"]["p50"] > 0
 
 
 # ---- on the exporting host ---------------------------------------------------------------------------

@@ -124,6 +124,24 @@ def test_run_from_elsewhere_the_result_lands_in_the_artifact_folder(packed, tmp_
     assert (folder / "result-pi-5.json").is_file() and not list(folder.parent.glob("*.json"))
 
 
+def test_other_images_on_a_packed_artifact_still_write_the_result(packed, tmp_path, digits_bench_result):
+    """`--data SPEC` instead of the bundled images: the result still goes to result-<device>.json in
+    the artifact folder (before: nothing was written without --json)."""
+    import numpy as np
+
+    from mixer_edge import load_data
+
+    folder = unpack(packed, tmp_path / "device")
+    d = load_data("digits")
+    np.savez(tmp_path / "mine.npz", images=d.images, labels=d.labels, classes=np.array(d.classes))
+    r = subprocess.run([sys.executable, "edge_bench.py", ".", "--data", str(tmp_path / "mine.npz"), "--device-name",
+                        "jetson"], cwd=folder, env={**block_imports(tmp_path, "torch", "mixer_edge"),
+                                                   "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "data: the bundle's" not in r.stdout and "result: " in r.stdout
+    assert json.loads((folder / "result-jetson.json").read_text())["results"][0]["data"]["n"] == 179
+
+
 def test_a_tampered_bundle_is_one_line(packed, tmp_path):
     folder = unpack(packed, tmp_path)
     images = folder / "bundle" / "images.npz"

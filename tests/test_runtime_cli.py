@@ -60,4 +60,4 @@ def test_a_result_that_cannot_be_written_is_refused_before_the_benchmark(digits_
     monkeypatch.setattr(artifact.os, "access", lambda p, mode: False)
     assert main([str(digits_onnx_artifact), "--data", "digits", "--json", str(tmp_path / "r.json")]) == EXIT_BAD_INPUT
     out, err = capsys.readouterr()
-    assert out == "" and err.count("error: ") == 1 and "is not writable (the result --json" in err
+    assert out == "" and err.count("error: ") == 1 and "is not writable (the result " in err

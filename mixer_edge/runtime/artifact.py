@@ -75,9 +75,10 @@ def atomic_write_json(path, obj) -> None:
 
 # ---- reading an artifact ------------------------------------------------------------------------
 
-def read_manifest(folder, verify: bool = True) -> dict:
+def read_manifest(folder, verify: bool = True, rebuilt: tuple = ()) -> dict:
     """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256
-    (verify=False: the manifest alone, for the exporter's own staging folder)."""
+    (verify=False: the manifest alone, for the exporter's own staging folder; rebuilt: files about
+    to be made again, such as an engine, whose old copy may be missing or corrupt)."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -89,7 +90,7 @@ def read_manifest(folder, verify: bool = True) -> dict:
         raise BadInput(f"{path} has artifact schema {found!r}; this script reads schema {ARTIFACT_SCHEMA}")
     check_document(manifest, path, MANIFEST_SHAPE, manifest_problems)
     if verify:
-        verify_files(folder, manifest)
+        verify_files(folder, manifest, rebuilt)
     return manifest
 
 
@@ -105,8 +106,10 @@ def confined(folder: Path, name) -> Path:
     return Path(folder) / name
 
 
-def verify_files(folder: Path, manifest: dict) -> None:
+def verify_files(folder: Path, manifest: dict, rebuilt: tuple = ()) -> None:
     for entry in manifest["files"]:
+        if entry["path"] in rebuilt:
+            continue
         f = confined(folder, entry["path"])
         if not f.is_file():
             raise BadInput(f"artifact {folder} is incomplete: {entry['path']} is missing")

@@ -95,13 +95,12 @@ def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.predict:
         return run_predict(args)
-    if not args.data:
-        use_bundle(args)
+    use_bundle(args)
     settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
     if args.json:
-        require_writable(Path(args.json).parent, f"the result --json {args.json}")
+        require_writable(Path(args.json).parent, f"the result {args.json}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
@@ -115,15 +114,21 @@ def run(argv=None) -> int:
 
 
 def use_bundle(args) -> None:
-    """No --data: a packed artifact's bundled images, and its result written to result-<device>.json
-    unless --json says where."""
+    """A packed artifact's defaults: with no --data its bundled images, and with no --json its
+    result written to ARTIFACT/result-<device>.json (the file its device README says to fetch).
+    An artifact that was not packed needs --data."""
     bundled = bundled_data(args.artifact)
     if bundled is None:
-        raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images (a packed "
-                       "artifact, made by mixer-edge pack, benchmarks its bundled images by default)")
-    args.data, bundle = bundled
-    args.json = args.json or str(Path(args.artifact) / default_result(args.device_name))
-    print(f"data: the bundle's {bundle['images']} held-out images ({bundle['data']}); result: {args.json}")
+        if not args.data:
+            raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images (a packed "
+                           "artifact, made by mixer-edge pack, benchmarks its bundled images by default)")
+        return
+    if not args.data:
+        args.data, bundle = bundled
+        print(f"data: the bundle's {bundle['images']} held-out images ({bundle['data']})")
+    if not args.json:
+        args.json = str(Path(args.artifact) / default_result(args.device_name))
+        print(f"result: {args.json} (written when the run ends)")
 
 
 def finish(doc: dict, json_path) -> int:

@@ -238,7 +238,7 @@ def build_artifact(folder, *, min_batch: int | None = None, opt_batch: int | Non
     """Build ARTIFACT/model.engine from the artifact's ONNX and rewrite its manifest (atomically)
     with the engine in "files" and export.engine stamped. Returns the engine section."""
     folder = Path(folder)
-    manifest = read_manifest(folder)
+    manifest = read_manifest(folder, rebuilt=(ENGINE,))   # a missing or corrupt old engine is what a rebuild mends
     trt = import_tensorrt()
     plan = build_plan(manifest, trt_major(trt), min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                       timing_cache=timing_cache, workspace_mib=workspace_mib)

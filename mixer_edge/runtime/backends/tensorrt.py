@@ -145,7 +145,7 @@ def load(folder, manifest: dict, opt: Options | None = None) -> Backend:
         raise BadInput("--threads, --precision-hint and --provider do not apply to TensorRT engines")
     eng = engine_section(manifest)
     if not eng.get("built"):
-        raise NotRunnable(f"the engine is not built ({eng.get('reason', 'no engine in the manifest')}); "
-                          f"build it on this device: python trt_build.py {folder}")
+        raise NotRunnable(f"the engine is not built yet: build it on this device with `python3 trt_build.py "
+                          f"{folder}` (at export: {eng.get('reason', 'no engine in the manifest')})")
     runner = EngineRunner(listed(folder, manifest, eng["file"]), eng.get("tensorrt"))
     return Backend(runner, runner.config, runner.what, {"tensorrt": runner.version})
