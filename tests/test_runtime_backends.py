@@ -100,7 +100,8 @@ def test_openvino_is_plain_onnxruntime_with_an_explicit_f32_hint(ir_artifact, di
 def test_tensorrt_says_why_not(digits_onnx_artifact):
     m = {**read_manifest(digits_onnx_artifact), "target": "tensorrt",
          "export": {"engine": {"built": False, "reason": "no GPU at export"}}}
-    with pytest.raises(NotRunnable, match=r"the engine is not built \(no GPU at export\); build it on this device"):
+    with pytest.raises(NotRunnable, match=r"the engine is not built yet: build it on this device with `python3 "
+                                          r"trt_build.py .*` \(at export: no GPU at export\)"):
         trt_backend.load(digits_onnx_artifact, m, Options())
     with pytest.raises(BadInput, match="do not apply to TensorRT engines"):
         trt_backend.load(digits_onnx_artifact, m, Options(threads=2))
