@@ -95,12 +95,10 @@ def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.predict:
         return run_predict(args)
-    use_bundle(args)
+    benchmark_defaults(args)
     settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
-    if args.json:
-        require_writable(Path(args.json).parent, f"the result {args.json}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
@@ -113,22 +111,23 @@ def run(argv=None) -> int:
     return finish(doc, args.json)
 
 
-def use_bundle(args) -> None:
+def benchmark_defaults(args, data_required: bool = True) -> None:
     """A packed artifact's defaults: with no --data its bundled images, and with no --json its
     result written to ARTIFACT/result-<device>.json (the file its device README says to fetch).
-    An artifact that was not packed needs --data."""
+    Then the result's folder must be writable, checked before any work. An artifact that was not
+    packed needs --data where data_required (edge_bench.py; trt_build.py may only build)."""
     bundled = bundled_data(args.artifact)
-    if bundled is None:
-        if not args.data:
-            raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images (a packed "
-                           "artifact, made by mixer-edge pack, benchmarks its bundled images by default)")
-        return
-    if not args.data:
+    if bundled is None and not args.data and data_required:
+        raise BadInput("give --data SPEC to benchmark, or --predict IMAGE... to classify images (a packed "
+                       "artifact, made by mixer-edge pack, benchmarks its bundled images by default)")
+    if bundled is not None and not args.data:
         args.data, bundle = bundled
         print(f"data: the bundle's {bundle['images']} held-out images ({bundle['data']})")
-    if not args.json:
+    if bundled is not None and not args.json:
         args.json = str(Path(args.artifact) / default_result(args.device_name))
         print(f"result: {args.json} (written when the run ends)")
+    if args.data and args.json:
+        require_writable(Path(args.json).parent, f"the result {args.json}")
 
 
 def finish(doc: dict, json_path) -> int:

@@ -10,8 +10,7 @@ from pathlib import Path
 from .artifact import require_writable
 from .backends import Options
 from .bench import bench_artifact
-from .bundle import read_bundle
-from .cli import finish, use_bundle
+from .cli import benchmark_defaults, finish
 from .conditions import Watch
 from .engine import BUILDER_VERSION, build_artifact, verify_engine
 from .errors import EXIT_DEVICE_CHECK, EXIT_OK, BadInput, error_boundary
@@ -70,13 +69,10 @@ def run(argv=None) -> int:
 
 
 def run_parsed(args) -> int:
-    if read_bundle(args.artifact) is not None:
-        use_bundle(args)   # a packed artifact: build, then benchmark its bundled images into result-<device>.json
+    benchmark_defaults(args, data_required=False)   # a packed artifact: build, then benchmark its bundled images
     if not args.no_build:
         require_writable(args.artifact, "trt_build.py writes the engine, its timing cache and the manifest's "
                                         "engine record into the artifact folder")
-    if args.data and args.json:
-        require_writable(Path(args.json).parent, f"the result {args.json}")
     if args.no_build and not args.data:
         raise BadInput("--no-build only makes sense with --data (benchmark the engine already built)")
     if not args.no_build:
