@@ -394,6 +394,8 @@ def _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_dat
 
     doc = benchmark([str(checkpoint), str(onnx_artifact), str(tensorrt_artifact)],
                     _config(str(npz_data), device_name="laptop"))
+    for r in doc["results"]:   # a quiet machine, whatever this one's load was: speed-ups are printed
+        r["load"] = {"others_cores": 0.0, "busy": False} if r["status"] == "ok" else None
     paths = [tmp_path / "laptop.json"]
     paths[0].write_text(json.dumps(doc))
     board = json.loads(json.dumps(doc))
@@ -423,7 +425,8 @@ def test_report_from_two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_a
     assert "<table>" in page and "http" not in offline  # nothing fetched when opened
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'(?:src|href)="([^"]*)"', page))
     for text in (md, page):
-        assert "laptop" in text and "board" in text and "tensorrt" in text and "not run here (" in text
+        assert "laptop" in text and "board" in text and "tensorrt" in text and "not run here [" in text
+        assert text.count("needs tensorrt") == 1   # the reason once, as a footnote both devices' rows refer to
         assert "accuracy_vs_latency.png" in md and "1.00x" in text
     assert {r.device for r in files.recommendations} == {"laptop", "board"}
     assert all(r.row is not None and r.row.ok for r in files.recommendations)
@@ -462,32 +465,88 @@ def test_every_bench_and_report_option_has_help():
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+WINDOW = 1400   # px: the width the report must read well at (issue 20)
+
+
+def _crowded_result(path: Path) -> Path:
+    """A wide report of one host run (issue 20's): 12 rows, three TensorRT and three Core ML rows not
+    run with a long reason each, stand-in checks, a busy row, three batch sizes, a long device name."""
+    from mixer_edge.runtime.results import result_entry
+
+    why = ("needs tensorrt and an NVIDIA GPU: tensorrt is not installed here, the engine is built on the device "
+           "(pip install 'mixer-edge[tensorrt]'); no NVIDIA GPU here (no /dev/nvidia0, no Jetson /dev/nvgpu, no "
+           "nvidia-smi); export writes the TensorRT-ready ONNX, validated with ONNX Runtime")
+    check = {"status": "passed", "checked_by": "own runtime", "runner": "onnxruntime", "reason": None}
+    results = []
+    for i, (target, prec) in enumerate((t, p) for t in ("onnx", "openvino", "coreml", "tensorrt")
+                                       for p in ("fp32", "fp16", "int8")):
+        base = dict(name=f"mnist-t4-aug-{target}-{prec}", artifact="a", target=target, precision=prec,
+                    size_bytes=2_300_000, validation={**check, "checked_by": "stand-in"} if i % 4 == 3 else check)
+        if target in ("coreml", "tensorrt"):
+            results.append(result_entry(**base, status="not-run", reason=why if target == "tensorrt" else
+                                        "needs macOS (this is Linux): conversion and structural checks only"))
+            continue
+        p50 = 0.65 + 0.1 * i
+        results.append(result_entry(**base, status="ok", accuracy={"top1": 0.986, "top5": 1.0, "n": 1000},
+                                    agreement={"top1_agreement": 0.998, "cosine": 0.99993},
+                                    latency_ms={"p10": p50 * 0.9, "p50": p50, "p90": p50 * 1.2, "p50_ci":
+                                                [p50 * 0.97, p50 * 1.03]}, model_rss_mb=31.2,
+                                    throughput=[{"batch": b, "images_per_s": 1000 * b / p50 / (1 + b / 40),
+                                                 "images_per_s_ci": [900 * b / p50 / (1 + b / 40),
+                                                                     1100 * b / p50 / (1 + b / 40)]}
+                                                for b in (1, 8, 32)],
+                                    data={"n": 1000, "selection": "held-out"}))
+        results[-1]["load"] = {"others_cores": 0.8 if i == 1 else 0.02, "busy": i == 1}
+    doc = {"schema": 1, "kind": "mixer-edge-bench", "tool": "mixer-edge bench", "versions": {},
+           "device": {"name": "ubuntu-workstation-long-name [AMD EPYC 7B13 64-Core Processor]", "cpu": "AMD EPYC"},
+           "conditions": {"before": {"cpu_governor": "schedutil", "load_avg": [0.5, 0.4, 0.3]}, "after": {},
+                          "cores_usable": 2, "others_cores": 0.3, "clocks_locked": False}, "results": results}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _chromium(tmp_path, *args) -> subprocess.CompletedProcess:
+    """Headless Chromium with its network off (a proxy that answers nothing) at the report's width."""
+    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", "--proxy-server=127.0.0.1:9",
+                           "--hide-scrollbars", f"--window-size={WINDOW},1200", "--virtual-time-budget=5000", *args],
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (apt-get install chromium)")
 def test_report_html_renders_offline_in_headless_chromium(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact,
                                                           npz_data):
-    """Chromium, with its network off, loads report.html: both embedded plots decode (natural
-    width > 0) and the results table has a row per result."""
+    """Chromium, with its network off and a 1400 px wide window, loads report.html: both embedded
+    plots decode (natural width > 0), the results table has a row per result, and nothing is wider
+    than the window. How: a copy of the page with a script that, once loaded, writes what the
+    layout engine measured (the window's inner width, the document's scrollWidth, the right edge of
+    every table) into an attribute that --dump-dom prints; the window's width is checked too, so
+    --window-size took effect. A screenshot at that size is saved beside it for a person to look at."""
     from mixer_edge.bench.report import build_report
 
-    files = build_report(_two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data),
-                         tmp_path / "report")
+    paths = _two_devices(tmp_path, onnx_artifact, checkpoint, tensorrt_artifact, npz_data)
+    files = build_report(paths + [_crowded_result(tmp_path / "crowded.json")], tmp_path / "report")
     probe = tmp_path / "report" / "probe.html"
     probe.write_text(files.html.read_text().replace("</body>", (
         "<script>window.addEventListener('load', () => document.body.setAttribute('data-probe', "
         "[...document.images].map(i => i.naturalWidth).join(',') + ';' + "
-        "document.querySelectorAll('table tr').length));</script></body>")))
-    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                           "--proxy-server=127.0.0.1:9", "--virtual-time-budget=5000", "--dump-dom",
-                           probe.as_uri()], capture_output=True, text=True, timeout=120)
+        "document.querySelectorAll('table tr').length + ';' + window.innerWidth + ';' + "
+        "document.documentElement.scrollWidth + ';' + "
+        "Math.ceil(Math.max(...[...document.querySelectorAll('table')].map(t => t.getBoundingClientRect().right)))"
+        "));</script></body>")))
+    proc = _chromium(tmp_path, "--dump-dom", probe.as_uri())
     found = re.search(r'data-probe="([^"]*)"', proc.stdout)
     assert found, proc.stderr[-2000:]
-    widths, rows = found.group(1).split(";")
+    widths, rows, inner, scroll, right = found.group(1).split(";")
     assert [int(w) > 100 for w in widths.split(",")] == [True, True]
-    assert int(rows) >= 6  # header rows + 6 results across the two devices
+    assert int(rows) == (1 + 3) + 2 * (1 + 6 + 12)   # devices; each results table: header, 6 + 12 results
+    assert int(inner) == WINDOW and int(scroll) <= WINDOW and int(right) <= WINDOW, (inner, scroll, right)
+    shot = tmp_path / "report" / "screenshot.png"
+    proc = _chromium(tmp_path, f"--screenshot={shot}", files.html.as_uri())
+    assert shot.is_file(), proc.stderr[-2000:]
+    head = shot.read_bytes()[:24]   # PNG signature, IHDR: width and height, big-endian
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(head[16:20], "big") == WINDOW
 
 
 def test_mixer_edge_bench_with_a_runtime_not_installed_exits_non_zero(capsys, tmp_path, tensorrt_artifact, npz_data):

@@ -309,11 +309,15 @@ def test_the_report_marks_a_run_whose_clocks_were_not_locked(trt_artifacts, tmp_
     conditions_of(sys.executable, folder, tmp_path, digits_npz, JETSON_DOUBLE_CLOCKS="locked")
     build_report([tmp_path / "unlocked.json", folder / "c.json"], tmp_path / "report")
     md = (tmp_path / "report" / "report.md").read_text()
-    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and "| tensorrt |" in ln]
-    assert len(rows) == 2 and "**MAXN (0); GPU 306/1300 MHz; EMC 2133/3199 MHz; clocks NOT locked" in rows[0]
-    assert "MAXN (0); GPU 1300/1300 MHz; EMC 3199/3199 MHz; clocks locked" in rows[1]
+    speed = md.split("### Speed and memory")[1]   # the table with the conditions column
+    rows = [ln for ln in speed.splitlines() if ln.startswith("| ") and "| tensorrt |" in ln]
+    assert len(rows) == 2 and rows[0].endswith("run [1]** |") and "run [2]" in rows[1]   # each run's footnote
+    assert "- [1] run conditions: MAXN (0); GPU 306/1300 MHz; EMC 2133/3199 MHz; clocks NOT locked" in md
+    assert "- [2] run conditions: MAXN (0); GPU 1300/1300 MHz; EMC 3199/3199 MHz; clocks locked" in md
     assert "## Measurement warnings" in md and "clocks not locked: run `sudo jetson_clocks`" in md
-    assert 'class="flag">MAXN (0); GPU 306/1300' in (tmp_path / "report" / "report.html").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert re.search(r'<td class="flag">[^<]*run \[1\]</td>', page)
+    assert "[1] run conditions: MAXN (0); GPU 306/1300" in page
 
 
 def test_a_packed_tensorrt_artifact_builds_and_benchmarks_with_no_argument(trt_artifacts, tmp_path, py):

@@ -125,15 +125,62 @@ def test_report_prints_within_noise(tmp_path):
     assert rec.row.name == "onnx-b" and [r.name for r in rec.tied] == ["onnx-c"]
     for text in (files.markdown.read_text(), files.html.read_text()):
         assert "within noise of onnx-c" in text
-        assert "0.95x (within noise)" in text            # onnx-a against eager: 2.0 / 2.1
+        assert "0.95x" not in text                        # onnx-a against eager (2.0 / 2.1): within noise, no figure
         assert "1.050 [1.000, 1.100]" in text             # p50 with its interval
         assert "0.945-1.260" in text                      # onnx-b's p10-p90: 1.05 x 0.9, 1.05 x 1.2
-        assert "7619 [7273, 8000] (8)" in text            # 8000 / 1.05, 8000 / 1.1, 8000 / 1.0
+        assert "7619 [7273, 8000]" in text                # 8000 / 1.05, 8000 / 1.1, 8000 / 1.0, batch 8
         assert "12.5" in text                             # the model's memory, not the process's 650
     md = files.markdown.read_text()
     row = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| dev | ")}
     assert "| within noise |" in row["onnx-c"] and "| recommended |" in row["onnx-b"]
+    assert "| 1.00x |" in row["eager"] and "| within noise |" in row["onnx-a"]   # speed-up: no number
     assert "1.90x slower" in row["eager"]                 # 2.0 / 1.05, outside the interval
+
+
+# ---- a busy machine: no speed-up from it ---------------------------------------------------------
+
+def _busy(result: dict, others: float | None, busy: bool) -> dict:
+    """The harness's per-row load: other processes' CPU use while the row was timed."""
+    return {**result, "load": {"others_cores": others, "busy": busy}}
+
+
+def test_a_row_measured_busy_gets_no_speed_up(tmp_path):
+    """eager [1.9, 2.1] quiet; onnx-a [0.95, 1.05] measured while other processes used 0.8 cores:
+    2.0x is not printed, '- (busy)' is, and the row is marked; onnx-b [0.45, 0.55] quiet: 4.00x;
+    onnx-c has no load (an older result): unknown, not busy, 2.00x."""
+    results = [_busy(_result("eager", 2.0, (1.9, 2.1), target="pytorch-eager", validation=None), 0.01, False),
+               _busy(_result("onnx-a", 1.0, (0.95, 1.05)), 0.8, True),
+               _busy(_result("onnx-b", 0.5, (0.45, 0.55)), 0.02, False),
+               _result("onnx-c", 1.0, (0.97, 1.03))]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_doc(results)))
+    rows = {r.name: r for r in rows_of([load_result(path)])}
+    assert rows["onnx-a"].busy and not rows["onnx-c"].busy and rows["onnx-c"].load is None
+    assert rows["onnx-a"].speedup_busy and not rows["onnx-b"].speedup_busy
+    files = build_report([path], tmp_path / "report")
+    md, page = files.markdown.read_text(), files.html.read_text()
+    row = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| dev | ")}
+    assert "| - (busy) |" in row["onnx-a"] and "2.00x" not in row["onnx-a"]
+    assert "| 4.00x |" in row["onnx-b"] and "| 2.00x |" in row["onnx-c"] and "| 1.00x |" in row["eager"]
+    assert "| **busy (others 0.80 cores)** |" in row["onnx-a"]
+    assert "| others 0.02 cores |" in row["onnx-b"] and "| not recorded |" in row["onnx-c"]
+    assert '<td class="flag">busy (others 0.80 cores)</td>' in page
+    for text in (md, page):
+        assert "measured while the machine was busy" in text     # the table notes say why
+
+
+def test_a_busy_baseline_gives_no_speed_up_to_any_row(tmp_path):
+    results = [_busy(_result("eager", 2.0, (1.9, 2.1), target="pytorch-eager", validation=None), 1.5, True),
+               _busy(_result("onnx-a", 1.0, (0.95, 1.05)), 0.0, False),
+               _busy(_result("onnx-b", 0.5, (0.45, 0.55)), None, False)]     # unknown: not busy
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_doc(results)))
+    files = build_report([path], tmp_path / "report")
+    md = files.markdown.read_text()
+    row = {line.split(" | ")[1]: line for line in md.splitlines() if line.startswith("| dev | ")}
+    assert all("| - (busy) |" in row[n] for n in ("eager", "onnx-a", "onnx-b"))
+    assert not any(f"| {x:.2f}x |" in md for x in (1.0, 2.0, 4.0))   # onnx-a vs onnx-b, both quiet: "2.00x slower"
+    assert "x PyTorch FP32" not in files.recommendations[0].why and "x PyTorch FP32" not in md
 
 
 # ---- the export check: shown, marked, obeyed ----------------------------------------------------
@@ -171,10 +218,10 @@ def test_failed_and_skipped_rows_are_marked_and_never_recommended(tmp_path):
     assert rec.row.name == "stand-in"
     assert "not considered: failed (export check failed), skipped (export check skipped)" in rec.why
     md, page = files.markdown.read_text(), files.html.read_text()
-    for marked in ("**FAILED**", "**skipped: unchecked**", "**passed (stand-in)**"):
+    for marked in ("**FAILED**", "**skipped: unchecked**", "*passed (stand-in)*"):
         assert marked in md
     assert "| passed |" in md and "**passed**" not in md   # the own-runtime pass is not marked
-    assert page.count('<td class="flag">') == 3
+    assert page.count('<td class="flag">') == 2 and page.count('<td class="standin">') == 1
     # Nothing left to recommend: said so, nothing picked.
     only_bad = rows_of([_doc(results[:2])])
     assert recommend(only_bad)[0].row is None
@@ -213,7 +260,7 @@ def test_old_result_files_still_read(tmp_path):
     assert r["process_peak_rss_mb"] == 650.0 and "peak_rss_mb" not in r and r["process_peak_rss_scope"] == "since load"
     files = build_report([path], tmp_path / "report")
     md = files.markdown.read_text()
-    assert "| 1.000 |" in md and "| 900 (32) |" in md and "**not recorded**" in md
+    assert "| 1.000 |" in md and "| 900 |" in md and "img/s, batch 32" in md and "**not recorded**" in md
     assert files.recommendations[0].row.name == "onnx-fp32"
 
 

@@ -6,6 +6,11 @@ rows whose median intervals overlap are "within noise": neither is called faster
 recommendation between them goes to top-1, then size, then name, which do not move from run to
 run. A row is recommended only if it ran, its device check did not fail, and its export check
 neither failed nor was skipped; a check made by a stand-in is shown as such.
+
+A speed-up is a ratio of two medians and means something only when both were measured on a quiet
+machine: a row whose own measurement or whose baseline's was busy (the harness's per-row "load":
+other processes used >= runtime/conditions.BUSY_CORES while it was timed) gets none, and neither
+does one within noise of its baseline.
 """
 from __future__ import annotations
 
@@ -57,6 +62,9 @@ class Row:
     speedup_within_noise: bool = False  # the baseline's and this row's median intervals overlap
     data: dict | None = None          # the images it was evaluated on (runtime/identity.select's account)
     conditions: dict | None = None    # what its run measured under (runtime/conditions.Watch), per result file
+    load: dict | None = None          # other processes' CPU use while this row was timed (None: not recorded)
+    speedup_busy: bool = False        # this row or its baseline was timed on a busy machine
+    model_mb_derived: bool = False    # model_mb is an older result's process peak since load minus before load
 
     @property
     def check_failed(self) -> bool:
@@ -89,6 +97,15 @@ class Row:
     def warned(self) -> bool:
         """Its run's conditions make its figures doubtful: clocks not locked, the machine busy."""
         return bool(warnings(self.conditions))
+
+    @property
+    def busy(self) -> bool:
+        """Timed while other processes used the CPUs (a result without "load" is unknown: not busy)."""
+        return (self.load or {}).get("busy") is True
+
+    @property
+    def others_cores(self) -> float | None:
+        return (self.load or {}).get("others_cores")
 
     @property
     def interval(self) -> tuple:
@@ -163,9 +180,33 @@ def rows_of(docs: list[dict]) -> list[Row]:
                             throughput=tuple(r.get("throughput") or ()), speedup=None,
                             quantization=r.get("quantization"), device_check=r.get("device_check"),
                             p50_ci=tuple(lat["p50_ci"]) if lat.get("p50_ci") else None, p10=lat.get("p10"),
-                            p90=lat.get("p90"), model_mb=r.get("model_rss_mb"), validation=r.get("validation"),
-                            data=r.get("data"), conditions=doc.get("conditions")))
+                            p90=lat.get("p90"), validation=r.get("validation"), data=r.get("data"),
+                            conditions=doc.get("conditions"), load=_load(r.get("load")), **_model_memory(r)))
     return _with_speedups(rows)
+
+
+def _load(load) -> dict | None:
+    """The row's "load" as the harness writes it ({"others_cores": cores or None, "busy": bool});
+    absent (older results) or of another shape: None, unknown, which counts as not busy."""
+    if not isinstance(load, dict):
+        return None
+    others = load.get("others_cores")
+    number = isinstance(others, (int, float)) and not isinstance(others, bool)
+    return {"others_cores": float(others) if number else None, "busy": load.get("busy") is True}
+
+
+def _model_memory(r: dict) -> dict:
+    """The model's own memory: model_rss_mb. Results written before it existed recorded only the
+    process's peak since load and the resident memory before load; their difference is this row's
+    own figure too (larger: it also covers the timed batches), marked as derived. The process
+    peak alone is never shown: every row of a process shares most of it (torch, the runtimes)."""
+    if r.get("model_rss_mb") is not None:
+        return {"model_mb": r["model_rss_mb"]}
+    peak, before = r.get("process_peak_rss_mb"), r.get("rss_before_load_mb")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (peak, before))
+    if numbers and "since load" in str(r.get("process_peak_rss_scope")):
+        return {"model_mb": max(peak - before, 0.0), "model_mb_derived": True}
+    return {"model_mb": None}
 
 
 def _with_speedups(rows: list[Row]) -> list[Row]:
@@ -174,7 +215,8 @@ def _with_speedups(rows: list[Row]) -> list[Row]:
         if r.ok and (r.target, r.precision) == BASELINE and r.p50:
             base.setdefault(r.device, r)
     return [replace(r, speedup=base[r.device].p50 / r.p50,
-                    speedup_within_noise=r is not base[r.device] and within_noise(r, base[r.device]))
+                    speedup_within_noise=r is not base[r.device] and within_noise(r, base[r.device]),
+                    speedup_busy=r.busy or base[r.device].busy)
             if r.ok and r.p50 and r.device in base else r for r in rows]
 
 
