@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -446,3 +447,121 @@ def test_preprocess_mnist_batch(mnist):
     x = Preprocess.default(28, 1)(mnist.images[:16])
     assert x.shape == (16, 1, 28, 28) and x.dtype == np.float32
     np.testing.assert_allclose(x, mnist.images[:16].transpose(0, 3, 1, 2) / 127.5 - 1.0, atol=1e-6)
+
+
+# ---- issue 20: photographers' folders ------------------------------------------------------------
+
+def test_exif_rotated_copy_is_the_same_image(tmp_path):
+    """A portrait photo stored sideways and tagged (EXIF orientation 6) reads as its upright copy:
+    the same pixels, the same content key, the same preprocessed array."""
+    rng = np.random.default_rng(3)
+    upright = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
+    _save(tmp_path / "a" / "upright.png", upright)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (tmp_path / "b").mkdir()
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "b" / "turned.png", exif=exif)
+    a, b = load_data(f"folder:{tmp_path / 'a'}"), load_data(f"folder:{tmp_path / 'b'}")
+    assert np.array_equal(a.images, b.images) and a.images.shape == (1, 12, 9, 3)
+    assert a.keys.tolist() == b.keys.tolist()
+    pre = Preprocess.default(8, 3)
+    assert np.array_equal(pre(a.images), pre(b.images))
+
+
+def test_nested_class_folders_are_read(tmp_path):
+    """3,000 images of a class, one of them in a sub-folder: all 3,000 read (none left out silently)."""
+    _save(tmp_path / "seven" / "a.png", np.zeros((4, 4), np.uint8))
+    _save(tmp_path / "seven" / "old" / "b.png", np.ones((4, 4), np.uint8))
+    _save(tmp_path / "five" / "c.png", np.zeros((4, 4), np.uint8))
+    d = load_data(f"imagefolder:{tmp_path}")
+    assert len(d) == 3 and d.classes == ("five", "seven") and d.labels.tolist() == [0, 1, 1]
+    assert [Path(f).relative_to(tmp_path).as_posix() for f in d.files] == ["five/c.png", "seven/a.png",
+                                                                          "seven/old/b.png"]
+
+
+@pytest.fixture
+def with_bad_files(tmp_path):
+    """Two classes of 3 readable images, plus a zero-byte .jpg and a link loop in class b."""
+    for cls in ("a", "b"):
+        for i in range(3):
+            _save(tmp_path / "d" / cls / f"{i}.png", np.full((4, 4), 10 * i + (cls == "b"), np.uint8))
+    (tmp_path / "d" / "b" / "1-empty.jpg").write_bytes(b"")
+    os.symlink("9-loop.png", tmp_path / "d" / "b" / "9-loop.png")
+    return tmp_path / "d"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_skip_bad_leaves_unreadable_files_out_with_a_list(with_bad_files, monkeypatch, capsys, stream):
+    from mixer_edge.data.sources import ReadOptions
+    from mixer_edge.runtime import streaming
+
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0 if stream else 256)
+    spec = f"imagefolder:{with_bad_files}"
+    with pytest.raises(BadInput, match=r"cannot read image .*1-empty.jpg: .*--skip-bad"):
+        load_data(spec).keys
+    capsys.readouterr()
+    d = load_data(spec, ReadOptions(skip_bad=True))
+    assert len(d) == 6 and d.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert [Path(p).name for p, _ in d.skipped] == ["1-empty.jpg", "9-loop.png"]
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("warning: --skip-bad left out 2 of 8 images of") and "1-empty.jpg" in err[0]
+    assert d.describe()["skipped"][0]["image"].endswith("1-empty.jpg")
+    assert np.array_equal(d.keys, load_data(f"imagefolder:{with_bad_files}", ReadOptions(skip_bad=True)).keys)
+
+
+def test_skip_bad_with_nothing_readable_is_an_error(tmp_path):
+    from mixer_edge.data.sources import ReadOptions
+
+    (tmp_path / "x.jpg").write_bytes(b"")
+    with pytest.raises(BadInput, match="none of the 1 images of folder:.* can be read"):
+        load_data(f"folder:{tmp_path}", ReadOptions(skip_bad=True))
+
+
+@pytest.mark.parametrize("text, suffix", [
+    ('{"08_eight": "eight", "SEVEN-photos": "seven", "sept": "seven"}', ".json"),
+    ("# folder = class\n08_eight = eight\n\nSEVEN-photos = seven\nsept=seven\n", ".txt"),
+])
+def test_class_map_renames_and_merges_folders(tmp_path, capsys, text, suffix):
+    from mixer_edge.data.sources import ReadOptions
+
+    for i, folder in enumerate(("08_eight", "SEVEN-photos", "sept", "five")):
+        _save(tmp_path / "d" / folder / "x.png", np.full((4, 4), i, np.uint8))
+    (tmp_path / f"map{suffix}").write_text(text + ("" if suffix == ".json" else "ghost = nine\n"))
+    d = load_data(f"imagefolder:{tmp_path / 'd'}", ReadOptions(class_map=str(tmp_path / f"map{suffix}")))
+    # sorted folders: 08_eight, SEVEN-photos, five, sept -> eight, seven, five (first appearance)
+    assert d.classes == ("eight", "seven", "five") and d.labels.tolist() == [0, 1, 2, 1]
+    err = capsys.readouterr().err
+    assert ("ghost" in err and err.startswith("warning: ")) == (suffix == ".txt")
+
+
+@pytest.mark.parametrize("text, suffix, message", [
+    ('["a", "b"]', ".json", "a JSON object of folder name -> class name"),
+    ('{"a": 3}', ".json", "a JSON object of folder name -> class name"),
+    ("{not json", ".json", "is not JSON"),
+    ("a = b\njust a name\n", ".txt", "line 2: expected FOLDER = CLASS"),
+    ("a = \n", ".txt", "line 1: expected FOLDER = CLASS"),
+    ("a = b\na = c\n", ".txt", "maps a twice"),
+    ("# nothing\n", ".txt", "maps no folder"),
+])
+def test_class_map_refusals(tmp_path, text, suffix, message):
+    from mixer_edge.data.sources import ReadOptions
+
+    _save(tmp_path / "d" / "a" / "x.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / f"m{suffix}").write_text(text)
+    with pytest.raises(BadInput, match=re.escape(message)):
+        load_data(f"imagefolder:{tmp_path / 'd'}", ReadOptions(class_map=str(tmp_path / f"m{suffix}")))
+    with pytest.raises(BadInput, match="class map not found"):
+        load_data(f"imagefolder:{tmp_path / 'd'}", ReadOptions(class_map=str(tmp_path / "nope.json")))
+
+
+def test_small_images_warned_with_their_names(tmp_path, capsys):
+    from mixer_edge.data.dataset import warn_small
+
+    _save(tmp_path / "ok.png", np.zeros((28, 28), np.uint8))
+    _save(tmp_path / "dot.png", np.zeros((1, 1), np.uint8))
+    d = load_data(f"folder:{tmp_path}")
+    warn_small(d, (28, 28))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: 1 of 2 images are much smaller") and "dot.png (1x1)" in err[0]
+    warn_small(d.subset(np.flatnonzero([f.endswith("ok.png") for f in d.files])), (28, 28))
+    assert capsys.readouterr().err == ""

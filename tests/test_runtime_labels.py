@@ -35,3 +35,19 @@ def test_model_labels_maps_labels_or_says_why_not():
     assert labels is None and why.startswith("the data's classes [ant, bee] are not the model's classes")
     labels, how = model_labels(manifest, data._replace(classes=None, labels=np.array([2, 0])))   # an .npz
     assert labels.tolist() == [2, 0] and how == "by index (the data has no class names)"
+
+
+def test_class_names_match_in_any_case():
+    """Issue 20: folders EIGHT and Seven are the model's classes eight and seven; a model that has
+    both spellings of one name keeps the exact match only."""
+    words = ["five", "eight", "seven"]
+    mapping, how = label_map(words, ["EIGHT", "Seven", "five"])
+    assert mapping.tolist() == [1, 2, 0] and how == "by name (in any case)"
+    assert label_map(words, ["eight"])[1] == "by name"
+    mapping, how = label_map(["a", "A"], ["A", "a"])
+    assert mapping.tolist() == [1, 0]
+    mapping, why = label_map(["a", "A"], ["a", "A", "á"])
+    assert mapping is None and "not the model's classes" in why
+    mapping, why = label_map(["a", "A", "b"], ["B", "a"])
+    assert mapping.tolist() == [2, 0]
+    assert label_map(["a", "A"], ["Ａ"])[0] is None     # case-folding, not look-alikes

@@ -82,3 +82,24 @@ def test_model_inputs_held_or_made_a_batch_at_a_time(monkeypatch):
     with pytest.raises(BadInput, match="taken by slices"):
         lazy[3]
     assert isinstance(model_inputs(raw[:0], prepare), np.ndarray)   # nothing to estimate: held (empty)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_unreadable_files_left_out_when_asked_held_or_streamed(pngs, monkeypatch, stream):
+    """--skip-bad: a zero-byte .jpg first and a corrupt file later are left out and listed, held or
+    streamed alike (a streamed folder is decoded once up front to find them); without it the first
+    stops the read, naming the file."""
+    empty = pngs[0].parent / "0-empty.jpg"
+    empty.write_bytes(b"")
+    corrupt = pngs[0].parent / "3-cut.png"
+    corrupt.write_bytes(pngs[3].read_bytes()[:40])
+    files = ImageFiles([empty, *pngs[:3], corrupt, *pngs[3:]])
+    monkeypatch.setattr(streaming, "STREAM_ABOVE_MB", 0 if stream else 256)
+    bad = []
+    got = decoded_or_streamed(files, bad=bad)
+    assert isinstance(got, ImageFiles) == stream
+    assert [b[0] for b in bad] == [str(empty), str(corrupt)] and len(got) == 6
+    assert np.array_equal(np.stack(list(got)), np.stack([images.read_image(p) for p in pngs]))
+    if not stream:
+        with pytest.raises(BadInput, match=f"cannot read image {empty}"):
+            decoded_or_streamed(files)

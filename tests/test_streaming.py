@@ -331,5 +331,6 @@ def test_two_processes_meeting_a_bad_file_say_so_once(tmp_path):
                            "--model", "T/2", "--epochs", "1", "--nproc", "2", "--out", str(tmp_path / "out")],
                           env=env, capture_output=True, text=True, timeout=120)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert done.returncode == 2 and errors == [f"error: cannot read image {bad}: cannot identify image file '{bad}'"]
+    assert done.returncode == 2 and errors == [f"error: cannot read image {bad}: cannot identify image file '{bad}'; "
+                                               f"--skip-bad leaves such files out"]
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()

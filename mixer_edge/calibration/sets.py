@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.dataset import ImageSet, SplitSpec, split_indices
+from ..data.dataset import ImageSet, SplitSpec, split_indices, warn_small
+from ..data.sources import ReadOptions
 from ..errors import BadInput, CalibrationError
 from ..runtime.artifact import atomic_write_bytes, atomic_write_json, read_json
 from ..runtime.identity import fingerprint
@@ -55,36 +56,50 @@ def content_sha256(x: np.ndarray, labels: np.ndarray | None) -> str:
 
 
 def make_calibration(spec: str, preprocess, *, size: int = DEFAULT_SIZE, seed: int = 0,
-                     trained=None, split: SplitSpec = SplitSpec()) -> CalibrationSet:
+                     trained=None, split: SplitSpec = SplitSpec(), validation_apart: bool = False,
+                     options: ReadOptions = ReadOptions()) -> CalibrationSet:
     """Draw `size` images from a data spec (or load a saved .npz). Never an image the model was
-    trained on (`trained`: content keys), nor one of the data's eval split (by content, with the
-    model's split seed): validation without --eval-data takes its images from there."""
+    trained on (`trained`: content keys), nor one of the data's eval split where validation may take
+    it (calibration_pool; `calib make` saves a set that validation never takes its images from: it
+    passes validation_apart)."""
     if spec.endswith(".npz"):
         return load_calibration(spec, preprocess)
     from ..data.sources import load_data
 
-    return draw_calibration(load_data(spec), preprocess, size=size, seed=seed, trained=trained, split=split)
+    return draw_calibration(load_data(spec, options), preprocess, size=size, seed=seed, trained=trained,
+                            split=split, validation_apart=validation_apart)
 
 
-def calibration_pool(data: ImageSet, trained, split: SplitSpec) -> tuple[ImageSet, str]:
-    """The train and calib splits of the data, less the images the model was trained on. On the
-    model's own training data that is exactly its calib split."""
+def calibration_pool(data: ImageSet, trained, split: SplitSpec, validation_apart: bool = False) -> tuple:
+    """(images calibration may draw from, what they are). The train and calib splits of the data, less
+    the images the model was trained on: on the model's own training data that is exactly its calib
+    split, and the eval split stays for validation (without --eval-data) and for the held-out
+    figures of eval, bench and pack. The user's own calibration images, sharing none with the
+    training data, are used whole when validation has images of its own (validation_apart:
+    --eval-data, or a set saved for later)."""
+    if validation_apart and not np.isin(data.keys, _keys(trained)).any():
+        return data, f"{data.spec} (all {len(data)} images: none trained on, validation has its own)"
     parts = split_indices(data, split)
     pool = data.subset(np.sort(np.concatenate([parts["train"], parts["calib"]]))).without(trained)
     return pool, f"{data.spec} ({len(pool)} of {len(data)} images: not trained on, not held out for validation)"
 
 
+def _keys(keys) -> np.ndarray:
+    return np.zeros(0, np.uint64) if keys is None else np.asarray(keys, np.uint64)
+
+
 def draw_calibration(data: ImageSet, preprocess, *, size: int, seed: int, trained=None,
-                     split: SplitSpec = SplitSpec()) -> CalibrationSet:
+                     split: SplitSpec = SplitSpec(), validation_apart: bool = False) -> CalibrationSet:
     if size < 1:
         raise CalibrationError(f"--calib-size must be at least 1, got {size}")
-    pool, where = calibration_pool(data, trained, split)
+    pool, where = calibration_pool(data, trained, split, validation_apart)
     if len(pool) == 0:
         raise CalibrationError(f"no usable images in calibration data {where}")
     if len(pool) < size:
         raise CalibrationError(f"calibration asked for {size} images but {where} has only {len(pool)}; "
                                f"use --calib-size {len(pool)} or more data")
     chosen = pool.subset(_select(pool, size, seed))
+    warn_small(chosen, preprocess.size)
     x = preprocess(chosen.images)   # a streamed folder decodes only these `size` images here
     warn = (f"calibration set of {size} images is small (< {WARN_BELOW}); INT8 ranges may be unreliable",) \
         if size < WARN_BELOW else ()

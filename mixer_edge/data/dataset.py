@@ -11,23 +11,28 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import BadInput
-from ..progress import PROGRESS_ABOVE, progress
+from ..progress import PROGRESS_ABOVE, first_process, progress, say
 from ..runtime.identity import fingerprint, image_keys
 from ..runtime.identity import split_indices as runtime_split
+from ..runtime.images import UnreadableImage, header_size, shown, small_images
 from ..runtime.streaming import ImageFiles
 
 SPLITS = ("train", "calib", "eval")
+SKIP_HINT = "--skip-bad leaves such files out"
 
 
 @dataclass(frozen=True)
 class ImageSet:
     """images: uint8 (N, H, W, C) when all share one size, else a tuple of (H, W, C) uint8 arrays, or,
     for an image folder too large to hold decoded, ImageFiles (each image decoded when it is used).
-    labels: int64 (N,) indices into classes, or None for unlabeled folders."""
+    labels: int64 (N,) indices into classes, or None for unlabeled folders. files: each image's file
+    for image folders (to name them), else empty. skipped: (file, reason) of the files --skip-bad left out."""
     images: object
     labels: np.ndarray | None
     classes: tuple[str, ...]
     spec: str
+    files: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -43,18 +48,43 @@ class ImageSet:
         else:
             images = tuple(self.images[i] for i in idx)
         labels = None if self.labels is None else self.labels[idx]
-        part = ImageSet(images, labels, self.classes, self.spec)
-        if "keys" in self.__dict__:  # keys already computed: the subset's are a slice of them
-            part.__dict__["keys"] = self.keys[idx]
+        files = tuple(self.files[i] for i in idx) if self.files else ()
+        part = ImageSet(images, labels, self.classes, self.spec, files, self.skipped)
+        for name in ("keys", "sizes"):   # already computed: the subset's are a slice of them
+            if name in self.__dict__:
+                part.__dict__[name] = self.__dict__[name][idx]
         return part
 
     @cached_property
     def keys(self) -> np.ndarray:
-        """(N,) uint64 content keys, one per image. Streamed images are decoded one at a time for it."""
-        images = self.images
-        if isinstance(images, ImageFiles):   # a pass over the files: say how far it is
-            images = progress(images, desc="hashing images", enabled=len(images) > PROGRESS_ABOVE, leave=False)
-        return image_keys(images)
+        """(N,) uint64 content keys, one per image. Streamed images are decoded one at a time for it,
+        and their sizes noted on the way (sizes)."""
+        if not isinstance(self.images, ImageFiles):
+            return image_keys(self.images)
+        keys, sizes = np.empty(len(self), np.uint64), np.empty((len(self), 2), np.int64)
+        # a pass over the files: say how far it is
+        try:
+            for i, im in enumerate(progress(self.images, desc="hashing images", enabled=len(self) > PROGRESS_ABOVE,
+                                            leave=False)):
+                keys[i], sizes[i] = image_keys([im])[0], im.shape[:2]
+        except UnreadableImage as e:   # the first unreadable file of a streamed folder: named, and the way past it
+            raise BadInput(f"{e}; {SKIP_HINT}") from None
+        self.__dict__["sizes"] = sizes
+        return keys
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        """(N, 2) int64 height and width of each image: from the arrays; for streamed images noted in the
+        keys' pass (which every command makes anyway), or, when the keys came from elsewhere (torchrun's
+        shares), read from the files' headers (nothing decoded)."""
+        if isinstance(self.images, np.ndarray):
+            return np.tile(np.asarray(self.images.shape[1:3], np.int64), (len(self), 1))
+        if not isinstance(self.images, ImageFiles):
+            return np.array([im.shape[:2] for im in self.images], np.int64).reshape(-1, 2)
+        self.keys
+        if "sizes" in self.__dict__:
+            return self.__dict__["sizes"]
+        return np.array([header_size(p) for p in self.images.paths], np.int64).reshape(-1, 2)
 
     @property
     def fingerprint(self) -> str:
@@ -67,8 +97,20 @@ class ImageSet:
         return self.subset(np.flatnonzero(~np.isin(self.keys, keys)))
 
     def describe(self, **extra) -> dict:
-        """What a manifest or result says about an image set: spec, content fingerprint, count."""
-        return {"spec": self.spec, "fingerprint": self.fingerprint, "n": len(self), **extra}
+        """What a manifest or result says about an image set: spec, content fingerprint, count, and
+        the files --skip-bad left out, when it did."""
+        skipped = {"skipped": [{"image": f, "error": why} for f, why in self.skipped]} if self.skipped else {}
+        return {"spec": shown(self.spec), "fingerprint": self.fingerprint, "n": len(self), **skipped, **extra}
+
+
+def warn_small(data: ImageSet, size) -> None:
+    """A `warning:` line when images of data are much smaller than the model's input size (H, W),
+    naming the smallest (runtime/images.small_images)."""
+    if not first_process():   # the others would only repeat it (and read a streamed folder's headers for it)
+        return
+    text = small_images(data.sizes, size, data.files or None)
+    if text:
+        say(f"{text} ({data.spec})" if not data.files else text)
 
 
 @dataclass(frozen=True)

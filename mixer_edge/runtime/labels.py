@@ -6,9 +6,9 @@ import numpy as np
 
 def label_map(model_classes, data_classes, model_named: bool = True, labels=None):
     """(index array data label -> model output, how) or (None, why top-1 cannot be computed).
-    Names decide where both sides have them: image-folder labels follow sorted folder names, which
-    need not be the model's order. A model whose classes are bare indices (foreign weights without
-    names) takes labels by index only when the class counts agree."""
+    Names decide where both sides have them, in any case (a folder EIGHT is the class eight): image-folder
+    labels follow sorted folder names, which need not be the model's order. A model whose classes are
+    bare indices (foreign weights without names) takes labels by index only when the class counts agree."""
     model_classes = [str(c) for c in model_classes]
     if data_classes is None:  # labels without names (.npz): they must be model indices
         if labels is not None and len(labels) and (labels.min() < 0 or labels.max() >= len(model_classes)):
@@ -17,15 +17,25 @@ def label_map(model_classes, data_classes, model_named: bool = True, labels=None
         return np.arange(len(model_classes)), "by index (the data has no class names)"
     data_classes = [str(c) for c in data_classes]
     if model_named:
-        where = {c: i for i, c in enumerate(model_classes)}
-        if all(c in where for c in data_classes):
-            return np.array([where[c] for c in data_classes], np.int64), "by name"
+        found = [_find(c, model_classes) for c in data_classes]
+        if all(i is not None for i in found):
+            exact = all(model_classes[i] == c for i, c in zip(found, data_classes))
+            return np.array(found, np.int64), "by name" if exact else "by name (in any case)"
         return None, (f"the data's classes {_names(data_classes)} are not the model's classes "
                       f"{_names(model_classes)}")
     if len(data_classes) == len(model_classes):
         return np.arange(len(model_classes)), "by index (the model's classes carry no names)"
     return None, (f"the data has {len(data_classes)} classes {_names(data_classes)} but the model's "
                   f"{len(model_classes)} outputs carry no names to match them to")
+
+
+def _find(name: str, model_classes: list):
+    """The model output named `name`: spelled exactly so, else the one name equal to it in any case
+    (a folder EIGHT for the class eight); None when there is none, or several (a and A)."""
+    if name in model_classes:
+        return model_classes.index(name)
+    folded = [i for i, c in enumerate(model_classes) if c.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def _names(names, show: int = 12) -> str:

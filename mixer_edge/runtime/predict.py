@@ -16,7 +16,7 @@ from .backends import BACKENDS, Options, load_backend
 from .batching import run_batched
 from .errors import BadInput, DeviceCheckFailed
 from .golden import device_check
-from .images import image_files
+from .images import UnreadableImage, image_files, read_image, shown, small_images, warn
 from .preprocess import preprocess
 from .streaming import ImageFiles, model_inputs
 
@@ -41,7 +41,7 @@ class Predictor:
     def logits(self, images) -> np.ndarray:
         """images: raw uint8 arrays (H, W[, C]) or a list of image file paths; many files are decoded
         and preprocessed a batch at a time (model_inputs), so a large folder is never held."""
-        if len(images) and isinstance(images[0], (str, Path)):
+        if not isinstance(images, ImageFiles) and len(images) and isinstance(images[0], (str, Path)):
             images = ImageFiles(image_files(images))
         x = model_inputs(images, lambda part: preprocess(part, self.manifest["preprocess"]))
         return run_batched(self.backend.run, x, 32, batch_axis(self.manifest))
@@ -68,11 +68,54 @@ def ranked(logits: np.ndarray, classes, k: int = 5) -> list:
             for row, idx in zip(p, order)]
 
 
-def predictions_document(names, tops, source: str) -> dict:
-    return {"kind": PREDICTIONS, "schema": 1, "model": source,
-            "predictions": [{"image": str(n), "top": t} for n, t in zip(names, tops)]}
+def predict_files(paths, logits_of, classes, top_k: int, source: str, size=None) -> dict:
+    """The predictions document of image files and folders, file by file: each readable file its top
+    classes, each that is not (missing, empty, cut short, not an image, a link loop, a decompression
+    bomb) its reason under "errors", in the order given. logits_of(ImageFiles) runs the model once on
+    the readable files (a batch at a time: model_inputs). size: the model's input (H, W), to warn
+    about images much smaller than it. Every file is decoded once here to find out, and again for the
+    model: predicting is per file, so a folder is never held for it."""
+    if top_k < 1:
+        raise BadInput(f"--top-k must be at least 1, got {top_k}")
+    entries = []   # (path, None) or (path, error message), in the order given
+    for p in paths:
+        bad = []
+        entries += [(str(f), None) for f in image_files([p], bad)] + bad
+    errors, kept, sizes = [], [], []
+    for path, problem in entries:
+        try:
+            if problem is None:
+                sizes.append(read_image(path).shape[:2])
+                kept.append(path)
+                continue
+        except UnreadableImage as e:
+            problem = str(e)
+        errors.append({"image": shown(path), "error": problem})
+    note = small_images(sizes, size, kept) if size is not None and kept else None
+    if note:
+        warn(note)
+    tops = ranked(logits_of(ImageFiles(kept)), classes, top_k) if kept else []
+    return predictions_document(kept, tops, source, errors)
+
+
+def predictions_document(names, tops, source: str, errors=()) -> dict:
+    """File names as shown(): a name that is not UTF-8 keeps its bytes visible (\\xNN), so the JSON
+    holds no lone surrogates."""
+    return {"kind": PREDICTIONS, "schema": 1, "model": shown(source),
+            "predictions": [{"image": shown(n), "top": t} for n, t in zip(names, tops)], "errors": list(errors)}
 
 
 def format_predictions(doc: dict) -> str:
     return "\n".join(f"{p['image']}: " + ", ".join(f"{t['class']} {t['score']:.3f}" for t in p["top"])
                      for p in doc["predictions"])
+
+
+def format_errors(doc: dict, skipped: bool = False) -> list:
+    """The lines that say which files got no prediction: one `error:` line each, or, when the user
+    asked to skip them (--skip-bad), `warning:` lines and a count."""
+    errors = doc["errors"]
+    if not skipped:
+        return [f"error: {e['error']}" for e in errors]
+    lines = [f"warning: skipped: {e['error']}" for e in errors]
+    return lines + ([f"warning: --skip-bad left out {len(errors)} of {len(errors) + len(doc['predictions'])} "
+                     f"images (listed above)"] if errors else [])

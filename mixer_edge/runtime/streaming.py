@@ -71,17 +71,36 @@ class ImageFiles:
         return (_images.read_image(p) for p in self.paths)
 
 
-def streams(files: ImageFiles) -> bool:
+def streams(files: ImageFiles, first=None) -> bool:
     """Whether a folder is too large to decode into memory: the first image's decoded size times the
-    file count (the images of a folder are usually of one size) above stream_above_mb()."""
-    estimate = files[0].nbytes * len(files)   # bytes, one image decoded to find out
+    file count (the images of a folder are usually of one size) above stream_above_mb().
+    first: an image already decoded to estimate from (the first readable one)."""
+    estimate = (files[0] if first is None else first).nbytes * len(files)   # bytes, one image decoded to find out
     return estimate > stream_above_mb() * 2 ** 20
 
 
-def decoded_or_streamed(files: ImageFiles, wrap=None):
+def decoded_or_streamed(files: ImageFiles, wrap=None, bad: list | None = None):
     """Every image decoded now when the folder fits (streams), else the files, decoded when used.
-    wrap: an optional iterator wrapper over the files being decoded (the host's progress bar)."""
-    return files if streams(files) else _images.read_images(files.paths, wrap)
+    wrap: an optional iterator wrapper over the files being decoded (the host's progress bar).
+    bad: None, the first unreadable file stops the read; a list (--skip-bad), each unreadable file is
+    left out and appended as (path, reason): a folder that streams is decoded once up front to find
+    them, one image at a time, so that nothing fails half-way through training."""
+    if bad is None:
+        return files if streams(files) else _images.read_images(files.paths, wrap)
+    # The first readable image gives the size estimate; the files before it are listed again below.
+    first = next(_readable(files.paths, []), None)
+    if first is None or not streams(files, first[1]):
+        return _images.read_images(files.paths, wrap, bad)
+    return type(files)([p for p, _ in _readable(wrap(files.paths) if wrap else files.paths, bad)])
+
+
+def _readable(paths, bad: list):
+    """(path, image) of each file that decodes; the others appended to bad as (path, reason)."""
+    for p in paths:
+        try:
+            yield p, _images.read_image(p)
+        except _images.UnreadableImage as e:
+            bad.append((e.path, e.reason))
 
 
 class Batches:
