@@ -188,3 +188,45 @@ def test_recentring_uses_the_weight_grid_and_keeps_zero_exact(ck, calib):
         b_name = next(i for i in add.input if i in after)
         np.testing.assert_allclose(after[b_name], before[b_name] + np.float32(c) * Wq.sum(axis=0), rtol=1e-5,
                                    atol=1e-5, err_msg=node.name)
+
+
+# ---- calibration data is the user's (issue 20) -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def own_photos(tmp_path_factory):
+    """300 images that share none with the digits the model was trained on: the digits' first 300,
+    inverted (other pixels, other content keys)."""
+    from PIL import Image
+
+    from mixer_edge import load_data
+
+    folder = tmp_path_factory.mktemp("own")
+    for i, im in enumerate(load_data("digits").images[:300]):
+        Image.fromarray(255 - im[..., 0]).save(folder / f"{i:03d}.png")
+    return f"folder:{folder}"
+
+
+def test_a_calibration_source_apart_from_the_training_data_is_used_whole(ck, own_photos):
+    """With --eval-data naming the validation images, a 300-image calibration folder that shares no
+    image with the training data gives all 300 (it used to keep a tenth back: 270); the images used
+    are reserved in the manifest all the same."""
+    from mixer_edge.calibration.sets import CalibrationError
+    from mixer_edge.data.sources import load_data
+    from mixer_edge.export.manifest import reserved_images
+    from mixer_edge.export.plan import ExportPlan, prepare_calibration
+    from mixer_edge.runtime.identity import unpack_keys
+
+    plan = ExportPlan(targets=("onnx",), precisions=("int8",), out_dir="x", calib_data=own_photos, calib_size=300,
+                      eval_data="digits")
+    calib = prepare_calibration(ck, plan, load_data)
+    assert len(calib) == 300 and "all 300" in calib.source
+    reserved = unpack_keys(reserved_images(ck, calib)["reserved"], "test")
+    assert np.isin(load_data(own_photos).keys, reserved).all()
+    # Without --eval-data validation takes the folder's eval split: that tenth stays apart.
+    with pytest.raises(CalibrationError, match="has only 270"):
+        prepare_calibration(ck, ExportPlan(targets=("onnx",), precisions=("int8",), out_dir="x",
+                                           calib_data=own_photos, calib_size=300), load_data)
+    # The training data itself, --eval-data or not: only its calib split (its eval split is the model's held-out set).
+    with pytest.raises(CalibrationError, match="has only 180"):
+        prepare_calibration(ck, ExportPlan(targets=("onnx",), precisions=("int8",), out_dir="x",
+                                           calib_data="digits", calib_size=300, eval_data=own_photos), load_data)

@@ -69,7 +69,7 @@ def test_calibration_images_with_unconvertible_channels(digits_checkpoint, tmp_p
     ck = load_checkpoint(digits_checkpoint)
     four = ImageSet(np.zeros((150, 8, 8, 4), np.uint8), None, (), "rgba")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sources, "load_data", lambda spec: four)
+        mp.setattr(sources, "load_data", lambda spec, options=None: four)
         with pytest.raises(BadInput, match="images with 4 channels cannot be converted to the model's 1"):
             make_calibration("rgba", ck.preprocess, size=120)
 

@@ -129,3 +129,96 @@ def test_bad_input_one_error_line(exported, images, tmp_path, capsys, args, mess
     code, _, err = host(capsys, *[subst.get(a, a) for a in args])
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+# ---- issue 20: photos as a user hands them over ------------------------------------------------------
+
+def answers(out: str) -> list:
+    """The prediction lines of stdout (one per image, each starting with its path), other notes aside."""
+    return [line for line in out.splitlines() if line.startswith("/")]
+
+
+def _turned(src, dest, orientation=6):
+    """A camera's copy of an upright picture: stored turned, tagged with how to turn it back."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    turn = {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[orientation]
+    Image.open(src).transpose(turn).save(dest, exif=exif)
+    return dest
+
+
+@pytest.mark.parametrize("which", ["artifact", "checkpoint"])
+def test_exif_rotated_photo_is_predicted_as_its_upright_copy(digits_onnx_artifact, digits_checkpoint, images,
+                                                             tmp_path, capsys, which):
+    """A seven photographed sideways (EXIF orientation 6 or 8) gets the prediction of its upright
+    copy, and the very same model input."""
+    from mixer_edge.runtime.images import read_image
+    from mixer_edge.runtime.preprocess import preprocess
+
+    model = digits_onnx_artifact if which == "artifact" else digits_checkpoint
+    upright = sorted(images.iterdir())[:4]
+    turned = [_turned(p, tmp_path / f"turned-{i}.png", (6, 8)[i % 2]) for i, p in enumerate(upright)]
+    spec = json.loads((digits_onnx_artifact / "manifest.json").read_text())["preprocess"]
+    for a, b in zip(upright, turned):
+        assert np.array_equal(preprocess([read_image(a)], spec), preprocess([read_image(b)], spec))
+    for name, files in (("up", upright), ("turned", turned)):
+        assert host(capsys, model, *files, "--json", tmp_path / f"{name}.json")[0] == 0
+    up, tu = (json.loads((tmp_path / f"{n}.json").read_text())["predictions"] for n in ("up", "turned"))
+    assert [p["top"] for p in up] == [p["top"] for p in tu]
+
+
+@pytest.mark.parametrize("which", ["artifact", "checkpoint"])
+def test_good_and_bad_files_each_get_their_answer(digits_onnx_artifact, digits_checkpoint, images, tmp_path,
+                                                  capsys, which):
+    """`predict good.png empty.jpg`: the good file's prediction, one error line for the other, exit 2;
+    with --skip-bad a warning list and exit 0."""
+    model = digits_onnx_artifact if which == "artifact" else digits_checkpoint
+    good = sorted(images.iterdir())[0]
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    code, out, err = host(capsys, model, good, tmp_path / "empty.jpg", "--json", tmp_path / "p.json")
+    assert code == 2 and [a.split(": ")[0] for a in answers(out)] == [str(good)]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"cannot read image {tmp_path / 'empty.jpg'}" in errors[0]
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert len(doc["predictions"]) == 1 and doc["errors"][0]["image"] == str(tmp_path / "empty.jpg")
+    code, out, err = host(capsys, model, good, tmp_path / "empty.jpg", "--skip-bad")
+    assert code == 0 and [a.split(": ")[0] for a in answers(out)] == [str(good)] and "error:" not in err
+    assert "warning: skipped: cannot read image" in err and "--skip-bad left out 1 of 2 images" in err
+
+
+def test_a_link_loop_in_a_folder_is_one_file_that_cannot_be_read(digits_onnx_artifact, images, tmp_path, capsys):
+    """As `eval` lists it (runtime/images.images_below): the loop gets its error line, the rest are predicted."""
+    import os
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(images, folder)
+    os.symlink("loop.png", folder / "loop.png")
+    code, out, err = host(capsys, digits_onnx_artifact, folder)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(answers(out)) == N_IMAGES
+    assert len(errors) == 1 and "loop.png" in errors[0] and "symbolic links" in errors[0]
+
+
+def test_a_folder_that_is_no_model_is_said_to_be_neither(images, capsys):
+    """`predict photos/ x.png`: images given where the model goes, not 'a folder without model.safetensors'."""
+    code, _, err = host(capsys, images, sorted(images.iterdir())[0])
+    assert code == 2 and err.count("error:") == 1
+    assert "is neither an artifact folder (no manifest.json) nor a checkpoint (no model.safetensors)" in err
+    assert "IMAGE_OR_FOLDER" in err
+
+
+def test_json_names_files_that_are_not_utf8_without_lone_surrogates(digits_onnx_artifact, images, tmp_path, capsys):
+    """A Latin-1 file name: shown with its byte as \\xe9 on stdout and in the JSON, which any strict
+    UTF-8 JSON reader takes."""
+    import os
+    import shutil
+
+    name = os.fsdecode(b"caf\xe9.png")
+    shutil.copy(sorted(images.iterdir())[0], tmp_path / name)
+    code, out, _ = host(capsys, digits_onnx_artifact, tmp_path / name, "--json", tmp_path / "p.json")
+    assert code == 0 and answers(out)[0].startswith(f"{tmp_path}/caf\\xe9.png: ")
+    raw = (tmp_path / "p.json").read_bytes()
+    doc = json.loads(raw.decode("utf-8", errors="strict"))
+    assert doc["predictions"][0]["image"] == f"{tmp_path}/caf\\xe9.png"
+    json.dumps(doc, ensure_ascii=False).encode("utf-8")   # no lone surrogate anywhere

@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.dataset import ImageSet
+from ..data.dataset import ImageSet, warn_small
 from ..data.preprocess import Preprocess
-from ..data.sources import load_data
+from ..data.sources import ReadOptions, load_data
 from ..errors import BadInput, NotRunnable, UnknownName
 from ..export import registry
 from ..export.artifact import load_artifact
@@ -60,6 +60,7 @@ class BenchConfig:
     reference: str | None = None        # FP32 artifact or checkpoint; default: a checkpoint benchmarked
     compile: bool = False               # also benchmark torch.compile for each checkpoint
     device_name: str | None = None
+    read: ReadOptions = ReadOptions()   # --skip-bad, --class-map for the data
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -254,12 +255,12 @@ def _reference_logits(path: str, x, config: BenchConfig) -> np.ndarray:
 
 # ---- data ---------------------------------------------------------------------------------------
 
-def load_images(spec: str) -> ImageSet:
+def load_images(spec: str, options: ReadOptions = ReadOptions()) -> ImageSet:
     """mixer_edge's data sources, plus the edge script's raw-image .npz ('images', 'labels')."""
     if spec.endswith(".npz") and Path(spec).is_file():
         d = read_npz(Path(spec))
         return ImageSet(d.images, d.labels, d.classes or (), spec)
-    return load_data(spec)
+    return load_data(spec, options)
 
 
 def evaluation_images(subject: Subject, data: ImageSet, config: BenchConfig) -> tuple:
@@ -281,7 +282,9 @@ def benchmark(paths, config: BenchConfig, on_result: Callable[[dict], None] | No
     subjects = [s for p in paths for s in subjects_for(p, config)]
     if not subjects:
         raise BadInput("nothing to benchmark: give artifact folders or checkpoints")
-    data = load_images(config.data)
+    data = load_images(config.data, config.read)
+    for size in dict.fromkeys(tuple(s.preprocess.size) for s in subjects):   # once per model input size
+        warn_small(data, size)
     watch = Watch()   # power mode, clocks, load and temperatures around the whole run
     reference = config.reference or next((str(s.path) for s in subjects if s.target == "pytorch-eager"), None)
     inputs: dict[str, tuple] = {}   # one model input (held, or Batches) per (image selection, preprocess), shared

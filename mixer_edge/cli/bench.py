@@ -8,6 +8,7 @@ from ..runtime.cli import add_measurement_arguments, settings_from_args
 from ..runtime.errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
 from ..runtime.results import format_table
 from .common import output_file, output_folder
+from .reading import add_reading_arguments, read_options
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,6 +21,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="also benchmark each checkpoint with torch.compile (a failure is recorded, not fatal)")
     add_measurement_arguments(p)   # the device script's own options, one definition
+    add_reading_arguments(p)
 
 
 def bench_config(args: argparse.Namespace):
@@ -30,7 +32,7 @@ def bench_config(args: argparse.Namespace):
     return BenchConfig(data=args.data, settings=settings, threads=args.threads, precision_hint=args.precision_hint,
                        provider=args.provider, compute_units=args.compute_units, limit=args.limit,
                        images=args.images, reference=args.reference, compile=args.compile,
-                       device_name=args.device_name)
+                       device_name=args.device_name, read=read_options(args))
 
 
 def run_bench(args: argparse.Namespace) -> int:

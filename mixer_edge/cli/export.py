@@ -11,6 +11,7 @@ from ..export.validate import db_text
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..runtime.schema import PRECISIONS
 from .common import _data_help, _listed, output_folder
+from .reading import add_reading_arguments, read_options
 
 
 # ---- export ------------------------------------------------------------------------------------
@@ -28,7 +29,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-data", default=None,
                    help="calibration images for INT8: a data spec (" + _data_help().split(": ", 1)[1] +
                         ") or a saved calib .npz from `mixer-edge calib make`")
-    p.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
+    p.add_argument("--calib-size", type=int, default=300,
+                   help="calibration images to draw (default 300): from the training data only its calibration "
+                        "split; from other images, with --eval-data, all of them (else a tenth stays for validation)")
     p.add_argument("--calib-seed", type=int, default=0, help="calibration selection seed (default 0)")
     p.add_argument("--calib-method", type=name_type("calibration method", CALIB_METHODS), default=None,
                    help="INT8 activation range estimator, the same for every target: minmax, percentile "
@@ -58,6 +61,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="images to validate on, less every image the model was trained or calibrated on "
                         "(recognised by content); default: the held-out eval split of --calib-data, else of "
                         "the training data")
+    add_reading_arguments(p)   # for --calib-data and --eval-data
     p.add_argument("--out", required=True, help="output folder; one sub-folder TARGET-PRECISION per artifact")
     p.add_argument("--force", action="store_true", help="replace output folders that are not mixer-edge artifacts")
     p.add_argument("--keep-invalid", action="store_true",
@@ -81,7 +85,7 @@ def export_plan(args: argparse.Namespace):
     return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
                       out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
                       calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
-                      keep_invalid=args.keep_invalid, spec=spec)
+                      keep_invalid=args.keep_invalid, spec=spec, read=read_options(args))
 
 
 # How the summary names what validation compared with (export/reference.reference); a line drops "FP32".

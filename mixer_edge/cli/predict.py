@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..runtime.artifact import atomic_write_json
-from ..runtime.errors import EXIT_OK
-from ..runtime.predict import format_predictions
+from ..runtime.cli import finish_predictions
 from .common import output_file
+from .reading import PREDICT_SKIP_BAD, add_reading_arguments
 
 
 # ---- predict -------------------------------------------------------------------------------------
@@ -15,9 +13,13 @@ from .common import output_file
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an artifact folder (run by its runtime) or a checkpoint (run by PyTorch)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
-                   help="image files (png/jpg/jpeg/bmp) or folders of them")
+                   help="image files (png/jpg/jpeg/bmp) or folders of them (sub-folders included), each answered "
+                        "on its own: a file that cannot be read gets an error line (exit 2), the others their "
+                        "predictions")
     p.add_argument("--top-k", type=int, default=5, help="classes shown per image (default 5)")
-    p.add_argument("--json", default=None, help="also write the predictions here as JSON (atomically)")
+    p.add_argument("--json", default=None, help="also write the predictions here as JSON (atomically), with an "
+                                                 "'errors' list of the files that could not be read")
+    add_reading_arguments(p, class_map=False, skip_bad=PREDICT_SKIP_BAD)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -25,7 +27,4 @@ def run_predict(args: argparse.Namespace) -> int:
 
     output_file(args.json, "--json")
     doc = predict(args.model, args.images, args.top_k)
-    print(format_predictions(doc))
-    if args.json:
-        atomic_write_json(Path(args.json), doc)
-    return EXIT_OK
+    return finish_predictions(doc, args.json, args.skip_bad)

@@ -9,6 +9,7 @@ from ..errors import name_type
 from ..runtime.errors import EXIT_OK
 from ..train.config import AUTO_EPOCHS, AUTO_STEPS, QAT_RECIPE, RECIPES, TrainConfig, with_recipe
 from .common import _data_help, output_file, output_folder
+from .reading import add_reading_arguments, read_options
 
 
 # ---- train -------------------------------------------------------------------------------------
@@ -26,6 +27,7 @@ def _epochs(value: str) -> int | None:
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     T = TrainConfig
     p.add_argument("--data", required=True, help=_data_help())
+    add_reading_arguments(p)
     p.add_argument("--model", default=T.model, help=f"variant name (see `mixer-edge models`); default {T.model}")
     p.add_argument("--pretrained", default=None,
                    help="start from weights: official Google .npz, timm .pth/.bin/.safetensors, or a "
@@ -108,7 +110,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         split_seed=args.split_seed, resume=args.resume, device=args.device, augment=args.augment, hflip=args.hflip,
         mixup=args.mixup, cutmix=args.cutmix, drop_path=args.drop_path, dropout=args.dropout, ema=args.ema,
         ema_decay=args.ema_decay, accum=args.accum, precision=args.precision, workers=args.workers,
-        qat_calib_size=args.qat_calib_size, qat_calib_method=args.qat_calib_method)
+        qat_calib_size=args.qat_calib_size, qat_calib_method=args.qat_calib_method, skip_bad=args.skip_bad,
+        class_map=args.class_map)
     return with_recipe(cfg, args.recipe, args.qat)
 
 
@@ -153,6 +156,7 @@ def _drop_option(argv: list[str], option: str) -> list[str]:
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a mixer-edge checkpoint (model.safetensors or its folder)")
     p.add_argument("--data", required=True, help=_data_help())
+    add_reading_arguments(p)
     p.add_argument("--images", default="held-out", choices=["held-out", "all"],
                    help="held-out (default): only images the model was not trained on and that training did not keep "
                         "for calibration, recognised by content wherever they lie; all: every image of DATA")
@@ -161,17 +165,20 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     output_file(args.json, "--json")
+    from ..data.dataset import warn_small
     from ..data.sources import load_data   # torch: imported when the command runs, not for --help
     from ..models.checkpoint import load_checkpoint
     from ..runtime.artifact import atomic_write_json
+    from ..runtime.images import shown
     from ..train.evaluate import evaluate
 
     ck = load_checkpoint(args.checkpoint)
-    data = load_data(args.data)
+    data = load_data(args.data, read_options(args))
     part = data.without(ck.reserved_keys) if args.images == "held-out" else data
-    result = {"checkpoint": str(ck.path), "checkpoint_sha256": ck.sha256,
+    warn_small(part, ck.preprocess.size)
+    result = {"checkpoint": shown(ck.path), "checkpoint_sha256": ck.sha256,
               "images": part.describe(selection=args.images, excluded=len(data) - len(part)), **evaluate(ck, part)}
-    print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  on {result['n']} images of {args.data} "
+    print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  on {result['n']} images of {shown(args.data)} "
           f"({'held out' if args.images == 'held-out' else 'all'}: {len(data) - len(part)} images the model was trained "
           f"on or that were kept for calibration left out; labels {result['labels']})")
     if args.json:

@@ -8,13 +8,13 @@ prepared once for all of them, then one artifact each (build.export_one).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 from ..calibration.policy import learned_ranges
 from ..calibration.sets import draw_calibration, load_calibration
-from ..data.dataset import take_split
-from ..data.sources import load_data
+from ..data.dataset import take_split, warn_small
+from ..data.sources import ReadOptions, load_data
 from ..errors import BadInput
 from ..models.checkpoint import Checkpoint
 from ..models.weights import load_pretrained
@@ -40,6 +40,7 @@ class ExportPlan:
     force: bool = False
     keep_invalid: bool = False
     spec: ExportSpec = ExportSpec()   # precision is filled per artifact
+    read: ReadOptions = ReadOptions()   # --skip-bad, --class-map for the calibration and validation images
 
 
 def load_model(checkpoint_or_model):
@@ -49,7 +50,7 @@ def load_model(checkpoint_or_model):
 
 def prepare_data(ck, plan: ExportPlan) -> tuple:
     """(calibration set, validation data) for a plan; a source both use is read once."""
-    load = lru_cache(maxsize=None)(load_data)
+    load = lru_cache(maxsize=None)(partial(load_data, options=plan.read))
     # FP32 / FP16 need no ranges; a quantization-aware checkpoint brings its own
     needed = "int8" in plan.precisions and learned_ranges(ck) is None
     calib = prepare_calibration(ck, plan, load) if needed else None
@@ -58,14 +59,15 @@ def prepare_data(ck, plan: ExportPlan) -> tuple:
 
 def prepare_calibration(ck, plan: ExportPlan, load):
     """The calibration set: drawn from --calib-data, never from an image the model was trained on
-    nor from the eval split that validation may take (calibration/sets.calibration_pool)."""
+    nor from the eval split that validation may take; all of it when it shares no image with the
+    training data and --eval-data gives validation its own (calibration/sets.calibration_pool)."""
     spec = plan.calib_data
     if spec is None or not isinstance(spec, str):
         return spec  # None, or a CalibrationSet made by the caller
     if spec.endswith(".npz"):
         return load_calibration(spec, ck.preprocess)
     return draw_calibration(load(spec), ck.preprocess, size=plan.calib_size, seed=plan.calib_seed,
-                            trained=ck.trained_keys, split=ck.split)
+                            trained=ck.trained_keys, split=ck.split, validation_apart=plan.eval_data is not None)
 
 
 def prepare_validation(ck, plan: ExportPlan, calib, load):
@@ -83,6 +85,7 @@ def prepare_validation(ck, plan: ExportPlan, calib, load):
     if not len(part):
         raise BadInput(f"every one of the {len(data)} validation images of {data.spec!r} was used in training "
                        f"or calibration; give --eval-data with other images")
+    warn_small(part, ck.preprocess.size)
     labels, how = model_labels(ck.identity, part)
     selection = "all of it" if plan.eval_data else "its held-out eval split"
     about = part.describe(selection=selection, excluded=len(data) - len(part), labels=how,

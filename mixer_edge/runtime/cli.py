@@ -14,10 +14,9 @@ from .backends.openvino import PRECISION_HINTS
 from .bench import bench_artifact
 from .bundle import bundled_data, default_result
 from .conditions import Watch
-from .errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK, BadInput, error_boundary
+from .errors import EXIT_BAD_INPUT, EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK, BadInput, error_boundary
 from .identity import SELECTIONS
-from .images import image_files
-from .predict import format_predictions, load, predictions_document
+from .predict import format_errors, format_predictions, load, predict_files
 from .readers import DATA_HELP, read_data
 from .results import document, format_table
 from .system import base_versions, device_info
@@ -150,12 +149,25 @@ def finish(doc: dict, json_path) -> int:
 def run_predict(args) -> int:
     model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
                  compute_units=args.compute_units)
-    files = image_files(args.predict)
-    doc = predictions_document(files, model.predict(files, args.top_k), str(args.artifact))
-    print(format_predictions(doc))
-    if args.json:
-        atomic_write_json(args.json, doc)
-    return EXIT_OK
+    doc = predict_files(args.predict, model.logits, model.classes, args.top_k, str(args.artifact),
+                        model.manifest["preprocess"]["size"])
+    return finish_predictions(doc, args.json)
+
+
+def finish_predictions(doc: dict, json_path, skip_bad: bool = False) -> int:
+    """Print each file's answer (predictions on stdout, one error line per file that could not be read
+    on stderr), write the JSON, and exit 0 only when every file was answered (with skip_bad: when at
+    least one was, the others listed as skipped)."""
+    if doc["predictions"]:
+        print(format_predictions(doc))
+    for line in format_errors(doc, skip_bad):
+        print(line, file=sys.stderr)
+    if json_path:
+        atomic_write_json(json_path, doc)
+    if doc["errors"] and skip_bad and not doc["predictions"]:
+        print(f"error: none of the {len(doc['errors'])} images could be read", file=sys.stderr)
+    answered = not doc["errors"] or (skip_bad and doc["predictions"])
+    return EXIT_OK if answered else EXIT_BAD_INPUT
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,9 @@ class TrainConfig:
     qat: bool = False
     qat_calib_size: int = 300       # calib-split images that smooth the model and start the ranges
     qat_calib_method: str | None = None   # the estimator of the starting ranges; None = the export's default
+    # Reading the data (data/sources.ReadOptions)
+    skip_bad: bool = False          # leave unreadable image files out (listed) instead of stopping at the first
+    class_map: str | None = None    # a --class-map FILE: folder names -> class names (data/classmap.py)
 
     def __post_init__(self):
         """Collect every out-of-range value, then raise once (one line naming each)."""

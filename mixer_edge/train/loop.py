@@ -22,9 +22,9 @@ from torch import nn
 
 from ..calibration.policy import DEFAULT_SMOOTH
 from ..calibration.sets import draw_calibration
-from ..data.dataset import ImageSet, SplitSpec, take_split
+from ..data.dataset import ImageSet, SplitSpec, take_split, warn_small
 from ..data.preprocess import Preprocess
-from ..data.sources import load_data
+from ..data.sources import ReadOptions, load_data
 from ..errors import BadInput
 from ..models.checkpoint import save_checkpoint
 from ..models.mixer import MlpMixer
@@ -54,13 +54,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     device = _device(cfg.device)
     world = distributed.init_world(device)
     try:
-        data = load_data(cfg.data)
+        data = load_data(cfg.data, ReadOptions(skip_bad=cfg.skip_bad, class_map=cfg.class_map))
         distributed.share_keys(data, world)
         _check_data(cfg, data)
         torch.manual_seed(cfg.seed)
         model, preprocess, meta = _build_model(cfg, data)
         split = SplitSpec(seed=cfg.split_seed)
         train_set, eval_set = take_split(data, "train", split), take_split(data, "eval", split)
+        warn_small(data, preprocess.size)   # after the split: a streamed folder's sizes come with its keys
         if len(train_set) < cfg.batch_size:
             raise BadInput(f"the train split of {cfg.data!r} has {len(train_set)} images, fewer than "
                            f"--batch-size {cfg.batch_size}; use a smaller batch")
