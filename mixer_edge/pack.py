@@ -22,14 +22,11 @@ from .errors import BadInput
 from .export.artifact import RUNTIME_PACKAGE, load_artifact
 from .export.registry import get_target
 from .runtime.artifact import atomic_write_bytes, sha256_file
-from .runtime.bundle import BUNDLE, DEFAULT_IMAGES, KIND, data_sha256, default_result
+from .runtime.bundle import BUNDLE, BUNDLE_DIR, DEFAULT_IMAGES, KIND, README, SUMS, data_sha256, default_result
 from .runtime.identity import fingerprint, held_out, stratified_order, subset
 from .runtime.needs import install_hint
 from .runtime.readers import Data
-
-BUNDLE_DIR = "bundle"
-README = "README-device.md"
-SUMS = "SHA256SUMS"
+from .runtime.signing import INSTALL, SIGNATURE
 
 
 def pack(artifact, data_spec: str, out, images: int = DEFAULT_IMAGES, seed: int = 0) -> dict:
@@ -55,7 +52,8 @@ def pack(artifact, data_spec: str, out, images: int = DEFAULT_IMAGES, seed: int 
                   "sha256": data_sha256(data_file), "images": len(sample.images), "source": data_spec,
                   "selection": about, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (root / BUNDLE).write_text(json.dumps(bundle, indent=2) + "\n")
-        (root / README).write_text(device_readme(art.manifest, bundle, root.name))
+        signed = (root / SIGNATURE).is_file()   # copied with the rest: the signature travels with the artifact
+        (root / README).write_text(device_readme(art.manifest, bundle, root.name, signed))
         sums = _sums(root)
         (root / SUMS).write_text(sums)
         atomic_write_bytes(out, _tar_gz(root))
@@ -159,8 +157,9 @@ def install_steps(target: str) -> str:
     return "\n".join(out)
 
 
-def device_readme(manifest: dict, bundle: dict, name: str) -> str:
-    """The device's instructions, with the exact commands for this artifact's target."""
+def device_readme(manifest: dict, bundle: dict, name: str, signed: bool = False) -> str:
+    """The device's instructions, with the exact commands for this artifact's target (and, for an
+    artifact signed at export, how to verify its signature there)."""
     target = manifest["target"]
     run, later = RUN.get(target, DEFAULT_RUN)
     mac = target == "coreml"
@@ -169,6 +168,11 @@ def device_readme(manifest: dict, bundle: dict, name: str) -> str:
     steps = [f"Check the copy; every line ends in OK (on {'Linux' if mac else 'a Mac'}: `{other}`):\n\n" + code(check),
              "Install what this target needs on the device (nothing else: no torch, no mixer-edge):\n\n" +
              install_steps(target)]
+    if signed:
+        steps.append(f"This artifact is signed (`{SIGNATURE}`, OpenSSF model signing). To have the scripts refuse it "
+                     f"unless its signature verifies, copy the signer's public key over (never the private key), "
+                     f"install model-signing and add `--verify-key` to every command below:\n\n"
+                     + code(INSTALL, f"{run.split('#')[0].strip()} --verify-key signer.pub.pem"))
     if target in CLOCKS:
         steps.append("Before measuring, fix the clocks (the result records them, and warns where they were not "
                      "locked).\n\n" + "\n".join(f"   {text}\n\n" + code(*lines) for text, lines in CLOCKS[target]))

@@ -46,6 +46,43 @@ def mnist_checkpoint(tmp_path_factory, mnist_dir) -> tuple[Path, str]:
     return out, spec
 
 
+def reseal(folder: Path) -> None:
+    """What a deliberate forger does after editing manifest.json: binding.json recomputed to match
+    (runtime/claims.py), so that a test reaches the check it is about. Only a signature stops this."""
+    import json
+
+    from mixer_edge.runtime.artifact import atomic_write_json
+    from mixer_edge.runtime.claims import BINDING, binding_of
+
+    atomic_write_json(Path(folder) / BINDING, binding_of(json.loads((Path(folder) / "manifest.json").read_text())))
+
+
+def make_keys(folder: Path) -> dict:
+    """Two elliptic-curve (P-256) key pairs as PEM files in `folder`, as `openssl ecparam -genkey`
+    makes them: {"private", "public", "other_public"}. Skips the test where model-signing (which
+    brings cryptography) is not installed: signing is the optional extra `sign`."""
+    pytest.importorskip("model_signing")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pem = serialization.Encoding.PEM
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in ("", "other_"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        out[f"{name}private"], out[f"{name}public"] = folder / f"{name}key.pem", folder / f"{name}key.pub.pem"
+        out[f"{name}private"].write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        out[f"{name}public"].write_bytes(
+            key.public_key().public_bytes(pem, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return out
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict:
+    return make_keys(tmp_path_factory.mktemp("keys"))
+
+
 def block_imports(tmp_path: Path, *names: str) -> dict:
     """An environment in which `import NAME` fails for each name: proves a script needs none of them."""
     shadow = tmp_path / "shadow"

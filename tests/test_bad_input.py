@@ -184,6 +184,51 @@ MAKERS = {
 }
 
 
+# issue 20: manifests edited against their model file, signatures (keys made on first use in the case's folder)
+MAKERS.update({
+    "M_PRECISION": lambda m, t: _mutated(m, t, _set("precision", "fp16")),
+    "M_SHAPES": lambda m, t: _mutated(m, t, lambda d: (d["preprocess"].__setitem__("size", [9, 9]),
+                                                       d["input"].__setitem__("shape", ["batch", 1, 9, 9]))),
+    "M_CLASS_COUNT": lambda m, t: _mutated(m, t, lambda d: (d["classes"].append("x"),
+                                                            d["output"].__setitem__("shape", ["batch", 11]))),
+    "M_THRESHOLD": lambda m, t: _mutated(m, t, lambda d: d["golden"].__setitem__("threshold_sqnr_db", 5.0)),
+    "PUB": lambda m, t: _keys(t)["public"],
+    "FORGED": lambda m, t: _forged(m, t),
+    "R_EDITED_ARTIFACT": lambda m, t: _result(m, t, lambda d: d["results"][0].__setitem__(
+        "artifact", str(_mutated(m, t, _set("precision", "fp16"))))),
+    "R_ROW_PRECISION": lambda m, t: _result(m, t, lambda d: d["results"][0].__setitem__("precision", "int8")),
+})
+
+
+def _keys(tmp: Path) -> dict:
+    from conftest import make_keys
+
+    if not (tmp / "keys" / "key.pem").is_file():
+        make_keys(tmp / "keys")
+    return {"private": tmp / "keys" / "key.pem", "public": tmp / "keys" / "key.pub.pem"}
+
+
+def _forged(made: dict, tmp: Path) -> Path:
+    """A signed copy of the ONNX artifact, then altered and rehashed as a forger would: a runtime
+    module changed, its sha256 in manifest.json and binding.json recomputed. Only the signature tells."""
+    from conftest import reseal
+    from mixer_edge.runtime.artifact import sha256_file
+    from mixer_edge.runtime.signing import sign
+
+    folder = tmp / "forged"
+    shutil.copytree(made["ART"], folder)
+    sign(folder, _keys(tmp)["private"])
+    module = folder / "mixer_edge_runtime" / "labels.py"
+    module.write_text(module.read_text() + "\n# altered\n")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == "mixer_edge_runtime/labels.py":
+            entry["sha256"], entry["bytes"] = sha256_file(module), module.stat().st_size
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    reseal(folder)
+    return folder
+
+
 def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -221,6 +266,7 @@ class Case:
                                       # real process running the artifact's own edge_bench.py
     interrupt: str | None = None      # "module:attr" raising KeyboardInterrupt when called
     absent: tuple = ("out", "r.json")  # what must not exist afterwards (relative to tmp_path)
+    says: str = ""                    # what the error line must say (refused for this reason, not another)
 
 
 def C(*argv, code=2, **kw):
@@ -436,6 +482,35 @@ CASES = {
 }
 
 
+# issue 20: every reader refuses a manifest edited against its model file, and with --verify-key an
+# artifact whose signature does not verify (altered and rehashed) or that is unsigned
+EDITED = {"precision": "{M_PRECISION}", "shapes": "{M_SHAPES}", "class-count": "{M_CLASS_COUNT}",
+          "threshold": "{M_THRESHOLD}"}
+SIGNATURES = {"signature-bad": (("{FORGED}", "--verify-key", "{PUB}"), "its signature does not verify with"),
+              "unsigned": (("{ART}", "--verify-key", "{PUB}"), "is unsigned (no artifact.sig)")}
+NOT_ITS_FILE = "manifest.json does not match its files"
+for _what, _art in EDITED.items():
+    CASES[f"predict/manifest-{_what}-edited"] = C("predict", _art, "{PNG}", says=NOT_ITS_FILE)
+    CASES[f"bench/manifest-{_what}-edited"] = C("bench", _art, "--data", "digits", *FAST, says=NOT_ITS_FILE)
+    CASES[f"device/manifest-{_what}-edited"] = C(_art, "--data", "digits", *FAST, via="edge", says=NOT_ITS_FILE)
+for _what, ((_art, *_key), _says) in SIGNATURES.items():
+    CASES[f"predict/{_what}"] = C("predict", _art, "{PNG}", *_key, says=_says)
+    CASES[f"bench/{_what}"] = C("bench", _art, "--data", "digits", *FAST, *_key, says=_says)
+    CASES[f"device/{_what}"] = C(_art, "--data", "digits", *FAST, *_key, via="edge", says=_says)
+    CASES[f"device/predict-{_what}"] = C(_art, "--predict", "{PNG}", *_key, via="edge", says=_says)
+CASES.update({
+    "script/manifest-precision-edited": C("{M_PRECISION}", "--data", "digits", *FAST, via="script",
+                                          says="precision: manifest.json says 'fp16', model.onnx says 'fp32'"),
+    "script/signature-bad": C("{FORGED}", "--data", "digits", *FAST, "--verify-key", "{PUB}", via="script",
+                              says="files changed: binding.json, mixer_edge_runtime/labels.py"),
+    "trt/manifest-precision-edited": C("trt", "build", "{M_PRECISION}", says=NOT_ITS_FILE),
+    "trt/unsigned": C("trt", "build", "{TRT}", "--verify-key", "{PUB}", says="is unsigned"),
+    "report/artifact-manifest-edited": C("report", "{R_EDITED_ARTIFACT}", "--out", "{OUT}", says=NOT_ITS_FILE),
+    "report/row-precision-edited": C("report", "{R_ROW_PRECISION}", "--out", "{OUT}",
+                                     says="says onnx int8, but the artifact it measured"),
+})
+
+
 def _fill(argv, made: dict, tmp: Path) -> list[str]:
     """Placeholders -> paths; inputs are made on first use."""
     paths = {}
@@ -498,6 +573,7 @@ def test_mistake(case: Case, made, tmp_path, capsys, monkeypatch):
             if p.is_dir():
                 p.chmod(0o755)
     assert_clean(code, err, case.code, tmp_path, case.absent if case.code else ())
+    assert case.says in err, err
 
 
 # ---- beyond the matrix: the one-line listing, simulated permissions, a plan that goes on ---------------

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import block_imports
+from conftest import block_imports, reseal
 from mixer_edge.export.base import ExportSpec
 from mixer_edge.export.build import export_one
 from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
@@ -342,6 +342,26 @@ def test_a_packed_tensorrt_artifact_builds_and_benchmarks_with_no_argument(trt_a
     assert "tensorrt-int8: device check passed: logit SQNR" in r.stdout
 
 
+def _unreachable_golden(folder: Path) -> None:
+    """golden.npz with reference logits no engine reaches (its threshold is re-derived from the file,
+    so the file itself is what changes: no recorded export logits, the floor), rehashed and resealed."""
+    import numpy as np
+
+    from mixer_edge.runtime.artifact import sha256_file
+
+    with np.load(folder / "golden.npz") as z:
+        golden = {k: z[k] for k in z.files if k != "artifact"}
+    golden["reference"] = golden["reference"] + 10.0
+    np.savez(folder / "golden.npz", **golden)
+    m = manifest(folder)
+    for entry in m["files"]:
+        if entry["path"] == "golden.npz":
+            entry["sha256"], entry["bytes"] = sha256_file(folder / "golden.npz"), (folder / "golden.npz").stat().st_size
+    m["golden"]["built_sqnr_db"] = None
+    (folder / "manifest.json").write_text(json.dumps(m))
+    reseal(folder)
+
+
 def test_a_packed_engine_failing_its_golden_check_still_writes_its_result(trt_artifacts, tmp_path, py):
     """Exit 4, and the result written with the failed check marked, as edge_bench.py does (before:
     trt_build.py stopped after the build's check: exit 4 and no result, though it had named the file)."""
@@ -354,9 +374,7 @@ def test_a_packed_engine_failing_its_golden_check_still_writes_its_result(trt_ar
     with tarfile.open(out) as tar:
         tar.extractall(tmp_path / "device", filter="data")
     folder = tmp_path / "device" / "tensorrt-fp32"
-    m = manifest(folder)
-    m["golden"]["threshold_sqnr_db"] = 500.0   # more than any engine reaches
-    (folder / "manifest.json").write_text(json.dumps(m))
+    _unreachable_golden(folder)
     r = run(py, folder, "trt_build.py", ".", "--device-name", "orin", env=device(tmp_path))
     one_error(r, EXIT_DEVICE_CHECK, "device check failed")
     result = json.loads((folder / "result-orin.json").read_text())["results"][0]

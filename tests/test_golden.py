@@ -14,7 +14,7 @@ import pytest
 
 from mixer_edge.export.base import ExportSpec
 
-from conftest import block_imports  # noqa: E402
+from conftest import block_imports, reseal  # noqa: E402
 from mixer_edge.export.build import export_one
 from mixer_edge.export.reference import validation_data
 from mixer_edge.runtime.artifact import sha256_file
@@ -92,6 +92,7 @@ def _rehash(folder, name):
             f["sha256"] = sha256_file(folder / name)
             f["bytes"] = (folder / name).stat().st_size
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    reseal(folder)   # the forger's whole job: only the golden check (or a signature) is left to stop it
 
 
 def _tamper_onnx(folder):
@@ -259,6 +260,7 @@ def test_a_file_the_manifest_does_not_list_is_not_opened(artifacts, tmp_path, di
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"] = [e for e in manifest["files"] if e["path"] != unlisted]
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    reseal(folder)   # resealed by hand: the refusal below is the runtime's, not the binding's
     done, _ = edge_bench(folder, tmp_path, digits_npz)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == EXIT_BAD_INPUT and "Traceback" not in done.stderr, done.stderr

@@ -197,6 +197,7 @@ def test_an_artifact_from_before_pack_is_refused(int8_artifact, tmp_path, capsys
     m = json.loads((old / "manifest.json").read_text())
     m["files"] = [f for f in m["files"] if f["path"] != "mixer_edge_runtime/bundle.py"]
     (old / "mixer_edge_runtime" / "bundle.py").unlink()
+    (old / "binding.json").unlink()   # an artifact that old has no binding.json either (runtime/claims.py)
     (old / "manifest.json").write_text(json.dumps(m))
     assert main(["pack", str(old), "--data", "digits", "--out", str(tmp_path / "b.tar.gz")]) == EXIT_BAD_INPUT
     assert "exported before mixer-edge pack existed" in capsys.readouterr().err

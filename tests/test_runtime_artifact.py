@@ -17,6 +17,7 @@ from mixer_edge.runtime.artifact import (MANIFEST, artifact_size, atomic_write_b
 from mixer_edge.runtime.errors import BadInput
 
 PRE = {"size": [8, 8], "channels": 1, "mean": [0.5], "std": [0.5]}
+ONNX = b"\x3a\x00"   # an ONNX ModelProto with an empty graph: read_manifest reads what a model.onnx says (claims.py)
 
 
 def make(folder: Path, files: dict, **extra) -> Path:
@@ -39,11 +40,11 @@ def test_sha256_file_is_hashlib(tmp_path):
 
 
 def test_read_manifest_checks_every_listed_file(tmp_path):
-    folder = make(tmp_path / "a", {"model.onnx": b"model", "sub/x.bin": b"x"})
+    folder = make(tmp_path / "a", {"model.onnx": ONNX, "sub/x.bin": b"x"})
     m = read_manifest(folder)
-    assert file_hashes(m) == {"model.onnx": hashlib.sha256(b"model").hexdigest(),
+    assert file_hashes(m) == {"model.onnx": hashlib.sha256(ONNX).hexdigest(),
                               "sub/x.bin": hashlib.sha256(b"x").hexdigest()}
-    assert artifact_size(folder, m) == 6 and model_file(folder, m, ".onnx") == folder / "model.onnx"
+    assert artifact_size(folder, m) == 3 and model_file(folder, m, ".onnx") == folder / "model.onnx"
     (folder / "sub/x.bin").write_bytes(b"y")
     with pytest.raises(BadInput, match="sub/x.bin does not match its sha256"):
         read_manifest(folder)
@@ -86,7 +87,7 @@ def test_a_link_leading_out_is_refused(tmp_path):
 
 
 def test_only_listed_files_are_opened(tmp_path):
-    folder = make(tmp_path / "a", {"model.onnx": b"m"})
+    folder = make(tmp_path / "a", {"model.onnx": ONNX})
     m = read_manifest(folder)
     (folder / "extra.npz").write_bytes(b"not vouched for")
     assert listed(folder, m, "model.onnx") == folder / "model.onnx"

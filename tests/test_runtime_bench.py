@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import reseal
 from mixer_edge.runtime.backends import Options
 from mixer_edge.runtime.bench import bench_artifact
 from mixer_edge.runtime.errors import BadInput
@@ -39,15 +40,14 @@ def test_top1_is_plain_onnxruntime_on_the_held_out_images(digits_onnx_artifact):
 
 
 def test_not_run_and_an_unrunnable_reference(digits_onnx_artifact, tmp_path):
-    folder = tmp_path / "coreml-fp32"
+    folder = tmp_path / "tensorrt-fp32"
     shutil.copytree(digits_onnx_artifact, folder)
     m = json.loads((folder / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**m, "target": "coreml"}))   # Core ML: macOS only
+    (folder / "manifest.json").write_text(json.dumps({**m, "target": "tensorrt"}))   # its engine: never built here
+    reseal(folder)   # the same ONNX file, so only binding.json knew the target
     data = read_data("digits")
     entry, versions = bench_artifact(folder, data, FAST, Options())
-    if entry["status"] == "ok":
-        pytest.skip("Core ML runs here (macOS)")
-    assert entry["status"] == "not-run" and "needs macOS" in entry["reason"] and versions == {}
+    assert entry["status"] == "not-run" and "engine is not built yet" in entry["reason"] and versions == {}
     assert entry["latency_ms"] is None and entry["accuracy"] is None
-    with pytest.raises(BadInput, match="reference .*coreml-fp32 cannot run here"):
+    with pytest.raises(BadInput, match="reference .*tensorrt-fp32 cannot run here"):
         bench_artifact(digits_onnx_artifact, data, FAST, Options(), reference=str(folder))

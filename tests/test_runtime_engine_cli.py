@@ -8,6 +8,7 @@ import shutil
 import sys
 
 
+from conftest import reseal
 from mixer_edge.runtime.engine_cli import build_parser, main, report_check
 from mixer_edge.runtime.errors import EXIT_BAD_INPUT, EXIT_NOT_RUN
 
@@ -35,6 +36,7 @@ def test_exit_codes_here(digits_onnx_artifact, tmp_path, capsys, monkeypatch):
     shutil.copytree(digits_onnx_artifact, folder)
     m = json.loads((folder / "manifest.json").read_text())
     (folder / "manifest.json").write_text(json.dumps({**m, "target": "tensorrt"}))
+    reseal(folder)   # the same ONNX file, so only binding.json knew the target
     monkeypatch.setitem(sys.modules, "tensorrt", None)   # as on a Jetson without JetPack's bindings
     assert main([str(folder)]) == EXIT_NOT_RUN
     err = capsys.readouterr().err

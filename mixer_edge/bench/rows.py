@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from ..runtime.conditions import warnings
 from ..runtime.results import best_throughput, read_result
+from .provenance import check_rows
 
 BASELINE = ("pytorch-eager", "fp32")
 DEFAULT_BUDGET = 0.5  # top-1 points
@@ -31,6 +32,7 @@ def load_result(path) -> dict:
     doc = read_result(path)
     if isinstance(doc.get("results"), list):
         doc["results"] = [{RENAMED.get(k, k): v for k, v in r.items()} for r in doc["results"]]
+    check_rows(doc, path)   # each row against its artifact, where that is here (an edited manifest: refused)
     return doc
 
 

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..runtime.cli import add_measurement_arguments, settings_from_args
+from ..runtime.artifact import MANIFEST
 from ..runtime.errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
 from ..runtime.results import format_table
+from ..runtime.signing import signature_line
 from .common import output_file, output_folder
 from .reading import add_reading_arguments, read_options
 
@@ -39,6 +42,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..bench.harness import benchmark, write_results
 
     output_file(args.json, "--json")   # before the benchmark, not after it
+    signatures(args.items, args.verify_key)
 
     def progress(entry: dict) -> None:
         state = "ok" if entry["status"] == "ok" else f"not run: {entry['reason']}"
@@ -64,6 +68,17 @@ def run_bench(args: argparse.Namespace) -> int:
               + "; ".join(f"{r['name']} ({r['target']}): {r['reason']}" for r in not_run), file=sys.stderr)
         return EXIT_NOT_RUN
     return EXIT_OK
+
+
+def signatures(items, verify_key) -> None:
+    """The artifacts' signatures, before any work, one line per verdict ("onnx-fp32, onnx-int8: signature:
+    unsigned"); with --verify-key each is verified or refused. Checkpoints, the PyTorch baselines, are never signed."""
+    said: dict[str, list] = {}
+    for item in items:
+        if (Path(item) / MANIFEST).is_file():
+            said.setdefault(signature_line(item, verify_key), []).append(Path(item).resolve().name)
+    for line, names in said.items():
+        print(f"{', '.join(names)}: {line}")
 
 
 def add_report_arguments(p: argparse.ArgumentParser) -> None:

@@ -68,6 +68,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep artifacts that fail validation, marked so in their manifest (the exit code still "
                         "says they failed); without it a failed artifact is discarded and a previous artifact "
                         "at its path removed, so that nothing there looks current")
+    p.add_argument("--sign-key", default=None, metavar="PRIVATE_KEY",
+                   help="sign each artifact with this elliptic-curve private key (PEM; OpenSSF model signing, "
+                        "offline): ARTIFACT/artifact.sig, which edge_bench.py / mixer-edge bench --verify-key PUB "
+                        "check. Needs model-signing: pip install \"mixer-edge[sign]\"")
 
 
 
@@ -85,7 +89,7 @@ def export_plan(args: argparse.Namespace):
     return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
                       out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
                       calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
-                      keep_invalid=args.keep_invalid, spec=spec, read=read_options(args))
+                      keep_invalid=args.keep_invalid, spec=spec, sign_key=args.sign_key, read=read_options(args))
 
 
 # How the summary names what validation compared with (export/reference.reference); a line drops "FP32".
@@ -121,6 +125,8 @@ def run_export(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_VALIDATION_FAILED
     print(summary_line(outcomes, args.out))
+    if args.sign_key:
+        print(f"signed with {args.sign_key}: {len(outcomes)} artifact(s), each ARTIFACT/artifact.sig")
     return EXIT_OK
 
 

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from ..runtime.artifact import MANIFEST
 from ..runtime.cli import finish_predictions
+from ..runtime.errors import BadInput
+from ..runtime.signing import VERIFY_HELP, signature_line
 from .common import output_file
 from .reading import PREDICT_SKIP_BAD, add_reading_arguments
 
@@ -20,11 +24,25 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the predictions here as JSON (atomically), with an "
                                                  "'errors' list of the files that could not be read")
     add_reading_arguments(p, class_map=False, skip_bad=PREDICT_SKIP_BAD)
+    p.add_argument("--verify-key", default=None, metavar="PUBLIC_KEY", help=VERIFY_HELP)
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from ..predict import predict   # torch: imported when the command runs, not for --help
 
     output_file(args.json, "--json")
+    signature = _signature(args.model, args.verify_key)   # verified before any work, said after the answers
     doc = predict(args.model, args.images, args.top_k)
-    return finish_predictions(doc, args.json, args.skip_bad)
+    code = finish_predictions(doc, args.json, args.skip_bad)
+    if signature:
+        print(signature)
+    return code
+
+
+def _signature(model: str, verify_key) -> str | None:
+    """An artifact's signature line (verified with --verify-key, or BadInput); None for a checkpoint, never signed."""
+    if (Path(model) / MANIFEST).is_file():
+        return signature_line(model, verify_key)
+    if verify_key is not None:
+        raise BadInput(f"--verify-key verifies artifacts; {model} is not an artifact folder (with {MANIFEST})")
+    return None

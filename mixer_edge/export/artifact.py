@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .. import runtime
 from ..errors import BadInput
-from ..runtime.artifact import ARTIFACT_SCHEMA, MANIFEST, atomic_write_json, read_manifest, sha256_file
+from ..runtime.artifact import ARTIFACT_SCHEMA, MANIFEST, atomic_write_json, read_json, read_manifest, sha256_file
+from ..runtime.claims import BINDING, binding_of
 
 RUNTIME_DIR = Path(runtime.__file__).resolve().parent
 RUNTIME_PACKAGE = "mixer_edge_runtime"   # the runtime package's name in an artifact folder
@@ -59,7 +60,10 @@ def file_entries(folder: Path, names) -> list[dict]:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
+    """manifest.json, and binding.json sealing it as written (read back: what a reader will see),
+    so that an edit of the manifest after export is refused (runtime/claims.py)."""
     atomic_write_json(folder / MANIFEST, {"schema": ARTIFACT_SCHEMA, **manifest})
+    atomic_write_json(folder / BINDING, binding_of(read_json(folder / MANIFEST, "artifact manifest")))
 
 
 def load_artifact(path, *, verify: bool = True) -> Artifact:

@@ -16,6 +16,7 @@ from . import artifact as art
 from . import int8
 from .attempt import attempt
 from ..runtime.schema import PRECISIONS
+from ..runtime.signing import sign
 from .base import ExportSpec
 from .budget import within_budget
 from .reference import ValidationData
@@ -67,7 +68,8 @@ def check_request(target, spec: ExportSpec, calib, learned: bool = False) -> Non
 
 
 def export_one(checkpoint, target_name: str, spec: ExportSpec, calib, out_dir, *,
-               validation: ValidationData, force: bool = False, keep_invalid: bool = False) -> Outcome:
+               validation: ValidationData, force: bool = False, keep_invalid: bool = False,
+               sign_key: str | None = None) -> Outcome:
     target = get_target(target_name)
     check_request(target, spec, calib, learned=learned_ranges(checkpoint) is not None)
     dest = Path(out_dir) / f"{target.name}-{spec.precision}"
@@ -83,6 +85,8 @@ def export_one(checkpoint, target_name: str, spec: ExportSpec, calib, out_dir, *
         if problems and not keep_invalid:
             _discard(staging)
             return Outcome(None, dest, figures, tuple(problems), retired=art.retire(dest))
+        if sign_key is not None:    # signed in staging, after its last write: the artifact appears signed or not at all
+            sign(staging, sign_key)
         art.commit(staging, dest)   # a failed artifact kept (--keep-invalid) says so: validation.passed false
     except ValidationError as e:    # a structural check refused the new artifact: the old one is not current;
         _discard(staging)           # this artifact fails, the rest of the plan goes on

@@ -19,6 +19,7 @@ from ..errors import BadInput
 from ..models.checkpoint import Checkpoint
 from ..models.weights import load_pretrained
 from ..runtime.labels import model_labels
+from ..runtime.signing import signer
 from ..runtime.streaming import model_inputs
 from .base import ExportSpec
 from .build import check_request, export_one, raise_for
@@ -41,6 +42,7 @@ class ExportPlan:
     keep_invalid: bool = False
     spec: ExportSpec = ExportSpec()   # precision is filled per artifact
     read: ReadOptions = ReadOptions()   # --skip-bad, --class-map for the calibration and validation images
+    sign_key: str | None = None       # an EC private key (PEM): each artifact signed before it is moved into place
 
 
 def load_model(checkpoint_or_model):
@@ -117,6 +119,8 @@ def check_plan(plan: ExportPlan, ck=None) -> None:
         target = get_target(t)
         for p in plan.precisions:
             check_request(target, replace(plan.spec, precision=p), plan.calib_data, learned)
+    if plan.sign_key is not None:
+        signer(plan.sign_key)   # model-signing installed, the key readable: refused now, not after the exports
 
 
 def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
@@ -128,7 +132,7 @@ def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
     for t in plan.targets:
         for p in plan.precisions:
             o = export_one(ck, t, replace(plan.spec, precision=p), calib, Path(plan.out_dir), validation=val,
-                           force=plan.force, keep_invalid=plan.keep_invalid)
+                           force=plan.force, keep_invalid=plan.keep_invalid, sign_key=plan.sign_key)
             outcomes.append(o)
             if on_done:
                 on_done(o)

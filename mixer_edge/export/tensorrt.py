@@ -19,6 +19,7 @@ from ..runtime.backends import onnxruntime as ort_backend
 from ..runtime.backends import tensorrt as trt_backend
 from ..runtime.backends.cuda import gpu_present
 from ..runtime.engine_cli import run_parsed
+from ..runtime.signing import verify
 from ..runtime.needs import install_hint
 from .artifact import EDGE_BENCH, TRT_BUILD, load_artifact
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
@@ -84,6 +85,8 @@ def build_artifact_engine(args) -> int:
     if art.target != "tensorrt":
         raise BadInput(f"{args.artifact} is a {art.target!r} artifact, not a TensorRT one; export one with "
                        f"`mixer-edge export CHECKPOINT --target tensorrt`")
+    if args.verify_key is not None:   # an altered or unsigned artifact: refused before anything else is asked for
+        verify(args.artifact, args.verify_key)
     if not installed("tensorrt"):
         # TensorRT comes from the device's own packages (JetPack's apt on a Jetson), not from a pip
         # extra that cannot fit every device: the runtime's table says how.

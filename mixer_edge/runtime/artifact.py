@@ -9,6 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .claims import check_claims
 from .errors import BadInput
 from .schema import MANIFEST_SHAPE, check_document, manifest_problems
 
@@ -76,7 +77,8 @@ def atomic_write_json(path, obj) -> None:
 # ---- reading an artifact ------------------------------------------------------------------------
 
 def read_manifest(folder, verify: bool = True, rebuilt: tuple = ()) -> dict:
-    """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256
+    """ARTIFACT/manifest.json, its schema checked, every listed file present with its sha256, and
+    what it claims about its files re-derived from them, the rest against binding.json (claims.py)
     (verify=False: the manifest alone, for the exporter's own staging folder; rebuilt: files about
     to be made again, such as an engine, whose old copy may be missing or corrupt)."""
     folder = Path(folder)
@@ -91,6 +93,7 @@ def read_manifest(folder, verify: bool = True, rebuilt: tuple = ()) -> dict:
     check_document(manifest, path, MANIFEST_SHAPE, manifest_problems)
     if verify:
         verify_files(folder, manifest, rebuilt)
+        check_claims(folder, manifest)   # an edited precision, shape, class count or threshold: refused here
     return manifest
 
 

@@ -14,6 +14,8 @@ from .errors import BadInput
 from .schema import NAME, SHA256, check_document, ints, one_of
 
 BUNDLE = "bundle.json"
+# What `mixer-edge pack` adds beside bundle.json (named here: signing.py allows them after export)
+BUNDLE_DIR, README, SUMS = "bundle", "README-device.md", "SHA256SUMS"
 DEFAULT_IMAGES = 200   # held-out images `mixer-edge pack` bundles unless --images says otherwise
 KIND = "mixer-edge-bundle"
 BUNDLE_SHAPE = {"kind": one_of(KIND), "schema": one_of(1), "data": NAME, "sha256": SHA256, "images": ints(1, 2 ** 31)}

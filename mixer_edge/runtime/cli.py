@@ -19,16 +19,19 @@ from .identity import SELECTIONS
 from .predict import format_errors, format_predictions, load, predict_files
 from .readers import DATA_HELP, read_data
 from .results import document, format_table
+from .signing import VERIFY_HELP, signature_line
 from .system import base_versions, device_info
 from .timing import Settings, parse_batch_sizes
 
 DESCRIPTION = "edge_bench.py: benchmark one mixer-edge artifact on the device that runs it."
-EPILOG = """It reads ARTIFACT_DIR/manifest.json, checks every file's sha256, loads the model (timed), applies the
-manifest's preprocessing, runs the artifact's golden set (device_check: real images with the FP32 PyTorch
+EPILOG = """It reads ARTIFACT_DIR/manifest.json, checks every file's sha256 and the manifest's claims against the
+model file (precision, shapes, classes, golden threshold), loads the model (timed), applies the manifest's
+preprocessing, runs the artifact's golden set (device_check: real images with the FP32 PyTorch
 logits recorded at export; the runtime here must reproduce them), then measures first-inference time,
 latency at batch 1 and throughput per batch size (with the median's 95% interval), top-1 / top-5 accuracy
 and memory, and writes the same versioned JSON as `mixer-edge bench` (atomically).
-Exit status: 0 done; 2 bad input (tampered artifact, unknown data, class-count mismatch); 3 the runtime
+Exit status: 0 done; 2 bad input (tampered artifact, a manifest edited against its model file, a signature
+that does not verify under --verify-key, unknown data, class-count mismatch); 3 the runtime
 cannot run here (the result, marked not-run, is still written); 4 the device check failed (the result,
 marked, is still written); 130 interrupted."""
 
@@ -80,6 +83,7 @@ def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
                    help="FP32 artifact (or, with mixer-edge bench, checkpoint) for top-1 agreement and logit cosine")
     p.add_argument("--device-name", default=None, help="name of this device in reports (default: host name)")
     p.add_argument("--json", default=None, help="write the versioned result JSON here (atomically)")
+    p.add_argument("--verify-key", default=None, metavar="PUBLIC_KEY", help=VERIFY_HELP)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -99,6 +103,7 @@ def run(argv=None) -> int:
     if args.limit is not None and args.limit < 1:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
+    print(signature_line(args.artifact, args.verify_key))   # with --verify-key: an altered one fails here too
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
                       compute_units=args.compute_units)
@@ -147,11 +152,14 @@ def finish(doc: dict, json_path) -> int:
 
 
 def run_predict(args) -> int:
+    signature = signature_line(args.artifact, args.verify_key)   # verified before any work, said after the answers
     model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
                  compute_units=args.compute_units)
     doc = predict_files(args.predict, model.logits, model.classes, args.top_k, str(args.artifact),
                         model.manifest["preprocess"]["size"])
-    return finish_predictions(doc, args.json)
+    code = finish_predictions(doc, args.json)
+    print(signature)   # below the answers: stdout starts with them, one line per image
+    return code
 
 
 def finish_predictions(doc: dict, json_path, skip_bad: bool = False) -> int:

@@ -17,6 +17,7 @@ from .errors import EXIT_DEVICE_CHECK, EXIT_OK, BadInput, error_boundary
 from .identity import SELECTIONS
 from .readers import read_data
 from .results import check_line, document
+from .signing import VERIFY_HELP, signature_line
 from .system import base_versions, device_info
 from .timing import Settings, parse_batch_sizes
 
@@ -50,6 +51,7 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="FP32 artifact folder for top-1 agreement")
     p.add_argument("--device-name", default=None, help="name of this device in reports")
     p.add_argument("--json", default=None, help="write the benchmark JSON here (atomically)")
+    p.add_argument("--verify-key", default=None, metavar="PUBLIC_KEY", help=VERIFY_HELP)
     return p
 
 
@@ -75,6 +77,7 @@ def run_parsed(args) -> int:
                                         "engine record into the artifact folder")
     if args.no_build and not args.data:
         raise BadInput("--no-build only makes sense with --data (benchmark the engine already built)")
+    print(signature_line(args.artifact, args.verify_key))   # before the build: the ONNX it builds from is signed
     if not args.no_build:
         info = build_artifact(args.artifact, min_batch=args.min_batch, opt_batch=args.opt_batch,
                               max_batch=args.max_batch, timing_cache=args.timing_cache,
