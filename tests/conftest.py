@@ -11,6 +11,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MIXER_EDGE_PROGRESS", "0")
+# The suite's thread count fixed once, before torch loads: every in-process `mixer-edge` command
+# then takes it as given (runtime/threads.py) instead of sampling the machine's load each time, and
+# leaves torch where the suite put it. Tests of the choice itself unset it.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                             else os.cpu_count() or 1))
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

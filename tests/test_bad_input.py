@@ -510,6 +510,19 @@ CASES.update({
                                      says="says onnx int8, but the artifact it measured"),
 })
 
+# issue 20: the user's files are safe: an --out holding another run or other files is refused before any work
+MAKERS.update({
+    "RUN_COPY": lambda m, t: Path(shutil.copytree(m["CKPT"], t / "run")),
+})
+CASES.update({
+    "train/out-holds-another-run": C("train", "--data", "digits", "--model", "T/4", "--out", "{RUN_COPY}",
+                                     says="holds another training run (model.safetensors, model.json"),
+    "train/out-holds-other-files": C("train", "--data", "digits", "--out", "{FOLDER2}",
+                                     says="is not empty and holds no training run (a, b)"),
+    "export/out-holds-images": C("export", "{CKPT}", "--target", "onnx", "--out", "{FOLDER2}",
+                                 says="holds files that are not mixer-edge artifacts (a, b)"),
+})
+
 
 def _fill(argv, made: dict, tmp: Path) -> list[str]:
     """Placeholders -> paths; inputs are made on first use."""

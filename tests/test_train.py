@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -230,3 +231,39 @@ def test_recipes_set_only_what_was_left_at_its_default():
     assert with_recipe(base) == base
     with pytest.raises(UnknownName, match="unknown recipe 'fine'; accepted: finetune, scratch; did you mean"):
         with_recipe(base, "fine")
+
+
+# ---- issue 20: --out never replaces another run or lands among other files without --force ----------
+
+def test_out_holding_another_run_is_refused_and_left_as_it_was(digits_checkpoint, tmp_path, capsys):
+    """Before: `train --out EXISTING_RUN` on other data and another variant replaced the trained model."""
+    import hashlib
+    import shutil
+
+    from mixer_edge.cli import main
+
+    run = Path(shutil.copytree(digits_checkpoint, tmp_path / "run"))
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()}
+    assert main(["train", "--data", "digits", "--model", "T/4", "--epochs", "1", "--out", str(run)]) == 2
+    assert "holds another training run" in capsys.readouterr().err
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_out_rules(tmp_path):
+    from mixer_edge.errors import BadInput
+    from mixer_edge.train.loop import check_out
+
+    check_out(tmp_path / "new", resume=False, force=False)            # new
+    (tmp_path / "empty").mkdir()
+    check_out(tmp_path / "empty", resume=False, force=False)          # empty
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"x")
+    check_out(run, resume=True, force=False)                          # the run being resumed
+    check_out(run, resume=False, force=True)                          # replaced on request
+    with pytest.raises(BadInput, match="--resume to continue it, --force to replace it"):
+        check_out(run, resume=False, force=False)
+    images = tmp_path / "images"
+    (images / "7").mkdir(parents=True)
+    with pytest.raises(BadInput, match=r"is not empty and holds no training run \(7\)"):
+        check_out(images, resume=True, force=False)                   # --resume of nothing is no excuse

@@ -30,7 +30,7 @@ from ..runtime.accuracy import accuracy, agreement
 from ..runtime.artifact import MANIFEST, artifact_size, atomic_write_json, batch_axis, file_hashes
 from ..runtime.backends import import_library
 from ..runtime.batching import run_batched
-from ..runtime.conditions import Watch
+from ..runtime.conditions import OthersCPU, Watch, load_entry
 from ..runtime.golden import device_check
 from ..runtime.identity import SELECTIONS, select
 from ..runtime.labels import model_labels
@@ -316,15 +316,18 @@ def bench_subject(s: Subject, x, labels, config: BenchConfig, ref_logits=None,
         runner = s.load(config)
         load_s = time.perf_counter() - t0
         check = None if s.manifest is None else device_check(s.path, s.manifest, runner.run, s.fixed_batch)
+        others = OthersCPU()   # what other processes took of the CPUs while this row was timed
         speed = measure_speed(runner.run, x, config.settings, s.fixed_batch, memory=mark,
                               batch_range=runner.config.get("batch_range"))
+        load = load_entry(others.cores())
         logits = run_batched(runner.run, x, config.settings.eval_batch, s.fixed_batch)
     except NotRunnable as why:   # the runtime, a GPU, macOS, a working torch.compile: missing here
         return result_entry(**base, status="not-run", reason=str(why))
     agree = None if ref_logits is None else agreement(ref_logits, logits, reference)
     return result_entry(
         **base, status="ok", runtime={**runner.config, "what": runner.what}, load_s=load_s, **speed,
-        **process_memory(mark), accuracy=accuracy(logits, labels), agreement=agree, device_check=check)
+        **process_memory(mark), accuracy=accuracy(logits, labels), agreement=agree, device_check=check,
+        load=load)
 
 
 def _versions() -> dict:

@@ -11,6 +11,7 @@ from typing import Callable
 
 from .. import __version__
 from ..noise import configure
+from ..offline import no_telemetry
 from ..runtime.errors import error_boundary
 
 
@@ -84,7 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     configure(args.verbose)
-    return error_boundary(lambda: args.run(args), "interrupted; nothing half-written was kept")
+    no_telemetry()   # before any dependency can ask: no connection unless asked (mixer_edge/offline.py)
+    return error_boundary(lambda: _run(args), "interrupted; nothing half-written was kept")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """A command that computes (add_threads_argument) gets its thread count chosen and applied first."""
+    if getattr(args, "choose_threads", False):
+        from .common import apply_threads
+
+        args.threads = apply_threads(args.threads)
+    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="also benchmark each checkpoint with torch.compile (a failure is recorded, not fatal)")
     add_measurement_arguments(p)   # the device script's own options, one definition
     add_reading_arguments(p)
+    p.set_defaults(choose_threads=True)   # main() chooses --threads: every subject, PyTorch too, runs with it
 
 
 def bench_config(args: argparse.Namespace):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..runtime.errors import EXIT_OK
-from .common import _data_help, _warn, output_file
+from .common import add_threads_argument, _data_help, _warn, output_file
 from .reading import add_reading_arguments, read_options
 
 
@@ -20,6 +20,7 @@ def add_calib_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=300, help="number of images (default 300; < 100 warns)")
     p.add_argument("--seed", type=int, default=0, help="selection seed (default 0)")
     p.add_argument("--out", required=True, help="output .npz (a .json manifest with its sha256 is written beside it)")
+    add_threads_argument(p)
 
 
 def run_calib(args: argparse.Namespace) -> int:

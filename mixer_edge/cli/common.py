@@ -4,6 +4,31 @@ from __future__ import annotations
 import sys
 
 
+THREADS_HELP = ("threads to compute with (torch, ONNX Runtime, OpenVINO). Default: the CPUs this process may use "
+                "(affinity mask and container quota) less the whole cores other processes are busy with when it "
+                "starts, at least 1; OMP_NUM_THREADS when set. Idle threads sleep rather than spin "
+                "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine is shared, not fought over. "
+                "The choice is printed as 'threads: N (...)'")
+
+
+def add_threads_argument(p) -> None:
+    """--threads, and the mark main() looks for to choose and apply the count before the command runs."""
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.set_defaults(choose_threads=True)
+
+
+def apply_threads(requested: int | None) -> int:
+    """Choose the thread count (runtime/threads.py), leave it in OMP_NUM_THREADS for the runtimes,
+    and give it to torch, whose count is process-wide. Called once, before any work."""
+    from ..runtime.threads import use_threads
+
+    choice = use_threads(requested)   # before torch loads its OpenMP runtime: the wait policy is read once
+    import torch
+
+    torch.set_num_threads(choice.threads)
+    return choice.threads
+
+
 def _data_help() -> str:
     from ..data.sources import describe_sources  # the source registry is the one list of specs
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
-from .common import output_folder
+from .common import add_threads_argument, output_folder
 from .export import validation_line
 
 
@@ -15,6 +15,7 @@ from .export import validation_line
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="mixer-edge-demo", help="output folder (default ./mixer-edge-demo)")
     p.add_argument("--epochs", type=int, default=20, help="training epochs on digits (default 20)")
+    add_threads_argument(p)
 
 
 def run_demo(args: argparse.Namespace) -> int:

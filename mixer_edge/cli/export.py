@@ -10,7 +10,7 @@ from ..export.registry import expand, target_names
 from ..export.validate import db_text
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..runtime.schema import PRECISIONS
-from .common import _data_help, _listed, output_folder
+from .common import add_threads_argument, _data_help, _listed, output_folder
 from .reading import add_reading_arguments, read_options
 
 
@@ -63,11 +63,19 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "the training data")
     add_reading_arguments(p)   # for --calib-data and --eval-data
     p.add_argument("--out", required=True, help="output folder; one sub-folder TARGET-PRECISION per artifact")
-    p.add_argument("--force", action="store_true", help="replace output folders that are not mixer-edge artifacts")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds files other than mixer-edge artifacts, and replace "
+                        "TARGET-PRECISION folders that are not artifacts; without it both are refused before any work")
+    p.add_argument("--strict", action="store_true",
+                   help="fail a check the validation images are too few to decide. Top-1 agreement (and the "
+                        "--max-drop budget) is decided on the exact 95%% interval of the count: below the "
+                        "threshold fails, above passes, an interval holding it is 'undecided: too few images', "
+                        "kept and said unless --strict (e.g. 20 images can never show agreement >= 0.98)")
     p.add_argument("--keep-invalid", action="store_true",
                    help="keep artifacts that fail validation, marked so in their manifest (the exit code still "
                         "says they failed); without it a failed artifact is discarded and a previous artifact "
                         "at its path removed, so that nothing there looks current")
+    add_threads_argument(p)
     p.add_argument("--sign-key", default=None, metavar="PRIVATE_KEY",
                    help="sign each artifact with this elliptic-curve private key (PEM; OpenSSF model signing, "
                         "offline): ARTIFACT/artifact.sig, which edge_bench.py / mixer-edge bench --verify-key PUB "
@@ -85,7 +93,7 @@ def export_plan(args: argparse.Namespace):
     precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
     spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, float_layers=_listed([args.keep_float], ""),
                       max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
-                      weights_only=args.weights_only)
+                      weights_only=args.weights_only, strict=args.strict)
     return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
                       out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
                       calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
@@ -107,8 +115,11 @@ def validation_line(o) -> str:
     acc = f" top-1 {v['top1']:.4f} ({reference} {v['reference_top1']:.4f})" if "top1" in v else \
         f" no top-1: {(v.get('images') or {}).get('labels', 'no labels')}"
     verdict = "ok" if o.passed else "FAILED: " + "; ".join(o.problems) + o.fate
+    if o.passed and v.get("status") == "undecided":
+        verdict = "undecided"
+    open_ = "".join(f"\n{'':16} {line}" for line in v.get("undecided") or [] if o.passed)
     return (f"{o.dest.name:16} {verdict:6} max|diff| {v['max_abs_diff']:.2e}  agree {v['top1_agreement']:.4f}  "
-            f"cos {v['cosine']:.5f}  SQNR {db_text(v['sqnr_db'])}{acc}  [{v['samples']} images]")
+            f"cos {v['cosine']:.5f}  SQNR {db_text(v['sqnr_db'])}{acc}  [{v['samples']} images]{open_}")
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..runtime.artifact import MANIFEST
 from ..runtime.cli import finish_predictions
 from ..runtime.errors import BadInput
 from ..runtime.signing import VERIFY_HELP, signature_line
-from .common import output_file
+from .common import add_threads_argument, output_file
 from .reading import PREDICT_SKIP_BAD, add_reading_arguments
 
 
@@ -24,6 +25,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="also write the predictions here as JSON (atomically), with an "
                                                  "'errors' list of the files that could not be read")
     add_reading_arguments(p, class_map=False, skip_bad=PREDICT_SKIP_BAD)
+    add_threads_argument(p)
     p.add_argument("--verify-key", default=None, metavar="PUBLIC_KEY", help=VERIFY_HELP)
 
 
@@ -31,12 +33,11 @@ def run_predict(args: argparse.Namespace) -> int:
     from ..predict import predict   # torch: imported when the command runs, not for --help
 
     output_file(args.json, "--json")
-    signature = _signature(args.model, args.verify_key)   # verified before any work, said after the answers
-    doc = predict(args.model, args.images, args.top_k)
-    code = finish_predictions(doc, args.json, args.skip_bad)
+    signature = _signature(args.model, args.verify_key)   # verified before any work
     if signature:
-        print(signature)
-    return code
+        print(signature, file=sys.stderr)   # a status line: stdout holds the answers alone, one line per image
+    doc = predict(args.model, args.images, args.top_k)
+    return finish_predictions(doc, args.json, args.skip_bad)
 
 
 def _signature(model: str, verify_key) -> str | None:

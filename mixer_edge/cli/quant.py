@@ -12,7 +12,7 @@ from ..export.base import CALIB_METHODS
 from ..export.registry import ALIASES, target_names
 from ..runtime.artifact import atomic_write_bytes, atomic_write_json
 from ..runtime.errors import EXIT_OK
-from .common import output_folder
+from .common import add_threads_argument, output_folder
 
 
 def add_quant_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def add_quant_arguments(p: argparse.ArgumentParser) -> None:
     i.add_argument("--calib-size", type=int, default=300, help="calibration images to draw (default 300)")
     i.add_argument("--eval-size", type=int, default=1000, help="held-out images to use at most (default 1000)")
     i.add_argument("--out", default=None, help="folder for inspect.md, inspect.json and inspect.png")
+    add_threads_argument(i)
 
 
 def run_quant(args: argparse.Namespace) -> int:

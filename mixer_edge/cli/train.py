@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import name_type
 from ..runtime.errors import EXIT_OK
 from ..train.config import AUTO_EPOCHS, AUTO_STEPS, QAT_RECIPE, RECIPES, TrainConfig, with_recipe
-from .common import _data_help, output_file, output_folder
+from .common import add_threads_argument, _data_help, output_file, output_folder
 from .reading import add_reading_arguments, read_options
 
 
@@ -94,9 +94,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=T.device, help="auto | cpu | cuda (default auto)")
     p.add_argument("--out", required=True, help="output folder for model.safetensors and model.json")
     p.add_argument("--resume", action="store_true", help="continue from OUT/resume.safetensors (last finished epoch)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that holds another run (replacing it) or other files; without it such "
+                        "a folder is refused before any work (a new or empty folder, or --resume, needs no --force)")
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine, joined as torchrun joins them (gloo on CPU, "
                         "NCCL on GPU); an error all of them meet is printed once; default 1")
+    add_threads_argument(p)
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -107,7 +111,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
         seed=args.seed, img_size=args.img_size, num_classes=args.num_classes, gelu=args.gelu,
-        split_seed=args.split_seed, resume=args.resume, device=args.device, augment=args.augment, hflip=args.hflip,
+        split_seed=args.split_seed, resume=args.resume, force=args.force, device=args.device, augment=args.augment, hflip=args.hflip,
         mixup=args.mixup, cutmix=args.cutmix, drop_path=args.drop_path, dropout=args.dropout, ema=args.ema,
         ema_decay=args.ema_decay, accum=args.accum, precision=args.precision, workers=args.workers,
         qat_calib_size=args.qat_calib_size, qat_calib_method=args.qat_calib_method, skip_bad=args.skip_bad,
@@ -161,6 +165,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="held-out (default): only images the model was not trained on and that training did not keep "
                         "for calibration, recognised by content wherever they lie; all: every image of DATA")
     p.add_argument("--json", default=None, help="also write the result as JSON to this path")
+    add_threads_argument(p)
 
 
 def run_eval(args: argparse.Namespace) -> int:

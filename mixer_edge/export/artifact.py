@@ -104,6 +104,22 @@ def check_destination(dest: Path, force: bool) -> None:
                            f"choose another --out or pass --force to replace it")
 
 
+def check_output_folder(out: Path, force: bool, writes=()) -> None:
+    """export --out holds artifacts only (one sub-folder each): an export into a folder of images
+    once left an artifact among them, which broke `eval` on that folder. New or empty folders,
+    earlier exports and their staging leftovers pass; the folders this export writes (`writes`) are
+    check_destination's to judge; anything else needs --force."""
+    if force or not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not (p.is_dir() and ((p / MANIFEST).is_file() or p.name in writes
+                                             or ".partial-" in p.name or ".old-" in p.name)))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise BadInput(f"--out {out} holds files that are not mixer-edge artifacts ({shown}); give a new or empty "
+                       f"folder, or one that holds only earlier exports, or --force to write there anyway")
+
+
 def staging_dir(dest: Path) -> Path:
     """A hidden folder beside dest. mkdtemp makes it 0700; the artifact it becomes gets the umask's
     usual permissions (0755), so a copy into a container or to another user can be entered."""

@@ -53,6 +53,7 @@ class ExportSpec:
     coreml_input: str = "tensor"     # Core ML: "tensor" or "image" (preprocessing baked in)
     coreml_target: str = "iOS17"     # Core ML minimum deployment target
     weights_only: bool = False       # INT8 weights only (Core ML)
+    strict: bool = False             # a check the validation images are too few to decide fails (validate.undecided)
 
 
 Runner = Callable[[np.ndarray], np.ndarray]

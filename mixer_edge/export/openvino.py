@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import BadInput, CalibrationError, require, unknown
 from ..noise import third_party
+from ..offline import no_telemetry
 from ..runtime.backends import openvino as ov_backend
 from ..runtime.backends.openvino import PRECISION_HINTS
 from .artifact import EDGE_BENCH
@@ -92,6 +93,7 @@ class OpenVinoTarget:
 # ---- the IR -------------------------------------------------------------------------------------
 
 def _ov():
+    no_telemetry()   # convert_model and NNCF would send usage events otherwise (mixer_edge/offline.py)
     return require("openvino", OpenVinoTarget.capabilities.extra)
 
 

@@ -21,6 +21,7 @@ from ..models.weights import load_pretrained
 from ..runtime.labels import model_labels
 from ..runtime.signing import signer
 from ..runtime.streaming import model_inputs
+from .artifact import check_output_folder
 from .base import ExportSpec
 from .build import check_request, export_one, raise_for
 from .manifest import reserved_keys
@@ -114,6 +115,8 @@ def _validation_source(ck, plan: ExportPlan, load):
 
 def check_plan(plan: ExportPlan, ck=None) -> None:
     """Every (target, precision) request is checked before any work starts."""
+    check_output_folder(Path(plan.out_dir), plan.force,
+                        {f"{get_target(t).name}-{p}" for t in plan.targets for p in plan.precisions})
     learned = ck is not None and learned_ranges(ck) is not None
     for t in plan.targets:
         target = get_target(t)

@@ -14,7 +14,7 @@ from ..train import qat
 from ..train.evaluate import predict_logits
 from .base import ExportSpec
 from .int8 import applies
-from .validate import compare, failures, tolerance_dict
+from .validate import agreement_decision, compare, failures, tolerance_dict, undecided
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ def check_artifact(target, artifact, spec: ExportSpec, val: ValidationData, stan
     checked_by = "stand-in" if stand_in is not None or runner.config.get("stands_in_for") else "own runtime"
     logits = run_batched(runner, val.x, batch=256)   # a batch at a time: val.x may be made by slices
     figures = compare(expected, logits, val.labels)
-    problems = failures(spec.precision, figures)
+    problems, open_ = failures(spec.precision, figures), undecided(spec.precision, figures)
+    if spec.strict:   # --strict: what the images cannot decide fails
+        problems = [*problems, *open_]
+    status = "failed" if problems else "undecided" if open_ else "passed"
     return ({**base, "runner": runner.what, "runtime": runner.config, "checked_by": checked_by, **figures,
-             "passed": not problems}, problems, logits)
+             "agreement_decision": agreement_decision(spec.precision, figures), "undecided": open_,
+             "strict": spec.strict, "status": status, "passed": not problems}, problems, logits)

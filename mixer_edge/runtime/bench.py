@@ -10,6 +10,7 @@ from .accuracy import accuracy, agreement
 from .artifact import artifact_size, batch_axis, file_hashes, read_manifest
 from .backends import BACKENDS, Options, import_library, load_backend
 from .batching import run_batched
+from .conditions import OthersCPU, load_entry
 from .errors import BadInput, NotRunnable
 from .golden import device_check
 from .identity import select
@@ -48,13 +49,15 @@ def bench_artifact(folder, data, settings: Settings, options: Options, selection
         return result_entry(**base, status="not-run", reason=str(why)), {}
     load_s = time.perf_counter() - t0
     check = device_check(folder, manifest, backend.run, fixed)   # before timing: what is timed must be right
+    others = OthersCPU()   # what other processes took of the CPUs while this row was timed
     speed = measure_speed(backend.run, x, settings, fixed, memory=mark, batch_range=backend.config.get("batch_range"))
+    load = load_entry(others.cores())
     logits = run_batched(backend.run, x, settings.eval_batch, fixed)
     entry = result_entry(
         **base, status="ok", runtime={**backend.config, "what": backend.what}, load_s=load_s, **speed,
         **process_memory(mark), accuracy=accuracy(logits, labels),
         agreement=None if ref_logits is None else agreement(ref_logits, logits, str(reference)),
-        device_check=check)
+        device_check=check, load=load)
     return entry, backend.versions
 
 

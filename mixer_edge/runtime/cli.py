@@ -21,6 +21,7 @@ from .readers import DATA_HELP, read_data
 from .results import document, format_table
 from .signing import VERIFY_HELP, signature_line
 from .system import base_versions, device_info
+from .threads import use_threads
 from .timing import Settings, parse_batch_sizes
 
 DESCRIPTION = "edge_bench.py: benchmark one mixer-edge artifact on the device that runs it."
@@ -65,8 +66,10 @@ def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,8,32",
                    help="throughput batch sizes, comma-separated, when the batch axis is dynamic (default 1,8,32)")
     p.add_argument("--threads", type=int, default=None,
-                   help="runtime threads (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch); "
-                        "default: the runtime's own")
+                   help="runtime threads (ONNX Runtime intra-op, OpenVINO INFERENCE_NUM_THREADS, torch), the same "
+                        "for every model measured; default: the CPUs this process may use less the whole cores "
+                        "other processes are busy with at the start (OMP_NUM_THREADS when set); printed as "
+                        "'threads: N (...)' and recorded")
     p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
                    help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
     p.add_argument("--provider", default=None,
@@ -104,6 +107,7 @@ def run(argv=None) -> int:
         raise BadInput(f"--limit must be at least 1, got {args.limit}")
     manifest = read_manifest(args.artifact)  # a tampered artifact fails before the data is read
     print(signature_line(args.artifact, args.verify_key))   # with --verify-key: an altered one fails here too
+    use_threads(args.threads)   # the runtimes' default count (OMP_NUM_THREADS), idle threads sleeping; printed
     data = read_data(args.data)
     options = Options(threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
                       compute_units=args.compute_units)
@@ -152,14 +156,14 @@ def finish(doc: dict, json_path) -> int:
 
 
 def run_predict(args) -> int:
-    signature = signature_line(args.artifact, args.verify_key)   # verified before any work, said after the answers
+    use_threads(args.threads)
+    # verified before any work; a status line on stderr: stdout holds the answers alone, one line per image
+    print(signature_line(args.artifact, args.verify_key), file=sys.stderr)
     model = load(args.artifact, threads=args.threads, precision_hint=args.precision_hint, provider=args.provider,
                  compute_units=args.compute_units)
     doc = predict_files(args.predict, model.logits, model.classes, args.top_k, str(args.artifact),
                         model.manifest["preprocess"]["size"])
-    code = finish_predictions(doc, args.json)
-    print(signature)   # below the answers: stdout starts with them, one line per image
-    return code
+    return finish_predictions(doc, args.json)
 
 
 def finish_predictions(doc: dict, json_path, skip_bad: bool = False) -> int:

@@ -191,6 +191,33 @@ def snapshot() -> dict:
             "jetson": jetson(), "nvidia_gpus": nvidia_gpus(), "macos": macos()}
 
 
+class OthersCPU:
+    """The CPU cores other processes used from now until cores() is called: all CPUs' busy time
+    (/proc/stat) minus this process's own; on a Mac, the mean of two `ps` samples. None: unknown."""
+
+    def __init__(self):
+        self.t0, self.busy0, self.self0 = time.monotonic(), _cpu_busy_s(), _self_cpu_s()
+        self.ps0 = None if self.busy0 is not None else _others_percent()
+
+    def cores(self) -> float | None:
+        wall, busy1 = time.monotonic() - self.t0, _cpu_busy_s()
+        if self.busy0 is not None and busy1 is not None and wall > 0:
+            return max((busy1 - self.busy0) - (_self_cpu_s() - self.self0), 0.0) / wall
+        if self.ps0 is not None and (ps1 := _others_percent()) is not None:
+            return (self.ps0 + ps1) / 200   # mean of two samples, % of one core -> cores
+        return None
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.t0
+
+
+def load_entry(others: float | None) -> dict:
+    """A result row's "load": the cores other processes used while it was measured, and whether
+    that makes it busy (BUSY_CORES)."""
+    return {"others_cores": None if others is None else round(others, 3),
+            "busy": others is not None and others >= BUSY_CORES}
+
+
 class Watch:
     """Conditions around one measurement: start() before loading the model, finish() after the
     last timed call. finish() gives the result's "conditions": before, after, the CPU cores other
@@ -199,16 +226,10 @@ class Watch:
     def __init__(self):
         self.cores = usable_cpus()
         self.before = snapshot()
-        self.t0, self.busy0, self.self0 = time.monotonic(), _cpu_busy_s(), _self_cpu_s()
-        self.ps0 = None if self.busy0 is not None else _others_percent()
+        self.others = OthersCPU()
 
     def finish(self, compute_units: str | None = None) -> dict:
-        wall, busy1 = time.monotonic() - self.t0, _cpu_busy_s()
-        others = None
-        if self.busy0 is not None and busy1 is not None and wall > 0:
-            others = max((busy1 - self.busy0) - (_self_cpu_s() - self.self0), 0.0) / wall
-        elif self.ps0 is not None and (ps1 := _others_percent()) is not None:
-            others = (self.ps0 + ps1) / 200   # mean of two samples, % of one core -> cores
+        others, wall = self.others.cores(), self.others.seconds()
         after = snapshot()
         doc = {"before": self.before, "after": after, "seconds": round(wall, 2), "cores_usable": self.cores,
                "others_cores": None if others is None else round(others, 3), "clocks_locked": clocks_locked(after),

@@ -18,7 +18,7 @@ RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "r
                "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "batch_range",
                "size_bytes",
                "model_rss_mb", "process_peak_rss_mb", "rss_before_load_mb", "process_peak_rss_scope", "accuracy",
-               "agreement", "data", "quantization", "validation", "device_check")
+               "agreement", "data", "quantization", "validation", "device_check", "load")
 
 
 def result_entry(**fields) -> dict:
@@ -68,12 +68,14 @@ def quantization_summary(manifest: dict) -> dict | None:
 
 def validation_summary(manifest: dict) -> dict | None:
     """The export's check against PyTorch FP32 as the manifest records it, never rounded up: status
-    passed / failed / skipped and what ran it: the artifact's own runtime, a stand-in (Core ML W8A8
+    passed / undecided (kept; too few images to decide a check) / failed / skipped and what ran it: the artifact's own runtime, a stand-in (Core ML W8A8
     off macOS: the quantized PyTorch model) or nothing. None: the manifest has no check at all."""
     v = manifest.get("validation")
     if not isinstance(v, dict):
         return None
     status = "skipped" if v.get("passed") is None else "passed" if v["passed"] else "failed"
+    if status == "passed" and v.get("status") == "undecided":   # kept: the images were too few to decide a check
+        status = "undecided"
     by = v.get("checked_by") or (None if status == "skipped" else "not recorded")  # older manifests
     return {"status": status, "checked_by": by, "runner": v.get("runner"), "reason": v.get("skipped")}
 
@@ -84,7 +86,8 @@ def validation_text(v: dict | None, target: str) -> str:
     """One table cell: the export's check and, unless the artifact's own runtime ran it, by what."""
     if v is None:
         return "checkpoint" if target.startswith("pytorch") else "not recorded"
-    status = {"failed": "FAILED", "skipped": "skipped: unchecked"}.get(v["status"], v["status"])
+    status = {"failed": "FAILED", "skipped": "skipped: unchecked",
+              "undecided": "undecided: too few images"}.get(v["status"], v["status"])
     return status + {"stand-in": " (stand-in)", "not recorded": " (checker not recorded)"}.get(v["checked_by"], "")
 
 

@@ -202,5 +202,6 @@ RESULT_SHAPE = {
         "device_check?": maybe(when(lambda c: c.get("status") == "skipped", {"status": TEXT},
                                     {"status": one_of("passed", "failed", "skipped"), "sqnr_db": NUMBER,
                                      "threshold_sqnr_db": NUMBER})),
+        "load?": maybe({"others_cores?": maybe(NON_NEGATIVE), "busy?": BOOL}),
     }],
 }

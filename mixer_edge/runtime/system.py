@@ -160,12 +160,57 @@ def is_jetson(root: Path = Path("/")) -> bool:
     return (root / "etc/nv_tegra_release").is_file() or bool(shutil.which("nvpmodel"))
 
 
-def usable_cpus() -> int:
-    """CPUs this process may use (a container's affinity mask, not the host's count)."""
+def affinity_cpus() -> int:
+    """CPUs in this process's affinity mask (all of them where there is no mask: macOS, Windows)."""
     try:
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
+    except AttributeError:
         return os.cpu_count() or 1
+
+
+def cgroup_quota(root: Path = Path("/")) -> float | None:
+    """A container's CPU quota in CPUs (1.5 for "150000 100000"), None where there is none."""
+    for quota_file, period_file in _quota_files(root):
+        try:
+            if quota_file.name == "cpu.max":   # cgroup v2: "QUOTA PERIOD" or "max PERIOD"
+                quota, period = quota_file.read_text().split()[:2]
+            else:                              # cgroup v1: two files, -1 for no quota
+                quota, period = quota_file.read_text().strip(), period_file.read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            return int(quota) / int(period)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+def _quota_files(root: Path):
+    """(quota file, period file) candidates: this process's own cgroup first, then the mount's root."""
+    base = root / "sys/fs/cgroup"
+    own = []
+    try:
+        for line in (root / "proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":                                  # v2: "0::/path"
+                own.append((base / path.lstrip("/") / "cpu.max", None))
+            elif "cpu" in controllers.split(","):                   # v1: "N:cpu,cpuacct:/path"
+                d = base / "cpu" / path.lstrip("/")
+                own.append((d / "cpu.cfs_quota_us", d / "cpu.cfs_period_us"))
+    except (OSError, ValueError):
+        pass
+    return [(q, p) for q, p in [*own, (base / "cpu.max", None),
+                                (base / "cpu/cpu.cfs_quota_us", base / "cpu/cpu.cfs_period_us")] if q.is_file()]
+
+
+def usable_cpus(root: Path = Path("/")) -> int:
+    """CPUs this process may use: the affinity mask, capped by the container's quota (rounded down,
+    at least 1): a 1.5-CPU quota on a 64-core host is one thread's worth, not 64."""
+    n = affinity_cpus()
+    quota = cgroup_quota(root)
+    return max(1, min(n, int(quota))) if quota is not None else n
 
 
 def _gpus() -> list | None:

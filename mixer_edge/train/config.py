@@ -39,6 +39,7 @@ class TrainConfig:
     gelu: str = "exact"
     split_seed: int = 0
     resume: bool = False
+    force: bool = False             # write into an --out that holds another run or other files
     device: str = "auto"            # auto | cpu | cuda
     eval_every: int = 1             # epochs between evaluations on the eval split
     # Regularization: the defaults work on small data without flags (docs/training.md).

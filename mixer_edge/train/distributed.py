@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..runtime.system import usable_cpus
+
 
 @dataclass(frozen=True)
 class World:
@@ -33,8 +35,9 @@ def init_world(device: torch.device) -> World:
         return World()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    # Share the cores instead of oversubscribing them: each process gets its part.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
+    # Share the cores instead of oversubscribing them: each process gets its part of the CPUs it may
+    # use (affinity, quota), not of the host's.
+    torch.set_num_threads(max(1, usable_cpus() // size))
     if dist.get_rank() != 0:   # one set of progress bars, the first process's
         os.environ["MIXER_EDGE_PROGRESS"] = "0"
     return World(rank=dist.get_rank(), size=dist.get_world_size())

@@ -26,7 +26,7 @@ from ..data.dataset import ImageSet, SplitSpec, take_split, warn_small
 from ..data.preprocess import Preprocess
 from ..data.sources import ReadOptions, load_data
 from ..errors import BadInput
-from ..models.checkpoint import save_checkpoint
+from ..models.checkpoint import WEIGHTS_NAME, save_checkpoint
 from ..models.mixer import MlpMixer
 from ..models.variants import create_model
 from ..models.weights import load_pretrained
@@ -51,6 +51,7 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig) -> TrainResult:
+    check_out(Path(cfg.out), cfg.resume, cfg.force)   # before any work: nothing of the user's is replaced
     device = _device(cfg.device)
     world = distributed.init_world(device)
     try:
@@ -322,6 +323,27 @@ def _plot_curves(out: Path, history: list) -> None:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(out / "curves.png", buf.getvalue())
+
+
+RUN_FILES = (WEIGHTS_NAME, "model.json", RESUME_NAME, "metrics.jsonl")   # what makes a folder a run
+
+
+def check_out(out: Path, resume: bool, force: bool) -> None:
+    """--out must be new, empty, the run being resumed, or given with --force: a trained model was
+    once replaced by a run on other data without a word, and a folder of the user's images would
+    get model files among them."""
+    if force or not out.is_dir() or not any(out.iterdir()):
+        return
+    held = sorted(p.name for p in out.iterdir())
+    run = [name for name in RUN_FILES if (out / name).exists()]
+    if run and resume:
+        return
+    if run:
+        raise BadInput(f"--out {out} holds another training run ({', '.join(run)}); pass --resume to continue "
+                       f"it, --force to replace it, or give a new folder")
+    shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    raise BadInput(f"--out {out} is not empty and holds no training run ({shown}); give a new or empty folder, "
+                   f"or --force to write there anyway")
 
 
 def trained_images(data: ImageSet, split: SplitSpec) -> dict:

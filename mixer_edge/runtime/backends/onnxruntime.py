@@ -10,6 +10,7 @@ import numpy as np
 from ..artifact import model_file
 from ..errors import BadInput, NotRunnable
 from ..needs import require
+from ..threads import default_threads
 from .base import Backend, Options
 
 LIBRARY = "onnxruntime"
@@ -29,7 +30,11 @@ def session(path, threads: int | None = None, provider: str | None = None, optim
     TensorRT's kernels compute) instead of fusing them into ONNX Runtime's integer kernels."""
     ort = require(LIBRARY, "onnx artifacts", NEEDS)
     so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.intra_op_num_threads = threads or default_threads()
+    # Idle pool threads spin by default; against another busy process that steals the cores both
+    # need. They sleep when this process's threads sleep (runtime/threads.py: OMP_WAIT_POLICY).
+    spinning = os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE"
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     so.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
                                    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[optimization]
     so.log_severity_level = 3
@@ -49,5 +54,5 @@ def session(path, threads: int | None = None, provider: str | None = None, optim
         return sess.run([out_name], {in_name: x})[0]
 
     config = {"provider": wanted[0], "providers": sess.get_providers(), "threads": so.intra_op_num_threads,
-              "graph_optimization": optimization}
+              "spinning": spinning, "graph_optimization": optimization}
     return Backend(run, config, f"onnxruntime {ort.__version__} {wanted[0]}", {"onnxruntime": ort.__version__})

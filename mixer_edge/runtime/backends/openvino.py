@@ -10,7 +10,7 @@ import numpy as np
 from ..artifact import listed, model_file
 from ..errors import BadInput, NotRunnable
 from ..needs import require
-from ..system import usable_cpus
+from ..threads import default_threads
 from .base import Backend, Options
 
 LIBRARY = "openvino"
@@ -28,7 +28,7 @@ def load(folder: Path, manifest: dict, opt: Options) -> Backend:
     if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} \
             and not device.startswith(("AUTO", "HETERO", "MULTI")):
         raise NotRunnable(f"needs OpenVINO device {device}; this machine has {', '.join(core.available_devices)}")
-    threads = opt.threads or usable_cpus()
+    threads = opt.threads or default_threads()
     xml = model_file(folder, manifest, ".xml")
     weights = listed(folder, manifest, xml.with_suffix(".bin").name)  # read_model would open it unlisted
     compiled = core.compile_model(core.read_model(str(xml), str(weights)), device,
