@@ -37,13 +37,16 @@ def demo(out: Path, src: str | None = None) -> dict:
     for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):   # the demo chooses, as a user's would
         env.pop(k, None)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "demo", "--out", str(out)], env=env,
-                       capture_output=True, text=True)
+    out.mkdir(parents=True, exist_ok=True)
+    # cwd: out, not this checkout: `python -m` puts the working folder first on sys.path, which would
+    # shadow --before's PYTHONPATH
+    r = subprocess.run([sys.executable, "-m", "mixer_edge.cli", "demo", "--out", str(out / "demo")], env=env,
+                       capture_output=True, text=True, cwd=out)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"demo failed ({r.returncode}):\n{r.stderr[-2000:]}")
     threads = next((line for line in r.stderr.splitlines() if line.startswith("threads:")), "threads: ?")
-    bench = json.loads((out / "bench.json").read_text())
+    bench = json.loads((out / "demo" / "bench.json").read_text())
     rows = [e for e in bench["results"] if e["status"] == "ok"]
     counts = {(e.get("runtime") or {}).get("threads") for e in rows}
     busy = sum(bool((e.get("load") or {}).get("busy")) for e in rows)
@@ -77,17 +80,20 @@ def main() -> int:
     ap.add_argument("--spinners", type=int, default=2, help="busy-loop processes beside the busy demo (default 2)")
     ap.add_argument("--out", default="/tmp/busy-demo", help="scratch folder (default /tmp/busy-demo)")
     ap.add_argument("--before", default=None, metavar="SRC", help="also run the demos from this source checkout")
+    ap.add_argument("--before-only", action="store_true", help="with --before: only its two demos")
     args = ap.parse_args()
     out = Path(args.out)
     with open("/proc/cpuinfo") as f:
         flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     wanted = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16")
     print(f"cpu flags: {' '.join(f for f in wanted if f in flags)}; usable CPUs {len(os.sched_getaffinity(0))}")
-    after = pair("this checkout:", out / "after", args.spinners, None)
+    after = None if args.before_only else pair("this checkout:", out / "after", args.spinners, None)
     if args.before:
         before = pair(f"before ({args.before}):", out / "before", args.spinners, args.before)
-        print(f"busy / quiet: {after:.2f}x now, {before:.2f}x before")
-    print(f"goal: busy within 2.5x of quiet: {'met' if after <= 2.5 else 'NOT met'} ({after:.2f}x)")
+        if after is not None:
+            print(f"busy / quiet: {after:.2f}x now, {before:.2f}x before")
+    if after is not None:
+        print(f"goal: busy within 2.5x of quiet: {'met' if after <= 2.5 else 'NOT met'} ({after:.2f}x)")
     return 0
 
 
