@@ -107,7 +107,7 @@ def _markdown(s: dict) -> str:
     lines = ["# mixer-edge demo\n", f"- model: {s['model']} on `{s['data']}`", f"- checkpoint: `{s['checkpoint']}`",
              f"- eval top-1: {m['eval_top1']:.4f}, top-5: {m['eval_top5']:.4f} on {m['eval_n']} held-out images",
              f"- training wall time: {m['wall_s']:.1f} s ({m['epoch']} epochs, {m['train_n']} images)\n",
-             "| artifact | passed | top-1 | agreement | cosine | SQNR dB | max abs diff |", "|---|---|---|---|---|---|---|"]
+             "| artifact | validation | top-1 | agreement | cosine | SQNR dB | max abs diff |", "|---|---|---|---|---|---|---|"]
     for a in s["artifacts"]:
         v = a["validation"]
         if v.get("skipped"):
@@ -116,7 +116,10 @@ def _markdown(s: dict) -> str:
         if v.get("refused"):
             lines.append(f"| {Path(a['artifact']).name} | refused: {v['refused']} | | | | | |")
             continue
-        lines.append(f"| {Path(a['artifact']).name} | {a['passed']} | {v.get('top1', float('nan')):.4f} | "
+        # undecided: kept, but the images were too few to decide a check (export/validate.py)
+        status = v.get("status") or ("passed" if a["passed"] else "FAILED")
+        status = "undecided: too few images" if status == "undecided" else status
+        lines.append(f"| {Path(a['artifact']).name} | {status} | {v.get('top1', float('nan')):.4f} | "
                      f"{v['top1_agreement']:.4f} | {v['cosine']:.5f} | {db_text(v['sqnr_db'])} | {v['max_abs_diff']:.2e} |")
     lines.append(f"\nBenchmark: `{s['bench']}`; report: `{s['report']['html']}`")
     return "\n".join(lines) + "\n"
