@@ -163,7 +163,7 @@ def undecided(precision: str, figures: dict) -> list[str]:
         return []
     lo, hi = d["interval"]
     return [f"undecided: too few images: top-1 agreement {d['k']}/{d['n']} = {d['k'] / d['n']:.4f}, whose "
-            f"{d['level']:.0%} interval [{lo:.3f}, {hi:.3f}] holds the threshold {d['threshold']}"]
+            f"{d['level']:.0%} interval [{lo:.4f}, {hi:.4f}] holds the threshold {d['threshold']}"]
 
 
 def failures(precision: str, figures: dict) -> list[str]:
