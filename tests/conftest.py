@@ -16,6 +16,7 @@ os.environ.setdefault("MIXER_EDGE_PROGRESS", "0")
 # leaves torch where the suite put it. Tests of the choice itself unset it.
 os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                              else os.cpu_count() or 1))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # a suite shares its machine; and fixed, nothing is sampled
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 

@@ -110,7 +110,26 @@ def test_quiet_waits_keeps_the_users_policy():
 def test_use_threads_leaves_the_count_for_the_runtimes(monkeypatch, capsys):
     for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):   # monkeypatch restores what use_threads sets
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(t, "OthersCPU", lambda: type("W", (), {"cores": lambda self: 0.0})())
     c = t.use_threads(1)
     assert os.environ["OMP_NUM_THREADS"] == "1" and t.default_threads() == 1
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and c.wait_policy == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ and c.wait_policy is None   # quiet: the runtimes spin, fast
     assert capsys.readouterr().err.strip() == c.line() and c.line().startswith("threads: 1 (")
+    assert c.line().endswith("idle threads spin)")
+
+
+def test_a_busy_machine_makes_idle_threads_sleep(monkeypatch, capsys):
+    for name in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(t, "usable_cpus", lambda root=None: 2)
+    monkeypatch.setattr(t, "OthersCPU", lambda: type("W", (), {"cores": lambda self: 2.0})())
+    c = t.use_threads()
+    assert c.threads == 1 and os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and c.wait_policy == "PASSIVE"
+    assert c.line().endswith("idle threads sleep)")
+
+
+def test_nothing_left_to_decide_takes_no_sample(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setattr(t, "OthersCPU", lambda: pytest.fail("sampled although the user fixed everything"))
+    assert t.choose_threads().others_cores is None

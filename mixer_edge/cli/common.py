@@ -6,8 +6,8 @@ import sys
 
 THREADS_HELP = ("threads to compute with (torch, ONNX Runtime, OpenVINO). Default: the CPUs this process may use "
                 "(affinity mask and container quota) less the whole cores other processes are busy with when it "
-                "starts, at least 1; OMP_NUM_THREADS when set. Idle threads sleep rather than spin "
-                "(OMP_WAIT_POLICY=PASSIVE unless set), so a busy machine is shared, not fought over. "
+                "starts, at least 1; OMP_NUM_THREADS when set. On a busy machine idle threads sleep rather than "
+                "spin (OMP_WAIT_POLICY=PASSIVE unless set), so it is shared, not fought over. "
                 "The choice is printed as 'threads: N (...)'")
 
 

@@ -9,9 +9,10 @@ while the artifacts ran at theirs, so "14.62x PyTorch" was about 3.8x. So every 
   cpu.max, v1 cpu.cfs_quota_us), never the host's core count;
 - samples, for a fraction of a second, the CPU time other processes are using now, and leaves
   their whole cores to them (at least one thread is always used);
-- makes idle OpenMP threads sleep instead of spin (OMP_WAIT_POLICY=PASSIVE, set before torch
-  loads its OpenMP runtime; ONNX Runtime's spinning is turned off the same way when the machine
-  is busy), unless the user set the policy;
+- on a busy machine makes idle threads sleep instead of spin (OMP_WAIT_POLICY=PASSIVE, set before
+  torch loads its OpenMP runtime; ONNX Runtime's spinning off with it), unless the user set the
+  policy; on a quiet one leaves the runtimes spinning, which is what makes small models fast
+  (use_threads says why);
 - prints the choice in one line; `--threads N` overrides it, and the benchmark runs every subject
   (the PyTorch baseline included) with the one recorded count.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .conditions import BUSY_CORES, OthersCPU
@@ -52,8 +53,7 @@ class ThreadChoice:
             if self.others_cores is not None:
                 why += f", other processes using {self.others_cores:.1f}"
             why += "; --threads N to choose"
-        policy = f", idle threads {'sleep' if self.wait_policy == 'PASSIVE' else 'spin'}" \
-            if self.wait_policy else ""
+        policy = ", idle threads sleep" if (self.wait_policy or "").upper() == "PASSIVE" else ", idle threads spin"
         return f"threads: {self.threads} ({why}{policy})"
 
     def to_dict(self) -> dict:
@@ -79,22 +79,20 @@ def default_threads() -> int:
 
 def choose_threads(requested: int | None = None, sample_s: float = SAMPLE_S, root: Path = Path("/")) -> ThreadChoice:
     """--threads when given, else OMP_NUM_THREADS when the user set it; else the usable CPUs minus
-    the whole cores other processes are using now, at least 1. Waiting sample_s seconds to see the
-    others is the price of not fighting them."""
+    the whole cores other processes are using now, at least 1. The others are sampled for sample_s
+    seconds (the price of not fighting them) unless the user fixed both the count and the wait
+    policy: then nothing is left to decide."""
     if requested is not None and requested < 1:
         raise BadInput(f"--threads must be at least 1, got {requested}")
     source = "--threads" if requested is not None else "OMP_NUM_THREADS" if env_threads() else "chosen"
     requested = requested or env_threads()
     usable = usable_cpus(root)
     others = None
-    if requested is None and sample_s > 0:
+    if sample_s > 0 and (requested is None or "OMP_WAIT_POLICY" not in os.environ):
         watch = OthersCPU()
         time.sleep(sample_s)
         others = watch.cores()
-    if requested is not None:
-        threads = requested
-    else:
-        threads = max(1, usable - int(round(others or 0.0)))
+    threads = requested if requested is not None else max(1, usable - int(round(others or 0.0)))
     return ThreadChoice(threads, usable, None if others is None else round(others, 2), requested, source,
                         os.environ.get("OMP_WAIT_POLICY"))
 
@@ -109,11 +107,20 @@ def quiet_waits(env=None) -> dict:
 
 
 def use_threads(requested: int | None = None) -> ThreadChoice:
-    """What a command does before its work: idle threads sleep, the count is chosen and left in
-    OMP_NUM_THREADS (read by every runtime this process or its children start, and by
-    default_threads()), and the choice is printed on stderr, a status line like the progress bars (stdout keeps results only). torch's own count is the host's to set."""
-    quiet_waits()
+    """What a command does before its work: the count chosen and left in OMP_NUM_THREADS (read by
+    every runtime this process or its children start, and by default_threads()); on a busy machine
+    idle threads made to sleep; the choice printed on stderr, a status line like the progress bars
+    (stdout keeps results only). torch's own count is the host's to set.
+
+    Why only when busy: spinning is what makes a small model fast on a quiet machine (ONNX Runtime
+    on the digits T/2, measured here: 0.23 ms a call spinning, 0.35 ms sleeping) and what starves
+    a neighbour on a busy one (a demo beside a busy loop: 3.25x its quiet time spinning, 1.47x
+    sleeping on one thread). A load that starts after the sample is not seen: set
+    OMP_WAIT_POLICY=PASSIVE where that is the rule (shared CI runners)."""
     choice = choose_threads(requested)
+    if choice.busy:
+        quiet_waits()
+        choice = replace(choice, wait_policy=os.environ.get("OMP_WAIT_POLICY"))
     os.environ["OMP_NUM_THREADS"] = str(choice.threads)
     if os.environ.get("RANK", "0") == "0":   # under torchrun, the first process speaks for all
         print(choice.line(), file=sys.stderr)
