@@ -13,7 +13,8 @@ from mixer_edge.export.reference import ValidationData, check_artifact
 from mixer_edge.export.validate import decide_drop, decide_rate, rate_interval, undecided
 
 
-@pytest.mark.parametrize("k, n", [(19, 20), (20, 20), (0, 10), (5, 10), (179, 179), (975, 1000), (1, 3000)])
+@pytest.mark.parametrize("k, n", [(19, 20), (20, 20), (0, 10), (5, 10), (179, 179), (975, 1000), (1, 3000),
+                                  (49_990, 50_000)])
 def test_clopper_pearson_matches_scipy_beta_quantiles(k, n):
     lo = 0.0 if k == 0 else beta.ppf(0.025, k, n - k + 1)
     hi = 1.0 if k == n else beta.ppf(0.975, k + 1, n - k)

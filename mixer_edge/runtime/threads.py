@@ -56,10 +56,6 @@ class ThreadChoice:
         policy = ", idle threads sleep" if (self.wait_policy or "").upper() == "PASSIVE" else ", idle threads spin"
         return f"threads: {self.threads} ({why}{policy})"
 
-    def to_dict(self) -> dict:
-        return {"threads": self.threads, "usable": self.usable, "others_cores": self.others_cores,
-                "requested": self.requested, "source": self.source, "wait_policy": self.wait_policy, "busy": self.busy}
-
 
 def env_threads(env=None) -> int | None:
     """OMP_NUM_THREADS as a count (its first value; "4,2" is nested parallelism), None if unset or not a count."""
@@ -114,8 +110,8 @@ def use_threads(requested: int | None = None) -> ThreadChoice:
 
     Why only when busy: spinning is what makes a small model fast on a quiet machine (ONNX Runtime
     on the digits T/2, measured here: 0.23 ms a call spinning, 0.35 ms sleeping) and what starves
-    a neighbour on a busy one (a demo beside a busy loop: 3.25x its quiet time spinning, 1.47x
-    sleeping on one thread). A load that starts after the sample is not seen: set
+    a neighbour on a busy one (a demo beside a two-process busy loop: 3.25x its quiet time before
+    this module, 1.68x with one sleeping thread; benchmarks/RESULTS.md section 11). A load that starts after the sample is not seen: set
     OMP_WAIT_POLICY=PASSIVE where that is the rule (shared CI runners)."""
     choice = choose_threads(requested)
     if choice.busy:
