@@ -28,8 +28,8 @@ from ..export.base import LoadedRunner
 from ..models.checkpoint import WEIGHTS_NAME, load_checkpoint, versions
 from ..runtime.accuracy import accuracy, agreement
 from ..runtime.artifact import MANIFEST, artifact_size, atomic_write_json, batch_axis, file_hashes
-from ..runtime.backends import import_library
-from ..runtime.batching import run_batched
+from ..runtime.backends import Options, import_library
+from ..runtime.batching import run_batched, tile
 from ..runtime.conditions import OthersCPU, Watch, load_entry
 from ..runtime.golden import device_check
 from ..runtime.identity import SELECTIONS, select
@@ -38,6 +38,7 @@ from ..runtime.readers import Data, read_npz
 from ..runtime.results import document, quantization_summary, result_entry, validation_summary
 from ..runtime.streaming import model_inputs
 from ..runtime.system import base_versions, device_info, mark_memory, process_memory
+from ..runtime.profile import summarize
 from ..runtime.timing import Settings, measure_speed
 
 TOOL = "mixer-edge bench"
@@ -61,6 +62,7 @@ class BenchConfig:
     compile: bool = False               # also benchmark torch.compile for each checkpoint
     device_name: str | None = None
     read: ReadOptions = ReadOptions()   # --skip-bad, --class-map for the data
+    profile: int = 0                    # calls profiled per artifact by the runtime's profiler (0: none)
 
     def __post_init__(self):
         if self.limit is not None and self.limit < 1:
@@ -69,6 +71,8 @@ class BenchConfig:
             raise BadInput(f"unknown image selection {self.images!r}; accepted: {', '.join(SELECTIONS)}")
         if self.threads is not None and self.threads < 1:
             raise BadInput(f"--threads must be at least 1, got {self.threads}")
+        if self.profile < 0:
+            raise BadInput(f"--profile takes a number of calls, at least 1; got {self.profile}")
 
 
 # ---- what is benchmarked ------------------------------------------------------------------------
@@ -324,10 +328,25 @@ def bench_subject(s: Subject, x, labels, config: BenchConfig, ref_logits=None,
     except NotRunnable as why:   # the runtime, a GPU, macOS, a working torch.compile: missing here
         return result_entry(**base, status="not-run", reason=str(why))
     agree = None if ref_logits is None else agreement(ref_logits, logits, reference)
+    memory = process_memory(mark)   # read before profiling, which compiles the model a second time
+    profile = profile_subject(s, x, speed["latency_batch"], config) if config.profile else None
     return result_entry(
         **base, status="ok", runtime={**runner.config, "what": runner.what}, load_s=load_s, **speed,
-        **process_memory(mark), accuracy=accuracy(logits, labels), agreement=agree, device_check=check,
-        load=load)
+        **memory, accuracy=accuracy(logits, labels), agreement=agree, device_check=check,
+        load=load, profile=profile)
+
+
+def profile_subject(s: Subject, x, batch: int, config: BenchConfig) -> dict:
+    """Where the time goes, per op type, from the runtime's own profiler (runtime/profile.py), on
+    its own load of the artifact after the timing: a profiler's overhead never touches the timed
+    figures. A runtime without a profiler mixer-edge reads is recorded as not run, with why."""
+    backend_profile = getattr(s.backend, "profile", None)
+    if s.manifest is None or backend_profile is None:
+        return {"status": "not-run", "reason": f"{s.target}: no runtime profiler read here "
+                                               f"(profiles come from onnxruntime and openvino artifacts)"}
+    opt = Options(threads=config.threads, precision_hint=config.precision_hint, provider=config.provider)
+    nodes = backend_profile(s.path, s.manifest, opt, tile(x, batch), config.profile)
+    return {"status": "ok", **summarize(nodes, config.profile, batch, s.backend.LIBRARY)}
 
 
 def _versions() -> dict:

@@ -12,7 +12,8 @@ import io
 from ..errors import require
 from .rows import Row, devices, pareto_front
 
-PLOTS = {"accuracy": "accuracy_vs_latency.png", "throughput": "throughput_vs_batch.png"}
+PLOTS = {"accuracy": "accuracy_vs_latency.png", "throughput": "throughput_vs_batch.png",
+         "profile": "time_by_op_type.png"}
 WIDTH_IN, HEIGHT_IN, DPI = 7.5, 4.8, 110
 MARKERS = "os^Dv<>P*X"
 LABEL_PT = 7           # point-label font size
@@ -197,3 +198,36 @@ def throughput_figure(rows: list[Row]):
               "throughput (images/s, with its 95% interval)", "throughput vs batch size")
     _layout(fig, ax, ncol=3)
     return fig, ax
+
+
+def plot_profile(rows: list[Row]) -> bytes | None:
+    """One bar per profiled artifact: its node time split by op kind (shares, so a fast and a slow
+    device read alike); None when no row has a profile."""
+    profiled = [r for r in rows if r.profile]
+    if not profiled:
+        return None
+    kinds = list(dict.fromkeys(k["kind"] for r in profiled for k in r.profile["by_kind"]))
+    colors = dict(zip(kinds, _palette(len(kinds))))
+    fig, ax = _figure()
+    names = [f"{r.device} / {r.name}" if len(devices(profiled)) > 1 else r.name for r in profiled]
+    for y, r in enumerate(profiled):
+        left = 0.0
+        for k in r.profile["by_kind"]:
+            share = 100 * (k["share"] or 0)
+            ax.barh(y, share, left=left, color=colors[k["kind"]], edgecolor="white", linewidth=0.5,
+                    label=k["kind"] if k["kind"] not in ax.get_legend_handles_labels()[1] else None)
+            left += share
+    ax.set_yticks(range(len(profiled)), names, fontsize=7)
+    ax.invert_yaxis()   # the first result on top, as the tables list them
+    ax.set_xlim(0, 100)
+    _decorate(ax, None, "share of the profiled node time (%)", "",
+              "Where the time goes, by op type (the runtimes' own profilers)")
+    _layout(fig, ax, 4)
+    return _png(fig)
+
+
+def _palette(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]

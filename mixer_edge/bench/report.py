@@ -22,7 +22,7 @@ from ..errors import BadInput
 from ..runtime.artifact import atomic_write_bytes
 from ..runtime.conditions import BUSY_CORES, summary, warnings
 from ..runtime.results import interval_text, spread_text, validation_text
-from .plots import PLOTS, plot_accuracy_latency, plot_throughput
+from .plots import PLOTS, plot_accuracy_latency, plot_profile, plot_throughput
 from .rows import (DEFAULT_BUDGET, Recommendation, Row, devices, label_devices, load_result, recommend, rows_of,
                    within_noise)
 
@@ -242,11 +242,38 @@ def markdown(docs: list[dict], rows: list[Row], recs: list[Recommendation], budg
         out += ["", "## Measurement warnings", ""]
         out += [f"- **{_md_escape(dev)}** ({_md_escape(tool)}): {_md_escape(w)}" for dev, tool, ws in warned for w in ws]
     out += float_layer_lines(rows)
+    profiled = profile_rows(rows)
+    if profiled:
+        out += ["", "## Where the time goes", "", PROFILE_INTRO, "", "| " + " | ".join(PROFILE_HEADER) + " |",
+                "|" + "---|" * len(PROFILE_HEADER)]
+        out += ["| " + " | ".join(map(_md_escape, cells)) + " |" for cells in profiled]
+        out += ["", f"![time by op type]({PLOTS['profile']})"]
     out += ["", "## Recommended artifact per device", ""]
     out += [f"- **{_md_escape(rec.device)}**: " + recommendation_text(rec) for rec in recs]
     out += ["", "## Plots", "", f"![accuracy vs latency]({PLOTS['accuracy']})", "",
             f"![throughput vs batch size]({PLOTS['throughput']})", ""]
     return "\n".join(out)
+
+
+PROFILE_INTRO = ("Per op type, from each runtime's own profiler (`mixer-edge bench --profile`), on a separate "
+                 "load after the timing; the profiler's overhead is in its node time, so read the shares.")
+PROFILE_HEADER = ("device", "artifact", "profiler", "node ms a call", "time by op type",
+                  "matmul work in INT8 kernels")
+
+
+def profile_rows(rows: list[Row]) -> list[list[str]]:
+    """The profiled rows as cells: the kinds that took at least 1% of the time, largest first."""
+    out = []
+    for r in rows:
+        p = r.profile
+        if not p:
+            continue
+        kinds = ", ".join(f"{k['kind']} {100 * k['share']:.0f}%" for k in p["by_kind"] if (k["share"] or 0) >= 0.01)
+        m = p["matmul"]
+        int8 = "-" if m["int8_macs_share"] is None else f"{100 * m['int8_macs_share']:.1f}% of MACs"
+        out.append([r.device, r.name, f"{p['source']}, batch {p['batch']}, {p['calls']} calls",
+                    f"{p['node_ms']:.3f}", kinds, int8])
+    return out
 
 
 def float_layer_text(r: Row) -> str | None:
@@ -352,6 +379,14 @@ def html_page(docs: list[dict], rows: list[Row], recs: list[Recommendation], bud
     if kept:
         parts.append("<h2>INT8 layers kept in float</h2><ul>" +
                      "".join(f"<li><b>{e(r.name)}</b> ({e(r.device)}): {e(t)}</li>" for r, t in kept) + "</ul>")
+    profiled = profile_rows(rows)
+    if profiled:
+        parts.append(f"<h2>Where the time goes</h2><p>{e(PROFILE_INTRO)}</p><table><tr>" +
+                     "".join(f"<th>{e(h)}</th>" for h in PROFILE_HEADER) + "</tr>" +
+                     "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>" for cells in profiled) +
+                     "</table>")
+        b64 = base64.b64encode(images["profile"]).decode("ascii")
+        parts.append(f'<p><img alt="time by op type" src="data:image/png;base64,{b64}"></p>')
     parts.append("<h2>Recommended artifact per device</h2><ul>")
     parts += [f"<li><b>{e(rec.device)}</b>: {e(recommendation_text(rec))}</li>" for rec in recs]
     parts.append("</ul><h2>Plots</h2>")
@@ -382,6 +417,9 @@ def build_report(result_paths, out_dir, budget: float = DEFAULT_BUDGET) -> Repor
     rows = rows_of(docs)
     recs = recommend(rows, budget)
     images = {"accuracy": plot_accuracy_latency(rows), "throughput": plot_throughput(rows)}
+    profile_png = plot_profile(rows)
+    if profile_png is not None:   # only a result with `bench --profile` has one
+        images["profile"] = profile_png
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = []

@@ -67,6 +67,7 @@ class Row:
     load: dict | None = None          # other processes' CPU use while this row was timed (None: not recorded)
     speedup_busy: bool = False        # this row or its baseline was timed on a busy machine
     model_mb_derived: bool = False    # model_mb is an older result's process peak since load minus before load
+    profile: dict | None = None       # `bench --profile`: time per op type (runtime/profile.summarize), when it ran
 
     @property
     def check_failed(self) -> bool:
@@ -183,7 +184,9 @@ def rows_of(docs: list[dict]) -> list[Row]:
                             quantization=r.get("quantization"), device_check=r.get("device_check"),
                             p50_ci=tuple(lat["p50_ci"]) if lat.get("p50_ci") else None, p10=lat.get("p10"),
                             p90=lat.get("p90"), validation=r.get("validation"), data=r.get("data"),
-                            conditions=doc.get("conditions"), load=_load(r.get("load")), **_model_memory(r)))
+                            conditions=doc.get("conditions"), load=_load(r.get("load")),
+                            profile=r["profile"] if (r.get("profile") or {}).get("status") == "ok" else None,
+                            **_model_memory(r)))
     return _with_speedups(rows)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..runtime.cli import add_measurement_arguments, settings_from_args
 from ..runtime.artifact import MANIFEST
 from ..runtime.errors import EXIT_DEVICE_CHECK, EXIT_NOT_RUN, EXIT_OK
+from ..runtime.profile import format_profile
 from ..runtime.results import format_table
 from ..runtime.signing import signature_line
 from .common import output_file, output_folder
@@ -23,6 +24,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                         "(unlabeled: no accuracy), or FILE.npz with uint8 'images' (N,H,W[,C]) and 'labels'")
     p.add_argument("--compile", action="store_true",
                    help="also benchmark each checkpoint with torch.compile (a failure is recorded, not fatal)")
+    p.add_argument("--profile", nargs="?", type=int, const=10, default=0, metavar="CALLS",
+                   help="after timing, profile each ONNX Runtime and OpenVINO artifact with the runtime's own "
+                        "profiler over CALLS calls at the latency batch (default 10): milliseconds per op type "
+                        "(matmul by precision, quantize / dequantize, LayerNorm, GELU, transpose, reorders) and "
+                        "the share of matmul work that ran in INT8 kernels; printed, and written into the "
+                        "--json result and the report. Timed figures are measured without the profiler")
     add_measurement_arguments(p)   # the device script's own options, one definition
     add_reading_arguments(p)
     p.set_defaults(choose_threads=True)   # main() chooses --threads: every subject, PyTorch too, runs with it
@@ -36,7 +43,7 @@ def bench_config(args: argparse.Namespace):
     return BenchConfig(data=args.data, settings=settings, threads=args.threads, precision_hint=args.precision_hint,
                        provider=args.provider, compute_units=args.compute_units, limit=args.limit,
                        images=args.images, reference=args.reference, compile=args.compile,
-                       device_name=args.device_name, read=read_options(args))
+                       device_name=args.device_name, read=read_options(args), profile=args.profile)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -51,6 +58,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
     doc = benchmark(args.items, bench_config(args), on_result=progress)
     print(format_table(doc))
+    for r in doc["results"]:
+        if r.get("profile"):
+            print(format_profile(r["name"], r["profile"]))
     for r in doc["results"]:
         skipped = (r.get("runtime") or {}).get("not_applied")
         if skipped:

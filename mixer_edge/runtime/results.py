@@ -18,7 +18,7 @@ RESULT_KEYS = ("artifact", "name", "target", "precision", "sha256", "status", "r
                "first_inference_ms", "latency_batch", "latency_ms", "throughput", "batch_dynamic", "batch_range",
                "size_bytes",
                "model_rss_mb", "process_peak_rss_mb", "rss_before_load_mb", "process_peak_rss_scope", "accuracy",
-               "agreement", "data", "quantization", "validation", "device_check", "load")
+               "agreement", "data", "quantization", "validation", "device_check", "load", "profile")
 
 
 def result_entry(**fields) -> dict:

@@ -177,6 +177,11 @@ SNAPSHOT = {   # runtime/conditions.snapshot(): what the report reads of it
                             "temperature_c?": maybe(NUMBER), "pstate?": maybe(TEXT)}]),
     "macos?": maybe({"version?": maybe(TEXT), "chip?": maybe(TEXT)}),
 }
+PROFILE = {   # runtime/profile.summarize(), what the report reads of it
+    "status": TEXT, "source": TEXT, "calls": ints(1, 2 ** 31), "batch": ints(1, 2 ** 31), "node_ms": NON_NEGATIVE,
+    "by_kind": [{"kind": TEXT, "ms": NON_NEGATIVE, "share": maybe(FRACTION), "nodes": ints(0, 2 ** 31)}],
+    "matmul": {"int8_macs_share": maybe(FRACTION), "int8_time_share": maybe(FRACTION)},
+}
 RESULT_SHAPE = {
     "device": {"name": NAME, "cpu?": TEXT, "os?": TEXT, "isa?": maybe([TEXT]),
                "cores_usable?": maybe(ints(0, 2 ** 31)), "machine?": maybe(TEXT), "gpus?": maybe([TEXT])},
@@ -203,5 +208,6 @@ RESULT_SHAPE = {
                                     {"status": one_of("passed", "failed", "skipped"), "sqnr_db": NUMBER,
                                      "threshold_sqnr_db": NUMBER})),
         "load?": maybe({"others_cores?": maybe(NON_NEGATIVE), "busy?": BOOL}),
+        "profile?": maybe(when(lambda p: p.get("status") != "ok", {"status": TEXT, "reason?": maybe(TEXT)}, PROFILE)),
     }],
 }

@@ -3,6 +3,7 @@ with what the plugin applied (its CPU default is bf16 where the ISA has it, whic
 checks meaningless)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from ..artifact import listed, model_file
 from ..errors import BadInput, NotRunnable
 from ..needs import require
+from ..profile import NodeTimes, matmul_macs, shape_macs
 from ..threads import default_threads
 from .base import Backend, Options
 
@@ -19,6 +21,21 @@ PRECISION_HINTS = ("f32", "bf16", "f16")   # INFERENCE_PRECISION_HINT values the
 
 
 def load(folder: Path, manifest: dict, opt: Options) -> Backend:
+    ov = require(LIBRARY, "openvino artifacts", NEEDS)
+    compiled, config = compile_artifact(folder, manifest, opt)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    release = ov.__version__.split("-")[0]   # "2026.4.1-22982-e213a147257-releases/..." -> "2026.4.1"
+    return Backend(run, config, f"openvino {release} {config['device']} {config['precision_hint']}",
+                   {"openvino": ov.__version__})
+
+
+def compile_artifact(folder: Path, manifest: dict, opt: Options, extra: dict | None = None) -> tuple:
+    """(CompiledModel, the configuration it runs with); extra: more compile properties (PERF_COUNT)."""
     ov = require(LIBRARY, "openvino artifacts", NEEDS)
     hint = opt.precision_hint or "f32"  # explicit: OpenVINO's CPU default is bf16 where the ISA has it
     if hint not in PRECISION_HINTS:
@@ -32,18 +49,73 @@ def load(folder: Path, manifest: dict, opt: Options) -> Backend:
     xml = model_file(folder, manifest, ".xml")
     weights = listed(folder, manifest, xml.with_suffix(".bin").name)  # read_model would open it unlisted
     compiled = core.compile_model(core.read_model(str(xml), str(weights)), device,
-                                  {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        request.infer({0: x})
-        return request.get_output_tensor(0).data.copy()
-
+                                  {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                                   **(extra or {})})
     config = {"device": device, "precision_hint": hint, "threads": threads}
     try:  # what the plugin actually uses: a CPU without BF16 runs a bf16 hint in f32
         config["applied_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         config["applied_threads"] = int(compiled.get_property("INFERENCE_NUM_THREADS"))
     except (RuntimeError, AttributeError, TypeError):  # not every device reports these
         pass
-    release = ov.__version__.split("-")[0]   # "2026.4.1-22982-e213a147257-releases/..." -> "2026.4.1"
-    return Backend(run, config, f"openvino {release} {device} {hint}", {"openvino": ov.__version__})
+    return compiled, config
+
+
+# ---- profiling ----------------------------------------------------------------------------------
+
+MATMUL_LAYERS = ("FullyConnected", "FullyConnectedQuantizedLegacy", "FullyConnectedCompressed", "MatMul",
+                 "Convolution", "GroupConvolution")
+SKIPPED = ("NOT_RUN", "OPTIMIZED_OUT")
+
+
+def profile(folder: Path, manifest: dict, opt: Options, x: np.ndarray, calls: int, warmup: int = 2) -> list:
+    """NodeTimes of `calls` runs on x (after `warmup` runs), from the CPU plugin's own counters
+    (PERF_COUNT): each executed node's time, layer type and, from the runtime model, the precision
+    it computed in and its shapes (runtime/profile.py sums them)."""
+    compiled, _ = compile_artifact(folder, manifest, opt, {"PERF_COUNT": True})
+    request = compiled.create_infer_request()
+    for _ in range(warmup):
+        request.infer({0: x})
+    times: dict[str, list] = {}
+    for _ in range(calls):
+        request.infer({0: x})
+        for info in request.get_profiling_info():   # the last call's counters only
+            if info.status.name in SKIPPED:
+                continue
+            row = times.setdefault(info.node_name, [info.node_type, info.exec_type, 0.0])
+            row[2] += info.real_time.total_seconds() * 1000.0
+    facts = _runtime_facts(compiled)
+    return [NodeTimes(name, layer, ms, *facts.get(name, (_exec_precision(exec_type), None)))
+            if layer in MATMUL_LAYERS else NodeTimes(name, layer, ms)
+            for name, (layer, exec_type, ms) in times.items()]
+
+
+def _runtime_facts(compiled) -> dict:
+    """node name -> (precision, macs) of each executed matmul, from the compiled runtime model."""
+    out = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str) if "layerType" in info else ""
+        if layer not in MATMUL_LAYERS:
+            continue
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else None
+        out[op.get_friendly_name()] = (precision, _macs(layer, op))
+    return out
+
+
+def _macs(layer: str, op) -> int | None:
+    """Output elements x reduction length: input 0's last dimension for a fully connected layer,
+    the weight's dimensions after the first for a convolution."""
+    shapes = [op.input(i).get_partial_shape() for i in range(op.get_input_size())]
+    out = op.get_output_partial_shape(0)
+    if not out.is_static or not shapes or not all(s.is_static for s in shapes[:2]):
+        return None
+    dims = [[d.get_length() for d in s] for s in shapes[:2]]
+    out_dims = [d.get_length() for d in out]
+    if layer in ("Convolution", "GroupConvolution"):
+        return shape_macs(out_dims, math.prod(dims[1][1:]) if len(dims) > 1 else None)
+    return matmul_macs(dims[0], dims[1] if len(dims) > 1 else None, out_dims)
+
+
+def _exec_precision(exec_type: str) -> str:
+    """'brgemm_avx512_amx_I8' -> 'i8' (the kernel's name ends in the precision it ran)."""
+    return exec_type.rsplit("_", 1)[-1].lower() if "_" in exec_type else exec_type
