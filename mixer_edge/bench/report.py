@@ -23,8 +23,8 @@ from ..runtime.artifact import atomic_write_bytes
 from ..runtime.conditions import BUSY_CORES, summary, warnings
 from ..runtime.results import interval_text, spread_text, validation_text
 from .plots import PLOTS, plot_accuracy_latency, plot_profile, plot_throughput
-from .rows import (DEFAULT_BUDGET, Recommendation, Row, devices, label_devices, load_result, recommend, rows_of,
-                   within_noise)
+from .rows import (DEFAULT_BUDGET, Recommendation, Row, devices, int8_verdicts, label_devices, load_result,
+                   recommend, rows_of, within_noise)
 
 # ---- tables -------------------------------------------------------------------------------------
 
@@ -250,6 +250,7 @@ def markdown(docs: list[dict], rows: list[Row], recs: list[Recommendation], budg
         out += ["", f"![time by op type]({PLOTS['profile']})"]
     out += ["", "## Recommended artifact per device", ""]
     out += [f"- **{_md_escape(rec.device)}**: " + recommendation_text(rec) for rec in recs]
+    out += [f"- **{_md_escape(dev)}**: {_md_escape(text)}" for dev, text in int8_verdicts(rows)]
     out += ["", "## Plots", "", f"![accuracy vs latency]({PLOTS['accuracy']})", "",
             f"![throughput vs batch size]({PLOTS['throughput']})", ""]
     return "\n".join(out)
@@ -389,6 +390,7 @@ def html_page(docs: list[dict], rows: list[Row], recs: list[Recommendation], bud
         parts.append(f'<p><img alt="time by op type" src="data:image/png;base64,{b64}"></p>')
     parts.append("<h2>Recommended artifact per device</h2><ul>")
     parts += [f"<li><b>{e(rec.device)}</b>: {e(recommendation_text(rec))}</li>" for rec in recs]
+    parts += [f"<li><b>{e(dev)}</b>: {e(text)}</li>" for dev, text in int8_verdicts(rows)]
     parts.append("</ul><h2>Plots</h2>")
     for key, alt in (("accuracy", "accuracy vs latency, Pareto front circled"), ("throughput", "throughput vs batch size")):
         b64 = base64.b64encode(images[key]).decode("ascii")
@@ -405,6 +407,7 @@ class ReportFiles:
     html: Path
     plots: tuple[Path, ...]
     recommendations: tuple[Recommendation, ...]
+    int8_verdicts: tuple[tuple[str, str], ...] = ()   # (device, whether INT8 is worth it over 16-bit float)
 
 
 def build_report(result_paths, out_dir, budget: float = DEFAULT_BUDGET) -> ReportFiles:
@@ -428,4 +431,4 @@ def build_report(result_paths, out_dir, budget: float = DEFAULT_BUDGET) -> Repor
         plots.append(out / PLOTS[key])
     atomic_write_bytes(out / "report.md", markdown(docs, rows, recs, budget).encode())
     atomic_write_bytes(out / "report.html", html_page(docs, rows, recs, budget, images).encode())
-    return ReportFiles(out / "report.md", out / "report.html", tuple(plots), tuple(recs))
+    return ReportFiles(out / "report.md", out / "report.html", tuple(plots), tuple(recs), tuple(int8_verdicts(rows)))

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from ..runtime.accuracy import ACCURACY_BUDGET
 from ..runtime.conditions import warnings
 from ..runtime.results import best_throughput, read_result
 from .provenance import check_rows
 
 BASELINE = ("pytorch-eager", "fp32")
-DEFAULT_BUDGET = 0.5  # top-1 points
+DEFAULT_BUDGET = ACCURACY_BUDGET  # top-1 points (runtime/accuracy.py: the one definition)
 # Result keys renamed since schema 1 was first written, old name -> new: old files still read.
 RENAMED = {"peak_rss_mb": "process_peak_rss_mb", "peak_rss_scope": "process_peak_rss_scope"}
 
@@ -285,6 +286,34 @@ def recommend(rows: list[Row], budget: float = DEFAULT_BUDGET) -> list[Recommend
         best, tied = fastest_within_noise([r for r in scored if r.top1 >= floor])
         out.append(Recommendation(dev, best, f"fastest with top-1 within {budget:g} points of {what} "
                                              f"top-1 {100 * ref:.2f}%" + left_out, tied))
+    return out
+
+
+INT8_WORTH = 1.15   # INT8 must beat the fastest 16-bit float row by this much to be worth its accuracy risk
+
+
+def int8_verdicts(rows: list[Row]) -> list[tuple[str, str]]:
+    """(device, verdict) where a device has both an INT8 row and a 16-bit float row (an FP16
+    artifact, or a float artifact run in BF16 / FP16 by its runtime's precision hint): INT8 is not
+    worth it where the fastest INT8 row is less than INT8_WORTH times as fast as the fastest 16-bit
+    one, which keeps more accuracy at no quantization risk. Medians, and the intervals say when the
+    two are within noise of each other."""
+    out = []
+    for dev in devices(rows):
+        timed = [r for r in rows if r.device == dev and r.ok and r.p50 and r.recommendable]
+        int8 = [r for r in timed if r.precision == "int8"]
+        half = [r for r in timed if r.precision == "fp16" or (r.precision == "fp32" and r.exec_precision in ("bf16", "f16"))]
+        if not int8 or not half:
+            continue
+        q, f = min(int8, key=lambda r: r.p50), min(half, key=lambda r: r.p50)
+        speedup = f.p50 / q.p50
+        pair = f"{q.name} ({q.label}) p50 {q.p50:.3f} ms against {f.name} ({f.label}) {f.p50:.3f} ms"
+        if speedup < INT8_WORTH:
+            noise = ", within noise of each other" if within_noise(q, f) else ""
+            out.append((dev, f"INT8 is not worth it here: {pair} is {speedup:.2f}x{noise}, under "
+                             f"{INT8_WORTH:.2f}x; deploy the 16-bit float one, which keeps more accuracy"))
+        else:
+            out.append((dev, f"INT8 pays here: {pair} is {speedup:.2f}x (at least {INT8_WORTH:.2f}x)"))
     return out
 
 

@@ -48,6 +48,7 @@ def bench_config(args: argparse.Namespace):
 
 def run_bench(args: argparse.Namespace) -> int:
     from ..bench.harness import benchmark, write_results
+    from ..bench.rows import int8_verdicts, rows_of
 
     output_file(args.json, "--json")   # before the benchmark, not after it
     signatures(args.items, args.verify_key)
@@ -58,6 +59,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     doc = benchmark(args.items, bench_config(args), on_result=progress)
     print(format_table(doc))
+    for _, verdict in int8_verdicts(rows_of([doc])):
+        print(verdict)
     for r in doc["results"]:
         if r.get("profile"):
             print(format_profile(r["name"], r["profile"]))
@@ -111,5 +114,7 @@ def run_report(args: argparse.Namespace) -> int:
     files = build_report(args.results, args.out, budget=args.budget)
     for rec in files.recommendations:
         print(f"recommended on {rec.device}: {recommendation_text(rec)}")
+    for device, verdict in files.int8_verdicts:
+        print(f"on {device}: {verdict}")
     print(f"report: {files.markdown} and {files.html}")
     return EXIT_OK

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import name_type, resolve
+from ..errors import BadInput, name_type, resolve
 from ..export.base import CALIB_METHODS, ExportSpec
-from ..export.registry import expand, target_names
+from ..export.registry import AUTO, expand, target_names
 from ..export.validate import db_text
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..runtime.schema import PRECISIONS
@@ -21,7 +21,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    "timm / official Google weights")
     p.add_argument("--target", action="append", default=None,
                    help=f"one of {', '.join(target_names())}, or all; repeat or comma-separate for several "
-                        "(default onnx)")
+                        "(default onnx). auto: export every target whose runtime runs on this machine, validate "
+                        "each, time the ones within the accuracy budget (--max-drop, else 0.5 top-1 points) at "
+                        "batch 1 on a real held-out image, and keep only the fastest, with every candidate's "
+                        "figures in its manifest (default precisions with auto: int8 and fp32 when --calib-data "
+                        "is given, else fp32)")
     p.add_argument("--precision", action="append", default=None,
                    help=f"{' | '.join(PRECISIONS)}; repeat or comma-separate for several (default fp32)")
     p.add_argument("--int8", action="store_true", help="shorthand for --precision int8")
@@ -88,13 +92,24 @@ def export_plan(args: argparse.Namespace):
     """Map CLI options to the library's ExportPlan and ExportSpec, one field each."""
     from ..export.plan import ExportPlan   # torch: imported when the command runs, not for --help
 
+    listed_precisions = bool(args.precision or args.int8 or args.fp16)
     listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ()
     precisions = list(dict.fromkeys(resolve("precision", p, PRECISIONS) for p in listed))
     precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
     spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, float_layers=_listed([args.keep_float], ""),
                       max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
                       weights_only=args.weights_only, strict=args.strict)
-    return ExportPlan(targets=tuple(expand(_listed(args.target, "onnx"))), precisions=tuple(precisions),
+    targets = _listed(args.target, "onnx")
+    if AUTO in (t.lower() for t in targets):
+        if len(targets) > 1:
+            raise BadInput(f"--target auto chooses among every target that runs here; it takes no other target "
+                           f"(got {', '.join(targets)})")
+        targets = [AUTO]
+        if not listed_precisions:
+            precisions = ["int8", "fp32"] if args.calib_data else ["fp32"]
+    else:
+        targets = expand(targets)
+    return ExportPlan(targets=tuple(targets), precisions=tuple(precisions),
                       out_dir=args.out, calib_data=args.calib_data, calib_size=args.calib_size,
                       calib_seed=args.calib_seed, eval_data=args.eval_data, force=args.force,
                       keep_invalid=args.keep_invalid, spec=spec, sign_key=args.sign_key, read=read_options(args))
@@ -126,7 +141,10 @@ def run_export(args: argparse.Namespace) -> int:
     from ..export.plan import run_plan
 
     output_folder(args.out, "--out")
-    outcomes = run_plan(args.checkpoint, export_plan(args), on_done=lambda o: print(validation_line(o)))
+    plan = export_plan(args)
+    if plan.targets == (AUTO,):
+        return run_auto_export(args, plan)
+    outcomes = run_plan(args.checkpoint, plan, on_done=lambda o: print(validation_line(o)))
     for o in outcomes:
         for note in o.artifact.manifest["export"].get("notes", []) if o.artifact else []:
             print(f"note: {o.dest.name}: {note}", file=sys.stderr)
@@ -139,6 +157,30 @@ def run_export(args: argparse.Namespace) -> int:
     if args.sign_key:
         print(f"signed with {args.sign_key}: {len(outcomes)} artifact(s), each ARTIFACT/artifact.sig")
     return EXIT_OK
+
+
+def run_auto_export(args: argparse.Namespace, plan) -> int:
+    from ..export.plan import run_auto
+
+    print("--target auto: every candidate this machine runs, validated, then timed", file=sys.stderr)
+    kept, figures = run_auto(args.checkpoint, plan, on_done=lambda o: print(validation_line(o)))
+    print(candidates_table(figures))
+    print(f"kept: {kept.dest} (the fastest within the accuracy budget; the others discarded; every candidate's "
+          f"figures in its manifest.json under \"selection\")")
+    if args.sign_key:
+        print(f"signed with {args.sign_key}: {kept.dest}/artifact.sig")
+    return EXIT_OK
+
+
+def candidates_table(figures: list[dict]) -> str:
+    """One line per candidate: its batch-1 median, top-1, and why it was not eligible."""
+    lines = ["candidate         p50 ms   top-1     ", ]
+    for f in figures:
+        ms = "-" if f["p50_ms"] is None else f"{f['p50_ms']:.3f}"
+        top1 = "-" if f["top1"] is None else f"{100 * f['top1']:.2f}%"
+        state = "kept" if f["chosen"] else (f["why"] if not f["eligible"] else "slower")
+        lines.append(f"{f['name']:16}  {ms:>7}  {top1:>8}  {state}")
+    return "\n".join(lines)
 
 
 def _compared_with(outcomes) -> str:

@@ -22,6 +22,7 @@ from ..runtime.labels import model_labels
 from ..runtime.signing import signer
 from ..runtime.streaming import model_inputs
 from .artifact import check_output_folder
+from .auto import candidate_targets, export_auto
 from .base import ExportSpec
 from .build import check_request, export_one, raise_for
 from .manifest import reserved_keys
@@ -140,6 +141,13 @@ def run_plan(checkpoint_or_model, plan: ExportPlan, on_done=None) -> list:
             if on_done:
                 on_done(o)
     return outcomes
+
+
+def run_auto(checkpoint_or_model, plan: ExportPlan, on_done=None):
+    """--target auto (export/auto.py): (the kept artifact's Outcome, every candidate's figures)."""
+    ck = load_model(checkpoint_or_model)
+    check_plan(replace(plan, targets=tuple(candidate_targets())), ck)
+    return export_auto(ck, plan, prepare_data, on_done)
 
 
 def export(checkpoint_or_model, *, target: str, precision: str = "fp32", calib=None, out_dir=".",

@@ -15,6 +15,7 @@ TARGETS: dict[str, str] = {
 }
 
 
+AUTO = "auto"   # --target auto: not a target, the choice among those that run here (export/auto.py)
 ALIASES = {"trt": "tensorrt", "ov": "openvino", "ort": "onnx", "onnxruntime": "onnx", "mlpackage": "coreml"}
 
 

@@ -5,6 +5,8 @@ import numpy as np
 
 from .errors import BadInput
 
+ACCURACY_BUDGET = 0.5   # top-1 points below FP32 a recommended or automatically chosen artifact may lose
+
 
 def topk_accuracy(logits: np.ndarray, labels: np.ndarray, ks=(1, 5)) -> dict:
     """Fraction of rows whose label is among the k largest logits, for each k (k capped at the class
