@@ -25,6 +25,7 @@ from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
 from .int8 import needs_calibration, place_qdq
 from .onnx_graph import FP16_BLOCK_OPS, tensor_types, toposort
+from .onnx_stem import stem_as_matmul
 from .onnx_io import EXPORTER, INPUT, OUTPUT, add_metadata, export_fp32_onnx, onnx_versions, save_onnx
 from .qdq import onnx_file_matmuls
 
@@ -202,7 +203,9 @@ def _write_fp16(model, fp32_path, out, ck, calib, spec) -> dict:
 
 
 def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
-    q, details = place_qdq(pre_processed(fp32_path), ck, calib, "onnxruntime", spec)
+    graph, stem = stem_as_matmul(pre_processed(fp32_path))   # an int8 stem in ONNX Runtime (export/onnx_stem.py)
+    q, details = place_qdq(graph, ck, calib, "onnxruntime", spec)
+    details["stem"] = "patches x matrix (MatMulIntegerToFloat)" if stem else "convolution (as exported)"
     save_onnx(add_metadata(q, ck), out)
     details["quantized_op_types"] = quantized_op_types(q)
     return {"int8": details}
