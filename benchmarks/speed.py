@@ -231,9 +231,11 @@ def ratios(ms: dict, floor_ms: float) -> dict:
     return r
 
 
-def recommended(ms: dict, agree: dict) -> str | None:
-    """The fastest mixer-edge artifact whose top-1 agreement with FP32 meets the acceptance line."""
-    ok = [n for n in ms if n.startswith("mixer-edge") and agree.get(n, 0) >= ACCEPT["agreement"]]
+def recommended(ms: dict, agree: dict, configs: dict) -> str | None:
+    """The fastest mixer-edge artifact whose export validation did not fail and whose top-1
+    agreement with FP32 here meets the acceptance line."""
+    ok = [n for n in ms if n.startswith("mixer-edge") and agree.get(n, 0) >= ACCEPT["agreement"]
+          and configs.get(n, {}).get("validation") != "failed"]
     return min(ok, key=ms.get) if ok else None
 
 
@@ -325,13 +327,14 @@ def run(args) -> dict:
             floor_ms = 2 * macs * b / best["gops"] / 1e6
             batches[str(b)] = {"ms": ms, "floor_ms": floor_ms, "ratios": ratios(ms, floor_ms)}
             print_batch(b, ms, floor_ms, batches[str(b)]["ratios"])
-    rec = recommended(batches["1"]["ms"], agree) if "1" in batches else None
+    configs = {n: s[1] for n, s in subjects.items()}
+    rec = recommended(batches["1"]["ms"], agree, configs) if "1" in batches else None
     return {"kind": "mixer-edge-speed", "schema": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": " ".join(sys.argv), "machine": platform.processor() or platform.machine(),
             "cpu_flags": isa_flags(), "threads": args.threads,
             "model": {"variant": cfg.variant, "img_size": list(cfg.img_size), "macs_per_image": macs},
             "probes": probe, "floor": best, "agreement": agree, "eval_images": len(x_eval),
-            "configs": {n: s[1] for n, s in subjects.items()}, "batches": batches, "recommended": rec,
+            "configs": configs, "batches": batches, "recommended": rec,
             "acceptance": acceptance(batches, rec)}
 
 

@@ -86,14 +86,15 @@ def test_fp16_weights_really_compressed(outcomes):
 
 def test_int8_is_the_shared_qdq_graph(outcomes):
     """OpenVINO INT8 is the Q/DQ graph of export/qdq.py read by OpenVINO: one FakeQuantize per
-    quantized activation, every one of the 18 layers of T/2 quantized, the asked method applied."""
+    quantized activation, every one of the 18 layers of T/2 but the head (OpenVINO's rule) quantized,
+    the asked method applied."""
     o = outcomes["int8"]
     xml = o.artifact.file("model.xml").read_text()
     ex = o.artifact.manifest["export"]
     q = ex["qdq"]
     assert q["flavor"] == "openvino" and q["symmetric_activations"] is False
-    assert q["quantized_layers"] == q["quantizable_layers"] == 18 and q["float_layers"] == []
-    assert xml.count('type="FakeQuantize"') >= q["activation_qdq"] == 18
+    assert q["quantizable_layers"] == 18 and q["quantized_layers"] == 17 and q["float_layers"] == ["head"]
+    assert xml.count('type="FakeQuantize"') >= q["activation_qdq"] == 17
     assert q["calibration"]["method"] == "entropy" and "calib_method_ignored" not in ex
     assert ex["smoothing"]["alpha"] == 0.5 and len(ex["smoothing"]["folds"]) == 5
     assert o.validation["top1_agreement"] >= 0.98 and o.validation["cosine"] >= 0.99
@@ -127,3 +128,35 @@ def test_weights_only_int8_keeps_float_activations(ck, val, tmp_path):
     xml = o.artifact.file("model.xml").read_text()
     assert 'element_type="u8"' in xml and 'type="FakeQuantize"' not in xml
     assert o.artifact.manifest["export"]["quantization"]["api"] == "compress_weights"
+
+
+def test_int8_head_stays_float_and_openvino_matches_onnx_runtime(tmp_path):
+    """OpenVINO fuses the head's input quantization into the final LayerNorm / token mean: a random
+    T/4 at 32 px RGB ran at 12.6 dB logit SQNR in OpenVINO against 37.3 dB for the same Q/DQ graph in
+    ONNX Runtime (B/16: 13 vs 36 dB). With the head in float by OpenVINO's rule, OpenVINO's INT8 is
+    no more than 3 dB below ONNX Runtime's on the same model, calibration and images (an independent
+    runtime)."""
+    import torch
+
+    import mixer_edge as me
+    from mixer_edge.calibration import make_calibration
+    from mixer_edge.data.dataset import take_split
+    from mixer_edge.data.preprocess import Preprocess
+    from mixer_edge.export.reference import validation_data
+    from mixer_edge.models.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = me.create_model("T/4", num_classes=10, img_size=32)
+    torch.nn.init.normal_(model.head.weight, std=0.02)
+    ck = load_checkpoint(save_checkpoint(tmp_path / "ck", model, Preprocess.default(32, 3), [str(i) for i in range(10)]))
+    held = take_split(me.load_data("digits"), "eval")
+    val = validation_data(ck, ck.preprocess(held.images), held.labels, "digits (eval split)")
+    calib = make_calibration("digits", ck.preprocess, size=100)
+    made = {t: export_one(ck, t, ExportSpec("int8"), calib, tmp_path / "art", validation=val, keep_invalid=True)
+            for t in ("openvino", "onnx")}
+    sqnr = {t: o.validation["sqnr_db"] for t, o in made.items()}
+    # ONNX Runtime's 7-bit weights make it the lower of the two (33.1 vs 36.8 dB measured)
+    assert sqnr["openvino"] > 30 and sqnr["openvino"] > sqnr["onnx"] - 3, sqnr
+    rule = made["openvino"].artifact.manifest["export"]["target_rule"]
+    assert rule["float_layers"] == ["head"] and "OpenVINO fuses" in rule["why"]["head"]
+    assert made["openvino"].validation["quantized_ops"]["status"] == "passed"

@@ -86,3 +86,22 @@ def test_fp32_has_no_agreement_question():
     val, run = _twenty(0)
     figures, problems, _ = check_artifact(_Target(), None, ExportSpec(precision="fp32"), val, stand_in=run)
     assert figures["status"] == "passed" and undecided("fp32", figures) == [] and problems == []
+
+
+def test_fp32_logit_tolerance_scales_with_the_logits():
+    """A head with large weights: logits near 70, float32 rounding about 1.3e-4 (measured on a B/16
+    OpenVINO FP32 IR). 1e-4 x max(1, 70) = 7e-3 passes it; a real error (a logit off by 0.05) fails,
+    and small logits keep the 1e-4 absolute limit."""
+    from mixer_edge.export.validate import compare, failures
+
+    rng = np.random.default_rng(0)
+    ref = np.clip(rng.standard_normal((50, 10)) * 25, -60, 60).astype(np.float32)
+    ref[0, 0] = 70.0
+    rounding = ref + (rng.standard_normal(ref.shape) * 4e-5).astype(np.float32)
+    assert compare(ref, rounding)["max_abs_diff"] > 1e-4 and failures("fp32", compare(ref, rounding)) == []
+    wrong = ref.copy()
+    wrong[3, 2] += 0.05
+    (line,) = failures("fp32", compare(ref, wrong))
+    assert line.startswith("max |logit diff| 0.05 > 0.007 (0.0001 x 70")
+    small = ref / 100                                    # largest |logit| 0.7: the limit stays 1e-4
+    assert failures("fp32", compare(small, small + np.float32(2e-4))) != []

@@ -76,6 +76,7 @@ def export_one(checkpoint, target_name: str, spec: ExportSpec, calib, out_dir, *
     art.check_destination(dest, force)
     int8.check_request(checkpoint, spec, calib)
     prepared, spec, recipe = int8.prepare(checkpoint, spec, calib)
+    spec, recipe = int8.target_rule(target, spec, recipe)
     staging = None   # attempt removes its own folder when it fails; this one is ours once it returns
     try:
         staging, figures, problems = attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe)

@@ -65,6 +65,17 @@ def prepare(checkpoint, spec, calib):
     return checkpoint, replace(spec, float_layers=spec.float_layers + extra), details
 
 
+def target_rule(target, spec, recipe: dict) -> tuple:
+    """(spec, recipe) with the layers a target keeps in float by its own rule (its `float_by_rule`:
+    layer -> why, measured) added and recorded, for a W8A8 export; other exports pass through."""
+    rule = getattr(target, "float_by_rule", {}) if applies(spec) else {}
+    extra = tuple(n for n in rule if n not in spec.float_layers)
+    if not extra:
+        return spec, recipe
+    return (replace(spec, float_layers=spec.float_layers + extra),
+            {**recipe, "target_rule": {"float_layers": list(extra), "why": {n: rule[n] for n in extra}}})
+
+
 def _check_learned(checkpoint, spec) -> None:
     """A QAT checkpoint: its ranges name its layers; options that would change what it learned refused."""
     problems = check_ranges(checkpoint.meta["qat"], layer_macs(checkpoint.model))

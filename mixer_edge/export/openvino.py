@@ -40,6 +40,13 @@ class OpenVinoTarget:
     model_file = XML
     simulation = "openvino"
     launchers = (EDGE_BENCH,)
+    # W8A8 keeps the head in float here. OpenVINO's low-precision passes fuse the head's input
+    # quantization into the final LayerNorm / token-mean kernels (the runtime model shows an MVN with
+    # an int8 output): B/16 ran at 13 dB logit SQNR against 36 dB for the very same Q/DQ graph in
+    # ONNX Runtime, and at 36 dB with only the head in float (0.0001 % of its MACs: no time lost).
+    float_by_rule = {"head": "OpenVINO fuses the head's input quantization into the final LayerNorm and token "
+                             "mean, which cost B/16 23 dB of logit SQNR (13 vs 36 dB for the same Q/DQ graph in "
+                             "ONNX Runtime); the head is a negligible share of the MACs"}
 
     def status(self) -> Status:
         if not installed(*self.capabilities.requires):
