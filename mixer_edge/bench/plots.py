@@ -67,7 +67,8 @@ def _layout(fig, ax, ncol: int) -> None:
 
 def _error_bars(values, intervals) -> list:
     """Matplotlib's asymmetric error bars from (low, high) intervals; none where none was recorded."""
-    known = [ci if ci and None not in ci else (v, v) for v, ci in zip(values, intervals)]
+    # an interval that does not hold its value (an edited or corrupt result) is drawn as none
+    known = [ci if ci and None not in ci and ci[0] <= v <= ci[1] else (v, v) for v, ci in zip(values, intervals)]
     return [[v - lo for v, (lo, _) in zip(values, known)], [hi - v for v, (_, hi) in zip(values, known)]]
 
 

@@ -208,6 +208,7 @@ RESULT_SHAPE = {
                                     {"status": one_of("passed", "failed", "skipped"), "sqnr_db": NUMBER,
                                      "threshold_sqnr_db": NUMBER})),
         "load?": maybe({"others_cores?": maybe(NON_NEGATIVE), "busy?": BOOL}),
+        "data?": maybe(OBJECT),
         "profile?": maybe(when(lambda p: p.get("status") != "ok", {"status": TEXT, "reason?": maybe(TEXT)}, PROFILE)),
     }],
 }
