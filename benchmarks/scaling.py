@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("mnist", help="folder with the MNIST IDX files")
     ap.add_argument("--models", default="S/16,B/16,L/16")
     ap.add_argument("--batches", default="1,2,4,8,16,32,64")
-    ap.add_argument("--calib-sizes", default="32,128,512", help="for the calibration sweep (on --calib-model)")
+    ap.add_argument("--calib-sizes", default="32,128,300", help="for the calibration sweep (on --calib-model)")
     ap.add_argument("--calib-model", default="B/16")
     ap.add_argument("--calib-size", type=int, default=128, help="calibration images for the model-size sweep")
     ap.add_argument("--threads", type=int, default=2)
