@@ -32,9 +32,13 @@ def test_the_guard_flags_a_ratio_worse_by_more_than_the_margin(speed):
                    "nncf quantize defaults x floor": 3.0})
     now = _doc(**{"mixer-edge onnx int8 x floor": 2.4, "mixer-edge onnx int8 / ort quantize_static defaults": 0.56,
                   "nncf quantize defaults x floor": 9.0, "mixer-edge openvino int8 x floor": 99.0})
-    worse = speed.guard(now, base, margin=0.15)
-    # 2.4 / 2.0 = 1.20 > 1.15: flagged; 0.56 / 0.5 = 1.12: within; a peer's ratio and a new key: not ours to guard
+    # the floor ratio only with floor=True: 2.4 / 2.0 = 1.20 > 1.15 flagged; 0.56 / 0.5 = 1.12 within;
+    # a peer's ratio and a new key are not ours to guard
+    worse = speed.guard(now, base, margin=0.15, floor=True)
     assert len(worse) == 1 and worse[0].startswith("batch 1: mixer-edge onnx int8 x floor 2.400, was 2.000 (1.20x")
+    assert speed.guard(now, base, margin=0.15) == []
+    slower = _doc(**{"mixer-edge onnx int8 / ort quantize_static defaults": 0.6})   # 1.20x the stored 0.5
+    assert speed.guard(slower, base, margin=0.15)[0].startswith("batch 1: mixer-edge onnx int8 / ort quantize_static")
 
 
 def _slowed(src: Path, dest: Path, copies: int = 8) -> Path:
@@ -91,4 +95,4 @@ def test_the_guard_passes_on_todays_artifact_and_fails_on_a_slowed_one(speed, ck
     capsys.readouterr()
     assert speed.main([*common, "--use", str(slow), "--baseline", str(base), "--margin", "0.5"]) == speed.EXIT_SLOWER
     err = capsys.readouterr().err
-    assert "guard: slower than" in err and "mixer-edge onnx int8 x floor" in err
+    assert "guard: slower than" in err and "mixer-edge onnx int8 / pytorch eager fp32" in err

@@ -154,9 +154,14 @@ def test_export_uses_the_learned_ranges_without_calibration(qat_checkpoint, targ
     assert cal["method"] == "learned" and cal["images"] == 0
     assert manifest.get("calibration") is None
     assert manifest["validation"]["passed"] is True
-    assert manifest["validation"]["quantized_ops"]["counted"] == len(learned)
+    from mixer_edge.export.registry import get_target
+
+    ruled = set(getattr(get_target(target), "float_by_rule", {}))   # OpenVINO keeps its head float by rule
+    assert manifest["validation"]["quantized_ops"]["counted"] == len(set(learned) - ruled)
     if target != "tensorrt":   # TensorRT recentres one-sided inputs: its ranges are the shifted ones
         for layer, (lo, hi) in learned.items():
+            if layer in ruled:
+                continue
             np.testing.assert_allclose(cal["ranges"][layer], [lo, hi], atol=1e-5, err_msg=layer)
     if target == "onnx":
         import onnx
