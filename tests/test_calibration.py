@@ -140,6 +140,32 @@ def test_recentring_is_exact(ck, calib, val):
     np.testing.assert_allclose(int8.run_graph(shifted_graph, val.x), int8.run_graph(graph, val.x), atol=EXACT)
 
 
+def test_recentring_is_exact_where_the_exporter_shares_a_bias(ck, calib, val):
+    """Equal biases (here every fc2 bias zero, as an MLP split's second half has) are one initializer
+    in the exported graph, fed to the other Adds through Identity nodes: recentring one fc2 must not
+    move the bias of the others (it did: TensorRT's flavor of a split model fell to 12 dB)."""
+    import copy
+
+    from mixer_edge.export import int8, qdq
+
+    model = copy.deepcopy(ck.model)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.mlp_channels.fc2.bias.zero_()
+    graph = int8.fp32_onnx(model)
+    users = {}
+    for n in graph.graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    assert any(users.get(i.name, 0) > 1 for i in graph.graph.initializer if "fc2.bias" in i.name)
+    acts, _ = qdq.quant_inputs(graph)
+    stats = qdq.activation_stats(graph, calib.x, acts)
+    act_ranges = {t: ranges.mse(stats[t], True) for t in acts}
+    shifted_graph, _, shifted = qdq.recentre(graph, act_ranges, lambda t: ranges.mse(stats[t], False))
+    assert sum("mlp_channels/fc2" in name for name in shifted) >= 2, shifted
+    np.testing.assert_allclose(int8.run_graph(shifted_graph, val.x), int8.run_graph(graph, val.x), atol=EXACT)
+
+
 def test_layer_names_match_module_paths(ck):
     from mixer_edge.export import int8, qdq
 

@@ -76,9 +76,9 @@ def _layer_outputs(graph, nodes) -> list[str]:
     for n in graph.graph.node:
         for i in n.input:
             users.setdefault(i, []).append(n)
-    out = []
+    aliases, out = qdq.initializer_aliases(graph.graph, inits), []
     for node in nodes:
-        bias = qdq.bias_add(users.get(node.output[0], []), node.output[0], inits)
+        bias = qdq.bias_add(users.get(node.output[0], []), node.output[0], inits, aliases)
         out.append(bias[0].output[0] if bias else node.output[0])
     return out
 

@@ -373,10 +373,11 @@ def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None)
     for n in g.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+    aliases = initializer_aliases(g, inits)
     act_ranges, shifted = dict(act_ranges), {}
     for node in [n for n in g.node if n.op_type == "MatMul"]:
         x, w = node.input[0], node.input[1]
-        biased = bias_add(consumers.get(node.output[0], []), node.output[0], inits)
+        biased = bias_add(consumers.get(node.output[0], []), node.output[0], inits, aliases)
         if x not in act_ranges or w not in inits or biased is None or len(consumers.get(x, [])) != 1:
             continue
         lo, hi = asymmetric(x)
@@ -385,13 +386,19 @@ def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None)
             continue
         step = max(half, 1e-8) / 127                                          # the shifted tensor's grid
         c = step * round((lo + hi) / 2 / step)
-        add, b_name = biased
+        add, b_input, b_name = biased
         W = numpy_helper.to_array(inits[w]).astype(np.float64)                 # (K, N)
         b = numpy_helper.to_array(inits[b_name]).astype(np.float64)            # (N,)
         if weight_qmax is not None:                                            # as the engine multiplies
             scale = weight_qparams(W.astype(np.float32), W.ndim - 1, weight_qmax).astype(np.float64)   # (N,)
             W = np.clip(np.round(W / scale), -weight_qmax, weight_qmax) * scale
-        inits[b_name].CopyFrom(numpy_helper.from_array((b + c * W.sum(axis=0)).astype(np.float32), b_name))
+        corrected = (b + c * W.sum(axis=0)).astype(np.float32)
+        if b_input != b_name or len(consumers.get(b_name, [])) > 1:   # shared: this Add gets its own copy
+            own = f"{b_input}_recentred_{len(shifted)}"
+            g.initializer.append(numpy_helper.from_array(corrected, own))
+            add.input[list(add.input).index(b_input)] = own
+        else:
+            inits[b_name].CopyFrom(numpy_helper.from_array(corrected, b_name))
         shift, out = f"{x}_recentre_c", f"{x}_recentred"
         g.initializer.append(numpy_helper.from_array(np.array(c, np.float32), shift))
         sub = helper.make_node("Sub", [x, shift], [out], name=f"{node.name}_recentre")
@@ -402,9 +409,19 @@ def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None)
     return model, act_ranges, shifted
 
 
-def bias_add(users, tensor: str, inits):
-    """(Add node, bias initializer name) when the MatMul's only user adds a constant vector."""
+def initializer_aliases(g, inits) -> dict[str, str]:
+    """Identity output -> initializer: the exporter stores equal initializers once and feeds the
+    other users an Identity of it (two zero biases are one tensor)."""
+    return {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and n.input[0] in inits}
+
+
+def bias_add(users, tensor: str, inits, aliases=None):
+    """(Add node, its bias input, the initializer behind it) when the MatMul's only user adds a
+    constant vector: an initializer, or an Identity of one (aliases: Identity output -> initializer)."""
     if len(users) != 1 or users[0].op_type != "Add":
         return None
     other = [i for i in users[0].input if i != tensor]
-    return (users[0], other[0]) if len(other) == 1 and other[0] in inits else None
+    if len(other) != 1:
+        return None
+    source = other[0] if other[0] in inits else (aliases or {}).get(other[0])
+    return (users[0], other[0], source) if source is not None else None
