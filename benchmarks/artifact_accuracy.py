@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from mixer_edge.runtime.backends.openvino import compile_model as ov_compile  # keeps the signal stack valid
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -76,7 +77,7 @@ def openvino_runner(folder: Path, manifest: dict):
     import openvino as ov
 
     hint = manifest["validation"].get("runtime", {}).get("precision_hint", "f32")
-    compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    compiled = ov_compile(ov.Core(), str(folder / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": hint})
     return lambda x: compiled(x)[0]
 
 

@@ -34,6 +34,7 @@ from mixer_edge.models.checkpoint import load_checkpoint, save_checkpoint
 from mixer_edge.runtime.artifact import atomic_write_json
 from mixer_edge.runtime.system import device_info
 from mixer_edge.runtime.timing import latency_stats, time_calls
+from mixer_edge.runtime.backends.openvino import compile_model as ov_compile  # keeps the signal stack valid
 
 
 def b16_macs(cfg) -> int:
@@ -92,7 +93,7 @@ def hand_nncf(ck, calib: np.ndarray, threads: int):
 
     model = ov.convert_model(ck.model.eval(), example_input=torch.from_numpy(calib[:1]))
     q = nncf.quantize(model, nncf.Dataset([calib[i:i + 1] for i in range(len(calib))]), subset_size=len(calib))
-    compiled = ov.Core().compile_model(q, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    compiled = ov_compile(ov.Core(), q, "CPU", {"INFERENCE_NUM_THREADS": threads})
     return lambda x: compiled(x)[0]
 
 

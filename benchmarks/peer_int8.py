@@ -52,6 +52,7 @@ from mixer_edge.export.base import ExportSpec
 from mixer_edge.export.onnx_io import export_fp32_onnx
 from mixer_edge.export.validate import compare
 from mixer_edge.runtime.system import isa_flags
+from mixer_edge.runtime.backends.openvino import compile_model as ov_compile  # keeps the signal stack valid
 
 TARGETS = ("onnx", "openvino", "tensorrt", "coreml")
 PEER_NAMES = {"onnx": "ORT quantize_static defaults", "openvino": "nncf.quantize defaults",
@@ -76,7 +77,7 @@ def ort_logits(path, x, optimized: bool) -> np.ndarray:
 def ov_logits(model, x) -> np.ndarray:
     import openvino as ov
 
-    c = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    c = ov_compile(ov.Core(), model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return np.concatenate([np.array(c(x[i:i + 256])[0]) for i in range(0, len(x), 256)])
 
 

@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mixer_edge.runtime.backends.openvino import compile_model as ov_compile  # keeps the signal stack valid
 
 EXIT_SLOWER = 3   # the guard found a ratio worse than the baseline's by more than the margin
 BATCHES = (1, 32)
@@ -91,7 +92,7 @@ def ov_probe(m: int, k: int, n: int, threads: int):
     w = ops.constant((rng.integers(-127, 127, (n, k)) / 100.0).astype(np.float32))
     fq_w = ops.fake_quantize(w, np.float32(-1.27), np.float32(1.27), np.float32(-1.27), np.float32(1.27), 255)
     model = ov.Model([ops.matmul(fq_a, fq_w, False, True)], [a], "probe")
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    compiled = ov_compile(ov.Core(), model, "CPU", {"INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
     x = rng.random((m, k), dtype=np.float32) * 2.55
     return lambda: request.infer({0: x})
@@ -201,7 +202,7 @@ def nncf_defaults_runner(ck, calib_x: np.ndarray, threads: int):
     with contextlib.redirect_stdout(io.StringIO()):
         qm = nncf.quantize(m, nncf.Dataset([calib_x[i:i + 1] for i in range(len(calib_x))]),
                            subset_size=len(calib_x))
-    compiled = ov.Core().compile_model(qm, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    compiled = ov_compile(ov.Core(), qm, "CPU", {"INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
 
     def run(x):

@@ -210,3 +210,15 @@ def rehearsal_python() -> str:
 def py(request) -> str:
     """The interpreter a device script runs under: this one, then JetPack 6's (3.10, numpy < 2)."""
     return sys.executable if request.param == "host" else request.getfixturevalue("rehearsal_python")
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_kept():
+    """After every test, the main thread's alternate signal stack is the process-lifetime one
+    (runtime/signal_stack.py): a third-party call that compiled an OpenVINO model outside
+    runtime/backends/openvino.compile_model (NNCF, a benchmark function) must not leave a stack
+    behind that OpenVINO frees, or a later test's subprocess ends with the suite (exit 139)."""
+    yield
+    from mixer_edge.runtime.signal_stack import keep
+
+    keep()

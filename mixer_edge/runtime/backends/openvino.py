@@ -12,6 +12,7 @@ from ..artifact import listed, model_file
 from ..errors import BadInput, NotRunnable
 from ..needs import require
 from ..profile import NodeTimes, matmul_macs, shape_macs
+from ..signal_stack import keep as keep_signal_stack
 from ..threads import default_threads
 from .base import Backend, Options
 
@@ -48,9 +49,8 @@ def compile_artifact(folder: Path, manifest: dict, opt: Options, extra: dict | N
     threads = opt.threads or default_threads()
     xml = model_file(folder, manifest, ".xml")
     weights = listed(folder, manifest, xml.with_suffix(".bin").name)  # read_model would open it unlisted
-    compiled = core.compile_model(core.read_model(str(xml), str(weights)), device,
-                                  {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
-                                   **(extra or {})})
+    compiled = compile_model(core, core.read_model(str(xml), str(weights)), device,
+                             {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads, **(extra or {})})
     config = {"device": device, "precision_hint": hint, "threads": threads}
     try:  # what the plugin actually uses: a CPU without BF16 runs a bf16 hint in f32
         config["applied_precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
@@ -58,6 +58,16 @@ def compile_artifact(folder: Path, manifest: dict, opt: Options, extra: dict | N
     except (RuntimeError, AttributeError, TypeError):  # not every device reports these
         pass
     return compiled, config
+
+
+def compile_model(core, model, device: str = "CPU", config: dict | None = None):
+    """core.compile_model with the calling thread's signal stack kept valid around it
+    (runtime/signal_stack.py: OpenVINO's own is freed with the compiled model, and the next handled
+    signal then kills the process). Every compile in mixer-edge and its benchmarks goes through here."""
+    keep_signal_stack()
+    compiled = core.compile_model(model, device, config or {})
+    keep_signal_stack()
+    return compiled
 
 
 # ---- profiling ----------------------------------------------------------------------------------
