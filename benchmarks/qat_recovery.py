@@ -21,18 +21,16 @@ every row; "drop" is against the case's FP32 top-1.
 from __future__ import annotations
 
 import argparse
-import copy
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
 
 import mixer_edge as me
 from mixer_edge.calibration import make_calibration
 from mixer_edge.calibration.ranges import METHODS
+from mixer_edge.calibration.split import inject_massive_units as massive_units
 from mixer_edge.export.build import export_one
 from mixer_edge.export.reference import validation_data
 from mixer_edge.export.base import ExportSpec
@@ -41,44 +39,6 @@ from mixer_edge.train.evaluate import evaluate
 
 TARGETS = ("onnx", "tensorrt", "openvino", "coreml")
 STATUS = {True: "passed", False: "failed", None: "skipped"}
-
-
-def massive_units(model, units: int, low: float, high: float, x=None, seed: int = 0):
-    """A copy with `units` hidden units per channel-mixing MLP scaled up by a factor in [low, high]
-    (fc1 row and bias) and down by it (fc2 column). With images x (N, C, H, W) the units are the
-    most important ones (mean |GELU output| times the norm of their fc2 column): clipping them then
-    costs information the model uses, so no range estimator gets away with it. Else random."""
-    out = copy.deepcopy(model).eval()
-    rng = np.random.default_rng(seed)
-    hidden = _hidden_means(out, x) if x is not None else None
-    record = []
-    with torch.no_grad():
-        for i, block in enumerate(out.blocks):
-            fc1, fc2 = block.mlp_channels.fc1, block.mlp_channels.fc2
-            if hidden is None:
-                idx = rng.choice(fc1.out_features, size=units, replace=False)
-            else:
-                importance = hidden[i] * fc2.weight.norm(dim=0)              # (hidden,)
-                idx = torch.argsort(importance, descending=True)[:units].numpy()
-            k = torch.from_numpy(rng.uniform(low, high, size=units)).float()   # (units,)
-            fc1.weight[idx] *= k[:, None]
-            fc1.bias[idx] *= k
-            fc2.weight[:, idx] /= k
-            record.append({"block": i, "units": idx.tolist(), "factors": [round(float(v), 1) for v in k]})
-    return out, record
-
-
-def _hidden_means(model, x) -> list:
-    """Per block, the mean |GELU output| of each channel-mixing hidden unit over images x."""
-    means, hooks = {}, []
-    for i, block in enumerate(model.blocks):
-        hooks.append(block.mlp_channels.act.register_forward_hook(
-            lambda m, inp, out, i=i: means.__setitem__(i, out.abs().mean(dim=(0, 1)))))   # (B, N, hidden)
-    with torch.no_grad():
-        model(torch.from_numpy(x))
-    for h in hooks:
-        h.remove()
-    return [means[i] for i in range(len(model.blocks))]
 
 
 def top1(ck, data) -> float:

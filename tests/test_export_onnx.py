@@ -39,7 +39,7 @@ def export(ck, calib, val, tmp_path_factory):
         if key not in done:
             out = tmp_path_factory.mktemp(f"onnx-{precision}-{method}-{name}")
             done[key] = export_one(ck, "onnx", ExportSpec(precision=precision, calib_method=method),
-                                       calib if precision == "int8" else None, out, validation=val)
+                                       calib if precision in ("int8", "int4") else None, out, validation=val)
         return done[key]
 
     return make
@@ -109,7 +109,7 @@ def test_manifest(export, calib, precision):
     assert {"onnx", "onnxruntime", "torch", "mixer_edge"} <= set(mf["versions"])
     assert mf["validation"]["passed"] is True and mf["validation"]["samples"] == 179
     assert mf["validation"]["runner"].startswith("onnxruntime ")
-    assert mf["calibration"] == (calib.manifest() if precision == "int8" else None)
+    assert mf["calibration"] == (calib.manifest() if precision in ("int8", "int4") else None)
     # nothing but the model, the device runtime and the manifest: intermediates went to a temp folder
     assert sorted(p.name for p in o.artifact.path.iterdir()) == ["binding.json", "edge_bench.py", "golden.npz", "manifest.json",
                                                                "mixer_edge_runtime", "model.onnx"]

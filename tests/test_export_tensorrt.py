@@ -86,7 +86,7 @@ def first(model, op_type, pred=lambda n: True):
 
 def test_registered_lazy_and_status():
     t = get_target("tensorrt")
-    assert isinstance(t, TensorRTTarget) and t.capabilities.precisions == {"fp32", "fp16", "int8"}
+    assert isinstance(t, TensorRTTarget) and t.capabilities.precisions == {"fp32", "fp16", "int8", "int4"}
     assert t.capabilities.requires == ("onnx", "onnxruntime")
     st = t.status()
     assert st.installed and st.runs_here is TRT_HERE

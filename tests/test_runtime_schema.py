@@ -68,9 +68,9 @@ def test_manifest_parts_must_agree(edit, problem):
 
 
 def test_precision_and_result_shapes():
-    assert PRECISIONS == ("fp32", "fp16", "int8")
+    assert PRECISIONS == ("fp32", "fp16", "int8", "int4")
     assert shape_problems({**GOOD, "precision": "fp8"}, MANIFEST_SHAPE) == [
-        "precision is a string 'fp8', expected one of fp32, fp16, int8"]
+        "precision is a string 'fp8', expected one of fp32, fp16, int8, int4"]
     result = {"device": {"name": "board"}, "results": [{"name": "a", "target": "onnx", "precision": "int8",
                                                         "status": "ok", "accuracy": {"top1": 1.5}}]}
     assert shape_problems(result, RESULT_SHAPE) == ["results[0].accuracy.top1 is a number 1.5, expected a number 0..1"]

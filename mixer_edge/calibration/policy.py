@@ -2,8 +2,9 @@
 quantization-aware training (train/qat.py), so that what training simulates is what export does:
 
     layer_macs          the quantizable layers (every Conv2d / Linear) and their MACs per image
-    prepare_model       smoothing (on by default, strength DEFAULT_SMOOTH) then the token-mixing rule,
-                        which keeps token-mixing layers whose input rows carry outlier channels in float
+    prepare_model       smoothing (on by default, strength DEFAULT_SMOOTH), then the MLP split for
+                        massive hidden units (split.py), then the token-mixing rule, which keeps
+                        token-mixing layers whose input rows carry outlier channels in float
     learned_ranges      the activation ranges a quantization-aware checkpoint learned, and their check
 
 docs/quantization.md has the measurements behind each default. torch (and the modules that use it)
@@ -58,15 +59,22 @@ def token_mixing_rule(model, x: np.ndarray) -> dict:
             "kept_float": [n for n, v in spreads.items() if v > TOKEN_ROW_SPREAD]}
 
 
-def prepare_model(model, x: np.ndarray, smooth_alpha: float | None) -> tuple:
+def prepare_model(model, x: np.ndarray, smooth_alpha: float | None, split: bool = False,
+                  keep=frozenset()) -> tuple:
     """(model, details) as the INT8 recipe quantizes it: smoothed with smooth_alpha (a copy; exact
-    in FP32; None: not smoothed), then the token-mixing rule measured on the smoothed model.
-    details: {"smoothing": ... when smoothed, "token_mixing": token_mixing_rule}."""
+    in FP32; None: not smoothed), its MLPs with massive hidden units split when `split` (exact; MLPs
+    with a layer in `keep`, the layers kept in float by name, stay whole), then the token-mixing rule
+    measured on that model. details: {"smoothing": ... when smoothed, "split": ... when asked,
+    "token_mixing": token_mixing_rule}. Smoothing comes first: it folds into fc1, which the split
+    divides."""
     from .smoothing import smooth
+    from .split import split_massive
 
     details = {}
     if smooth_alpha is not None:
         model, details["smoothing"] = smooth(model, x, smooth_alpha)
+    if split:
+        model, details["split"] = split_massive(model, x, keep)
     details["token_mixing"] = token_mixing_rule(model, x)
     return model, details
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..errors import BadInput, name_type, resolve
-from ..export.base import CALIB_METHODS, ExportSpec
+from ..export.base import CALIB_METHODS, INT4_BLOCK, ExportSpec
 from ..export.registry import AUTO, expand, target_names
 from ..export.validate import db_text
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
@@ -29,6 +29,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", action="append", default=None,
                    help=f"{' | '.join(PRECISIONS)}; repeat or comma-separate for several (default fp32)")
     p.add_argument("--int8", action="store_true", help="shorthand for --precision int8")
+    p.add_argument("--int4", action="store_true",
+                   help="shorthand for --precision int4: 4-bit weights in the token- and channel-mixing MLPs, rounded "
+                        "by GPTQ on --calib-data (docs/quantization.md, \"4-bit weights\")")
     p.add_argument("--fp16", action="store_true", help="shorthand for --precision fp16")
     p.add_argument("--calib-data", default=None,
                    help="calibration images for INT8: a data spec (" + _data_help().split(": ", 1)[1] +
@@ -46,6 +49,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "0..1 (default 0.5)")
     p.add_argument("--no-smooth", dest="smooth", action="store_const", const=None,
                    help="INT8: quantize the model as it is, without smoothing")
+    p.add_argument("--no-split", dest="split", action="store_false",
+                   help="INT8: keep every MLP whole; by default an MLP whose hidden units include a few massive "
+                        "ones (measured on the calibration images) is split exactly into two, so each half gets "
+                        "its own int8 range (docs/quantization.md)")
     p.add_argument("--keep-float", default="", metavar="LAYERS",
                    help="INT8: comma-separated layers (module paths such as blocks.0.mlp_tokens.fc2, see "
                         "`mixer-edge quant inspect`) kept in float")
@@ -59,6 +66,12 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coreml-target", default="iOS17",
                    help="Core ML minimum deployment target: iOS16, iOS17, iOS18, macOS13, macOS14, macOS15 "
                         "(default iOS17; W8A8 needs iOS17 / macOS14 or newer)")
+    p.add_argument("--int4-block", type=int, default=INT4_BLOCK, metavar="N",
+                   help=f"INT4: weights per scale along each layer's inputs, a power of two >= 16 (default "
+                        f"{INT4_BLOCK}; larger: a smaller file, a coarser grid)")
+    p.add_argument("--int4-token-bits", type=int, default=8, choices=(8, 4), metavar="{8,4}",
+                   help="INT4: weight bits of the token-mixing MLPs (3-5 %% of the weights): 8 (default; at 4 bits "
+                        "they carry most of the error) or 4 for the smallest file")
     p.add_argument("--weights-only", action="store_true",
                    help="with --int8: quantize weights only, activations stay float (Core ML, OpenVINO)")
     p.add_argument("--eval-data", default=None,
@@ -92,13 +105,14 @@ def export_plan(args: argparse.Namespace):
     """Map CLI options to the library's ExportPlan and ExportSpec, one field each."""
     from ..export.plan import ExportPlan   # torch: imported when the command runs, not for --help
 
-    listed_precisions = bool(args.precision or args.int8 or args.fp16)
-    listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.fp16) else ()
+    listed_precisions = bool(args.precision or args.int8 or args.int4 or args.fp16)
+    listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.int4 or args.fp16) else ()
     precisions = list(dict.fromkeys(resolve("precision", p, PRECISIONS) for p in listed))
-    precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8)) if on and p not in precisions]
-    spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, float_layers=_listed([args.keep_float], ""),
+    precisions += [p for p, on in (("fp16", args.fp16), ("int8", args.int8), ("int4", args.int4)) if on and p not in precisions]
+    spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, split=args.split, float_layers=_listed([args.keep_float], ""),
                       max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
-                      weights_only=args.weights_only, strict=args.strict)
+                      weights_only=args.weights_only, strict=args.strict,
+                      int4_block=args.int4_block, int4_token_bits=args.int4_token_bits)
     targets = _listed(args.target, "onnx")
     if AUTO in (t.lower() for t in targets):
         if len(targets) > 1:

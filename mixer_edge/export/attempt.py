@@ -29,7 +29,7 @@ def attempt(checkpoint, prepared, target, spec, calib, validation, dest, recipe)
         art.write_manifest(staging, manifest)
         figures, problems, logits = check_artifact(target, art.Artifact(staging, {"schema": ARTIFACT_SCHEMA, **manifest}),
                                                    spec, validation, exported.stand_in)
-        figures, problems = _count_quantized(target, staging, checkpoint.model, spec, figures, problems)
+        figures, problems = _count_quantized(target, staging, prepared.model, spec, figures, problems)
         manifest["validation"] = figures
         manifest["golden"] = golden.write(staging, validation, logits, spec.precision, figures.get("runner"),
                                           reference=reference(validation, spec))

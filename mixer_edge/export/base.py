@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from ..calibration.int4 import BLOCK as INT4_BLOCK
 from ..calibration.policy import DEFAULT_SMOOTH
 from ..calibration.ranges import METHODS
 from ..errors import BadInput
@@ -47,6 +48,9 @@ class ExportSpec:
     precision: str = "fp32"
     calib_method: str | None = None  # INT8 activation ranges: CALIB_METHODS; None = ranges.DEFAULT_METHOD
     smooth: float | None = DEFAULT_SMOOTH  # INT8: SmoothQuant fold strength alpha (calibration/smoothing.py); None = off
+    int4_block: int = INT4_BLOCK     # INT4: inputs per weight scale (calibration/int4.py)
+    int4_token_bits: int = 8         # INT4: the token-mixing MLPs' weight bits, 8 (measured default) or 4
+    split: bool = True               # INT8: MLPs with massive hidden units split in two (calibration/split.py)
     float_layers: tuple[str, ...] = ()  # INT8: layers (module paths) kept in float
     max_drop: float | None = None    # INT8: keep the most sensitive layers in float until top-1 drops <= this
     opset: int = 17

@@ -1,6 +1,7 @@
 """One artifact, for one target and precision, kept only when it passes validation.
 
-The flow: check the request -> prepare the model (INT8: the recipe, int8.prepare) -> build and
+The flow: check the request -> prepare the model (INT8: the recipe, int8.prepare; INT4: GPTQ's
+weights, int4.prepare) -> build and
 validate in a staging folder (attempt.py; with --max-drop, budget.py) -> keep it (one rename) or
 throw it away, removing an artifact it was to replace so that nothing there looks current.
 """
@@ -10,10 +11,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..calibration.int4 import check_block
 from ..calibration.policy import learned_ranges
 from ..errors import BadInput, CalibrationError, ValidationError, require
 from . import artifact as art
-from . import int8
+from . import int4, int8
 from .attempt import attempt
 from ..runtime.schema import PRECISIONS
 from ..runtime.signing import sign
@@ -65,6 +67,11 @@ def check_request(target, spec: ExportSpec, calib, learned: bool = False) -> Non
     if spec.precision == "int8" and calib is None and not spec.weights_only and not learned:
         raise CalibrationError(f"--int8 needs calibration data (--calib-data SPEC or a saved .npz); "
                                f"target {target.name!r} quantizes activations from it")
+    if spec.precision == "int4":
+        check_block(spec.int4_block)
+        if calib is None:
+            raise CalibrationError("--precision int4 needs calibration data (--calib-data SPEC or a saved .npz): "
+                                   "GPTQ rounds each layer's 4-bit weights against its inputs on those images")
 
 
 def export_one(checkpoint, target_name: str, spec: ExportSpec, calib, out_dir, *,
@@ -76,6 +83,8 @@ def export_one(checkpoint, target_name: str, spec: ExportSpec, calib, out_dir, *
     art.check_destination(dest, force)
     int8.check_request(checkpoint, spec, calib)
     prepared, spec, recipe = int8.prepare(checkpoint, spec, calib)
+    prepared, weights4 = int4.prepare(prepared, spec, calib)
+    recipe = {**recipe, **weights4}
     spec, recipe = int8.target_rule(target, spec, recipe)
     staging = None   # attempt removes its own folder when it fails; this one is ours once it returns
     try:

@@ -6,6 +6,8 @@
           calibrated on the shared calibration set (observers only, no training), finalized, then
           converted (iOS17 / macOS14 or newer: `quantize` / `dequantize` ops exist from there on);
           --weights-only: the FP16 program with int8 weights (optimize.coreml.linear_quantize_weights)
+    int4  the FP16 program with the MLPs' GPTQ int4 weights as constexpr_blockwise_shift_scale
+          (export/coreml_int4.py; iOS18 / macOS15 or newer), activations float16
 
 Input "input": a tensor (batch 1..64, C, H, W) float32, or with --coreml-input image an image whose
 preprocessing ((x / 255 - mean) / std) is baked in as ImageType scale / bias. Output "logits"
@@ -36,22 +38,27 @@ from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
 from .coreml_program import (BATCHES, DEPLOYMENT_TARGETS, INPUT, MAX_BATCH, OUTPUT, WEIGHT_OPS, DeploymentTarget,
                              _op_name, _operations, check_program, matmul_ops)
+from .coreml_int4 import write_int4
 from .coreml_w8a8 import _quiet, quantize_w8a8
+from .int4 import codes as int4_codes
+from .int4 import float_layers as int4_layers_float
 from .int8 import needs_calibration
 
 MODEL = "model.mlpackage"
 INPUT_KINDS = ("tensor", "image")
 NOT_HERE = "Core ML prediction needs macOS; program checked structurally instead"
 W8A8_STAND_IN = "quantized PyTorch model (coremltools.optimize.torch), not the Core ML program: needs macOS"
+INT4_STAND_IN = ("the int4-weight PyTorch model in float32 (its weights are the program's, matched by value), not the "
+                 "Core ML program: needs macOS")
 
 
-COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16", "int8": "FLOAT16"}  # -> ct.precision.*
+COMPUTE_PRECISION = {"fp32": "FLOAT32", "fp16": "FLOAT16", "int8": "FLOAT16", "int4": "FLOAT16"}  # -> ct.precision.*
 COMPUTE_UNITS = {"all": "ALL", "cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_GPU",
                  "cpu_and_ne": "CPU_AND_NE"}                                   # -> ct.ComputeUnit.*
 
 class CoreMLTarget:
     name = "coreml"
-    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("coremltools",), "coreml",
+    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8", "int4"}), ("coremltools",), "coreml",
                                 "Core ML on iOS / macOS (Apple Neural Engine, GPU, CPU); runs only on macOS")
     backend = coreml_backend
     model_file = MODEL
@@ -79,6 +86,9 @@ class CoreMLTarget:
         mlmodel = _convert(ct, quantized if w8a8 else model, checkpoint, spec)
         if spec.precision == "int8" and spec.weights_only:
             mlmodel, details["quantization"] = _quantize_weights(ct, mlmodel)
+        if spec.precision == "int4":
+            with _quiet():   # coremltools' pass-pipeline progress bars
+                mlmodel, details["quantization"] = write_int4(mlmodel, int4_codes(model), target.spec_version)
         _describe(mlmodel, checkpoint, spec)
         mlmodel.save(str(out_dir / MODEL))
         cfg = checkpoint.config
@@ -86,12 +96,19 @@ class CoreMLTarget:
             out_dir / MODEL, spec.precision, spec.weights_only, chw=(cfg.in_chans, *cfg.img_size),
             num_classes=cfg.num_classes, input_kind=spec.coreml_input, deployment_target=spec.coreml_target,
             activation_quantizers=details["quantization"]["activation_quantizers"] if w8a8 else None,
-            float_layers=len(spec.float_layers) if w8a8 else 0)
+            float_layers=len(spec.float_layers) if w8a8 else
+            len(int4_layers_float(model)) if spec.precision == "int4" else 0)
         details["coreml"] = {"deployment_target": spec.coreml_target, "specification_version": target.spec_version,
                              "compute_precision": COMPUTE_PRECISION[spec.precision].lower(),
                              "input": _input_record(checkpoint, spec.coreml_input), "output": OUTPUT,
                              "classes": "user_defined_metadata['classes'] (JSON); output stays logits"}
         stand_in = None
+        if spec.precision == "int4" and not _predicts_here():
+            import torch
+
+            io = {"input": {"shape": ["batch", cfg.in_chans, *cfg.img_size]}, "output": {"shape": ["batch", cfg.num_classes]}}
+            stand_in = LoadedRunner(_torch_runner(model, io), what=INT4_STAND_IN,
+                                    config={"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
         if quantized is not None and not _predicts_here():
             import torch
 
@@ -149,6 +166,10 @@ def _check_request(checkpoint, spec, calib) -> DeploymentTarget:
         if needs_calibration(checkpoint, spec) and (calib is None or len(calib) == 0):
             raise CalibrationError("coreml int8 (W8A8) needs calibration images (--calib-data); "
                                    "activation ranges are observed on them")
+    if spec.precision == "int4" and not target.int4_weights:
+        newer = ", ".join(n for n, t in DEPLOYMENT_TARGETS.items() if t.int4_weights)
+        raise BadInput(f"coreml int4 (per-block 4-bit weights) needs deployment target iOS18 / macOS15 or newer, got "
+                       f"--coreml-target {spec.coreml_target}; use one of {newer}")
     if spec.coreml_input == "image":
         _image_preprocessing(checkpoint.preprocess)  # raises when it cannot be baked in
     return target

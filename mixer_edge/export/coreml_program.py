@@ -22,15 +22,16 @@ BATCHES = (1, 2, 4, 8, 16, 32, 64)
 class DeploymentTarget:
     spec_version: int          # the Core ML specification version ct.target.<name> stands for
     int8_activations: bool     # `quantize` / `dequantize` (W8A8) exist from iOS17 / macOS14 on
+    int4_weights: bool = False  # per-block int4 (constexpr_blockwise_shift_scale) from iOS18 / macOS15 on
 
 
 DEPLOYMENT_TARGETS = {         # --coreml-target NAME -> ct.target.NAME
     "iOS16": DeploymentTarget(7, False),
     "iOS17": DeploymentTarget(8, True),
-    "iOS18": DeploymentTarget(9, True),
+    "iOS18": DeploymentTarget(9, True, True),
     "macOS13": DeploymentTarget(7, False),
     "macOS14": DeploymentTarget(8, True),
-    "macOS15": DeploymentTarget(9, True),
+    "macOS15": DeploymentTarget(9, True, True),
 }
 
 # Ops whose output is an int8 weight expanded at load time (iOS16/17 and iOS18 spellings).
@@ -92,12 +93,20 @@ def _precision_problems(facts: dict, precision: str, weights_only: bool, activat
     problems = []
     if not sources:
         problems.append("no linear or conv op")
+    if precision == "int4":     # the MLP weights in 4 bits, the stem and head float (export/int4.py)
+        if float_weights != float_layers:
+            problems.append(f"int4 asked with {float_layers} layers kept float, but {float_weights} linear/conv "
+                            f"weights are float (weight sources: {sources})")
+        if "INT4" not in facts["weights"]["stored"] or set(facts["weights"]["stored"]) - {"INT4", "INT8"}:
+            problems.append(f"quantized weights stored as {facts['weights']['stored']}, not 4-bit (8-bit token mixing)")
+        if counts["quantize"] or counts["dequantize"]:
+            problems.append("int4 (weight-only) program quantizes activations")
     if int8 and float_weights != float_layers:
         problems.append(f"int8 asked with {float_layers} layers kept float, but the weights of {float_weights} "
                         f"linear/conv ops are not quantized (weight sources: {sources})")
     if int8 and set(facts["weights"]["stored"]) - {"INT8", "UINT8"}:
         problems.append(f"quantized weights stored as {facts['weights']['stored']}, not 8-bit")
-    if not int8 and any(counts[t] for t in QUANTIZED_WEIGHT_OPS):
+    if not int8 and precision != "int4" and any(counts[t] for t in QUANTIZED_WEIGHT_OPS):
         problems.append(f"{precision} program has quantized weight ops")
     if w8a8 and not (counts["quantize"] and counts["dequantize"]):
         problems.append(f"W8A8 asked but the program has {counts['quantize']} quantize and "
@@ -107,7 +116,7 @@ def _precision_problems(facts: dict, precision: str, weights_only: bool, activat
     if w8a8 and activation_quantizers is not None and counts["quantize"] != activation_quantizers:
         problems.append(f"{counts['quantize']} quantize ops in the program but {activation_quantizers} "
                         f"activation quantizers in the quantized PyTorch model")
-    if not w8a8 and (counts["quantize"] or counts["dequantize"]):
+    if not w8a8 and precision != "int4" and (counts["quantize"] or counts["dequantize"]):
         problems.append(f"{'weight-only int8' if int8 else precision} program quantizes activations")
     want = FLOAT32 if precision == "fp32" else FLOAT16
     if set(facts["compute"]) != {want}:

@@ -59,7 +59,7 @@ def prepare(checkpoint, spec, calib):
         return checkpoint, spec, {}
     if learned_ranges(checkpoint) is not None:
         return _prepare_learned(checkpoint, spec)
-    model, details = prepare_model(checkpoint.model, calib.x, spec.smooth)
+    model, details = prepare_model(checkpoint.model, calib.x, spec.smooth, spec.split, frozenset(spec.float_layers))
     checkpoint = replace(checkpoint, model=model)
     extra = tuple(n for n in details["token_mixing"]["kept_float"] if n not in spec.float_layers)
     return checkpoint, replace(spec, float_layers=spec.float_layers + extra), details

@@ -6,6 +6,8 @@
           nodes (LayerNormalization, ReduceMean, ...) kept in float32
     int8  static QDQ from export/qdq.py (ONNX Runtime flavor: asymmetric int8 activations, 7-bit
           per-channel int8 weights, which MLAS runs exactly on CPUs with and without VNNI)
+    int4  the MLPs' GPTQ int4 weights as blocked DequantizeLinear (export/int4.py, opset 21), which
+          ONNX Runtime fuses into MatMulNBits and runs with int8 activations quantized per block
 
 The ONNX file itself (fp32 export, metadata, saving) is export/onnx_io.py, shared with the TensorRT
 and OpenVINO targets; no target calls another. onnx and onnxruntime are imported inside functions only.
@@ -23,6 +25,9 @@ from ..errors import BadInput, CalibrationError, require
 from ..runtime.backends import onnxruntime as ort_backend
 from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
+from .int4 import OPSET as INT4_OPSET
+from .int4 import qdq_int4
+from .int4 import summary as int4_summary
 from .int8 import needs_calibration, place_qdq
 from .onnx_graph import FP16_BLOCK_OPS, tensor_types, toposort
 from .onnx_stem import stem_as_matmul
@@ -128,7 +133,7 @@ def quantized_op_types(onnx_model) -> dict:
 
 class OnnxTarget:
     name = "onnx"
-    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("onnx", "onnxruntime"), "onnx",
+    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8", "int4"}), ("onnx", "onnxruntime"), "onnx",
                                 "ONNX Runtime (CPU EP here; any EP elsewhere)")
     backend = ort_backend
     model_file = MODEL
@@ -157,6 +162,8 @@ class OnnxTarget:
             fp32 = Path(tmp) / "fp32.onnx"
             model = export_fp32_onnx(checkpoint.model, fp32, spec.opset)
             details = _PRECISIONS[spec.precision](model, fp32, out, checkpoint, calib, spec)
+        if spec.precision == "int4":
+            base["opset"] = INT4_OPSET
         return Exported(files=(MODEL,), details={**base, **details})
 
     def load_runner(self, artifact, threads: int | None = None, provider: str | None = None) -> LoadedRunner:
@@ -211,4 +218,12 @@ def _write_int8(model, fp32_path, out, ck, calib, spec) -> dict:
     return {"int8": details}
 
 
-_PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8}
+def _write_int4(model, fp32_path, out, ck, calib, spec) -> dict:
+    q = qdq_int4(model, ck.model)
+    save_onnx(add_metadata(q, ck), out)
+    return {"int4": {**int4_summary(q), "opset": q.opset_import[0].version,
+                     "runs_as": "MatMulNBits (ONNX Runtime fuses each int4 DequantizeLinear into its MatMul; "
+                                "activations quantized to int8 per block at run time, accuracy level 4)"}}
+
+
+_PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8, "int4": _write_int4}

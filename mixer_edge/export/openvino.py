@@ -7,6 +7,9 @@
           FakeQuantize and runs the MatMuls in int8, like an NNCF-quantized model, but with the
           ranges, smoothing and float layers every other target gets (docs/quantization.md);
           --weights-only gives INT8 weights with float activations (nncf.compress_weights)
+    int4  the ONNX graph of export/int4.py (GPTQ int4 weights as blocked DequantizeLinear), read by
+          OpenVINO's ONNX frontend into i4 constants decompressed on the way to each MatMul: the
+          form NNCF's compress_weights writes, run by the CPU plugin with its int4 kernels
 
 The runner compiles with an explicit precision hint and thread count and records both: the CPU
 plugin's default precision is bf16 where the CPU has it, which would make FP32 checks meaningless.
@@ -25,6 +28,8 @@ from ..runtime.backends import openvino as ov_backend
 from ..runtime.backends.openvino import PRECISION_HINTS
 from .artifact import EDGE_BENCH
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
+from .int4 import qdq_int4
+from .int4 import summary as int4_summary
 from .int8 import needs_calibration, place_qdq
 from .onnx_io import export_fp32_onnx, save_onnx
 from .qdq import MatMulOp
@@ -34,7 +39,7 @@ XML, BIN = "model.xml", "model.bin"
 
 class OpenVinoTarget:
     name = "openvino"
-    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("openvino", "nncf"), "openvino",
+    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8", "int4"}), ("openvino", "nncf"), "openvino",
                                 "OpenVINO Runtime (CPU here; GPU/NPU elsewhere)")
     backend = ov_backend
     model_file = XML
@@ -67,6 +72,8 @@ class OpenVinoTarget:
                          **_ignored_options(spec)}
         if spec.precision == "int8" and not spec.weights_only:
             model, details["qdq"] = _quantize(ov, checkpoint, calib, spec)
+        elif spec.precision == "int4":
+            model, details["int4"] = _int4(ov, checkpoint)
         else:
             model = _convert(ov, checkpoint)
         if spec.precision == "int8" and spec.weights_only:
@@ -164,6 +171,24 @@ def _quantize(ov, checkpoint, calib, spec):
     model.inputs[0].get_tensor().set_names({"input"})
     model.outputs[0].get_tensor().set_names({"logits"})
     return model, details
+
+
+def _int4(ov, checkpoint):
+    """The int4 ONNX graph (export/int4.py), read by OpenVINO's ONNX frontend: each blocked int4
+    DequantizeLinear becomes an i4 Constant -> Convert -> Multiply(scale) on the way to its MatMul."""
+    with tempfile.TemporaryDirectory(prefix="mixer-edge-ov-int4-") as tmp:
+        fp32 = export_fp32_onnx(checkpoint.model, Path(tmp) / "fp32.onnx")
+        q = qdq_int4(fp32, checkpoint.model)
+        save_onnx(q, Path(tmp) / "int4.onnx")
+        model = ov.convert_model(str(Path(tmp) / "int4.onnx"))
+    model.inputs[0].get_tensor().set_names({"input"})
+    model.outputs[0].get_tensor().set_names({"logits"})
+    four = sum(op.get_type_name() == "Constant" and op.get_element_type().get_type_name() in ("i4", "u4")
+               for op in model.get_ordered_ops())
+    return model, {**int4_summary(q), "ir_int4_constants": four,
+                   "runs_as": "int4 weights decompressed in the CPU plugin's MatMul kernels; activations "
+                              "quantized to int8 per group at run time where the CPU plugin does it "
+                              "(DYNAMIC_QUANTIZATION_GROUP_SIZE)"}
 
 
 # How an IR feeds its matrix multiplies. A quantized weight is a low-precision constant decompressed

@@ -56,7 +56,7 @@ def prepare_data(ck, plan: ExportPlan) -> tuple:
     """(calibration set, validation data) for a plan; a source both use is read once."""
     load = lru_cache(maxsize=None)(partial(load_data, options=plan.read))
     # FP32 / FP16 need no ranges; a quantization-aware checkpoint brings its own
-    needed = "int8" in plan.precisions and learned_ranges(ck) is None
+    needed = ("int8" in plan.precisions and learned_ranges(ck) is None) or "int4" in plan.precisions
     calib = prepare_calibration(ck, plan, load) if needed else None
     return calib, prepare_validation(ck, plan, calib, load)
 

@@ -24,13 +24,16 @@ from ..runtime.needs import install_hint
 from .artifact import EDGE_BENCH, TRT_BUILD, load_artifact
 from .base import Capabilities, Exported, LoadedRunner, Status, installed, missing_status, runtime_runner
 from .fp16_typed import check_fp16_model, to_fp16_typed
+from .int4 import OPSET as INT4_OPSET
+from .int4 import qdq_int4
+from .int4 import summary as int4_summary
 from .int8 import needs_calibration, place_qdq
 from .onnx_io import EXPORTER, add_metadata, export_fp32_onnx, onnx_versions, save_onnx
 from .qdq import onnx_file_matmuls
 from .tensorrt_rules import check_explicit_quantization
 
 MODEL = "model.onnx"
-ONNX_KINDS = {"fp32": "fp32", "fp16": "fp16-typed", "int8": "explicit-qdq"}
+ONNX_KINDS = {"fp32": "fp32", "fp16": "fp16-typed", "int8": "explicit-qdq", "int4": "fp16-typed-int4-weights"}
 MAX_OPSET = 20   # the newest ONNX opset TensorRT 10.0-10.5's parser reads (JetPack 6: 10.3)
 
 
@@ -58,7 +61,18 @@ def _write_int8(model, ck, calib, spec) -> tuple:
     return q, {"qdq": details}
 
 
-_PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8}
+def _write_int4(model, ck, calib, spec) -> tuple:
+    """INT4 weight-only, as TensorRT 10 takes it (ModelOpt's W4A16 for TensorRT): the FP16-typed
+    graph with each MLP weight an int4 initializer behind a blocked DequantizeLinear with float16
+    scales (export/int4.py), opset 21. The GEMMs run in FP16 on int4 weights."""
+    m16, details = _write_fp16(model, ck, calib, spec)
+    q = qdq_int4(m16, ck.model)
+    return q, {**details, "int4": {**int4_summary(q), "activations": "fp16 (weight-only int4)",
+                                   "opset_note": f"opset {INT4_OPSET}: DequantizeLinear's block_size; the engine "
+                                                 f"build needs a TensorRT whose ONNX parser reads it"}}
+
+
+_PRECISIONS = {"fp32": _write_fp32, "fp16": _write_fp16, "int8": _write_int8, "int4": _write_int4}
 
 
 # ---- engine building (on a device with tensorrt + GPU) -------------------------------------------
@@ -116,7 +130,7 @@ class TensorRTTarget:
     name = "tensorrt"
     # requires: what is needed HERE to produce and validate the artifact. The engine build needs
     # tensorrt on the device, installed as the runtime backend's NEEDS says (the README prints it).
-    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8"}), ("onnx", "onnxruntime"), "onnx",
+    capabilities = Capabilities(frozenset({"fp32", "fp16", "int8", "int4"}), ("onnx", "onnxruntime"), "onnx",
                                 "TensorRT 10.x / 11.x on an NVIDIA GPU or Jetson (engine built on the device)")
     backend = trt_backend
     model_file = MODEL
@@ -143,7 +157,8 @@ class TensorRTTarget:
             versions.update({"tensorrt": built["tensorrt"], "cuda": built["cuda"]["version"]})
         files = (MODEL, *((built["file"],) if built.get("built") else ()))
         return Exported(files=files, details={
-            "file": MODEL, "onnx_kind": ONNX_KINDS[spec.precision], "opset": spec.opset,
+            "file": MODEL, "onnx_kind": ONNX_KINDS[spec.precision],
+            "opset": INT4_OPSET if spec.precision == "int4" else spec.opset,
             "exporter": EXPORTER, "dynamic_axes": {"input": ["batch"]},
             **details, "notes": notes + details.get("notes", []), "engine": built, "versions": versions})
 
@@ -167,7 +182,7 @@ def ort_validation_runner(path, precision: str) -> LoadedRunner:
     TensorRT's INT32-accumulating kernels. With all optimizations ONNX Runtime fuses them into its
     CPU integer kernels, which saturate on CPUs without VNNI: 22.8 dB logit SQNR instead of 39.2 dB
     on the digits model (MinMax, an AVX2 machine), which would misreport what TensorRT computes."""
-    basic = precision == "int8"
+    basic = precision in ("int8", "int4")   # int4: DequantizeLinear as written, not MatMulNBits on int8 activations
     backend = ort_backend.session(path, optimization="basic" if basic else "all")
 
     def run(x: np.ndarray) -> np.ndarray:

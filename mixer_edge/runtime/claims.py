@@ -35,9 +35,9 @@ FIX = "re-export the artifact, or restore its manifest.json"
 
 # The check: logit SQNR against FP32 PyTorch on the golden images of at least
 # min(floor, SQNR the artifact reached at export - margin). The floor is what any correct artifact
-# of the precision reaches (fp32: arithmetic order only; fp16: half rounding; int8: quantization);
+# of the precision reaches (fp32: arithmetic order only; fp16: half rounding; int8, int4: quantization);
 # the margin allows another runtime's kernels (TensorRT on a GPU, Core ML on the Neural Engine).
-GOLDEN_FLOOR_DB = {"fp32": 60.0, "fp16": 35.0, "int8": 20.0}
+GOLDEN_FLOOR_DB = {"fp32": 60.0, "fp16": 35.0, "int8": 20.0, "int4": 15.0}
 GOLDEN_MARGIN_DB = 6.0
 DB_TOLERANCE = 0.011   # figures are recorded to 0.01 dB: one rounding step apart is the same figure
 

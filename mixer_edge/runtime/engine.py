@@ -57,8 +57,8 @@ def network_flags(major: int) -> list:
 def plan_for(precision: str, input_name: str, chw, major: int, *, min_batch: int = 1, opt_batch: int = 1,
              max_batch: int = 32, fixed_batch: int | None = None, timing_cache=None,
              workspace_mib: int | None = None, onnx_kind: str | None = None) -> dict:
-    if precision not in ("fp32", "fp16", "int8"):
-        raise BadInput(f"unknown precision {precision!r}; accepted: fp32, fp16, int8")
+    if precision not in ("fp32", "fp16", "int8", "int4"):
+        raise BadInput(f"unknown precision {precision!r}; accepted: fp32, fp16, int8, int4")
     if fixed_batch is not None:  # a model exported with a fixed batch has one shape only
         min_batch = opt_batch = max_batch = fixed_batch
     if not 1 <= min_batch <= opt_batch <= max_batch:

@@ -118,6 +118,7 @@ Q_DQ = ("QuantizeLinear", "DequantizeLinear")
 MATMUL_OPS = ("Conv", "MatMul", "Gemm")
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat")
 ONNX_FLOAT16 = 10
+ONNX_4BIT = (21, 22)   # TensorProto.UINT4, INT4: 4-bit weights (export/int4.py)
 
 
 def read_onnx(path, name: str) -> ModelFacts:
@@ -148,7 +149,10 @@ def _onnx_facts(blob, name: str) -> ModelFacts:
     half = sum(_one(t, 2, 0) == ONNX_FLOAT16 for t in initializers) + sum(
         1 for op, _, _, n in ops if op == "Cast"
         and any(_text(_one(a, 1, b"")) == "to" and _one(a, 3) == ONNX_FLOAT16 for a in _all(n, 5)))
-    if any(counts[o] for o in (*Q_DQ, *INTEGER_OPS)):
+    four = sum(_one(t, 2, 0) in ONNX_4BIT for t in initializers)
+    if four:
+        precision, evidence = "int4", f"{four} 4-bit weight initializers, {counts['DequantizeLinear']} DequantizeLinear nodes"
+    elif any(counts[o] for o in (*Q_DQ, *INTEGER_OPS)):
         precision = "int8"
         evidence = ", ".join(f"{counts[o]} {o}" for o in (*Q_DQ, *INTEGER_OPS) if counts[o]) + " nodes"
     elif half:
@@ -191,6 +195,7 @@ IR_MATMULS = ("MatMul", "Convolution")
 WEIGHT_PATH = ("Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze")
 ACTIVATION_PATH = ("Reshape", "Transpose")
 LOW_PRECISION = ("i8", "u8", "i4", "u4")
+IR_4BIT = ("i4", "u4")
 
 
 def read_ir(path, name: str) -> ModelFacts:
@@ -218,7 +223,10 @@ def _ir_facts(net, name: str) -> ModelFacts:
     types = Counter(layer.get("type") for layer in layers.values())
     consts = Counter(const_type(layer) for layer in layers.values() if layer.get("type") == "Const")
     low = sum(consts[t] for t in LOW_PRECISION)
-    if types["FakeQuantize"] or low:
+    four = sum(consts[t] for t in IR_4BIT)
+    if four:
+        precision, evidence = "int4", f"{four} 4-bit constants"
+    elif types["FakeQuantize"] or low:
         precision, evidence = "int8", f"{types['FakeQuantize']} FakeQuantize ops, {low} low-precision constants"
     elif consts["f16"]:
         precision, evidence = "fp16", f"{consts['f16']} f16 constants"
@@ -259,7 +267,16 @@ def _ir_dim(text: str):
 QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 WEIGHT_OPS = ("linear", "conv")
 MIL_FLOAT16 = 10
+MIL_4BIT = (25, 35)    # MIL DataType INT4, UINT4: per-block 4-bit weights (export/coreml_int4.py)
 GRAYSCALE = (10, 40)   # ImageFeatureType.ColorSpace: GRAYSCALE, GRAYSCALE_FLOAT16 (RGB 20, BGR 30)
+
+
+def _inline_dtype(op, key: str):
+    """The MIL data type of an op's input held inline (Argument -> Binding.value -> ValueType ->
+    TensorType.dataType), None when the input is a name."""
+    args = {_text(_one(e, 1, b"")): _one(e, 2, b"") for e in _all(op, 2)}
+    value = _one(_one(args.get(key, b""), 1, b""), 2)
+    return None if value is None else _one(_one(_one(value, 2, b""), 1, b""), 1)
 
 
 def read_mlprogram(path, name: str) -> ModelFacts:
@@ -287,7 +304,10 @@ def _mlprogram_facts(blob, name: str) -> ModelFacts:
     counts = Counter(kinds)
     half = sum(_one(_one(_one(o, 2, b""), 1, b""), 1) == MIL_FLOAT16 for op in ops for o in _all(op, 3))
     quantizers = sum(counts[t] for t in (*QUANTIZED_WEIGHT_OPS, "quantize", "dequantize"))
-    if quantizers:
+    four = sum(_inline_dtype(op, "data") in MIL_4BIT for op, kind in zip(ops, kinds) if kind in QUANTIZED_WEIGHT_OPS)
+    if four:
+        precision, evidence = "int4", f"{four} {'/'.join(QUANTIZED_WEIGHT_OPS)} ops with 4-bit data"
+    elif quantizers:
         precision = "int8"
         evidence = ", ".join(f"{counts[t]} {t}" for t in (*QUANTIZED_WEIGHT_OPS, "quantize", "dequantize")
                              if counts[t]) + " ops"

@@ -12,7 +12,7 @@ import re
 from .errors import BadInput
 from .preprocess import RESIZE_METHODS
 
-PRECISIONS = ("fp32", "fp16", "int8")   # what an artifact computes in; the one list
+PRECISIONS = ("fp32", "fp16", "int8", "int4")   # what an artifact computes in (int4: its weights); the one list
 JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
               float: "a number"}
 MAX_SHOWN = 6      # problems listed in the one line; the rest are counted
