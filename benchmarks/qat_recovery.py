@@ -12,8 +12,10 @@ int8 levels; a range that clips them loses units the model relies on. Milder cas
 units, 100-300x) lose 4 points with the default estimator but almost nothing with entropy.
 
     python benchmarks/qat_recovery.py runs/t4-default --data imagefolder:runs/mnist-folders/train \\
-        --eval-data imagefolder:runs/mnist-folders/eval --out runs/qat-bench \\
-        --qat-args "--qat-calib-method entropy"
+        --eval-data imagefolder:runs/mnist-folders/eval --out runs/qat-bench [--mlps both --units 16]
+
+`mixer-edge train --qat` runs with its defaults (--qat-args adds options). The QAT table gives each
+artifact's SQNR and agreement against the QAT model it was exported from (its validation reference).
 
 Top-1 is measured on --eval-data (images neither trained nor calibrated on), the same images for
 every row; "drop" is against the case's FP32 top-1.
@@ -59,6 +61,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--units", type=int, default=32, help="massive hidden units per block (default 32)")
     ap.add_argument("--factors", default="300,1000", help="scale range low,high (default 300,1000)")
+    ap.add_argument("--mlps", choices=("channels", "both"), default="channels",
+                    help="which MLPs get the massive units: the channel-mixing ones (RESULTS 8.1) or both kinds "
+                         "(issue 23's model)")
     ap.add_argument("--pick", choices=("important", "random"), default="important",
                     help="which hidden units are made massive (default: the most important)")
     ap.add_argument("--calib-size", type=int, default=300)
@@ -70,7 +75,9 @@ def main(argv=None) -> int:
     ev = me.load_data(args.eval_data)
     calib = make_calibration(args.data, base.preprocess, size=args.calib_size, trained=base.trained_keys,
                              split=base.split)
-    model, record = massive_units(base.model, args.units, low, high, calib.x if args.pick == "important" else None)
+    kinds = ("mlp_channels",) if args.mlps == "channels" else ("mlp_tokens", "mlp_channels")
+    model, record = massive_units(base.model, args.units, low, high, calib.x if args.pick == "important" else None,
+                                  kinds=kinds)
     case_dir = args.out / "case"
     save_checkpoint(case_dir, model, base.preprocess, base.classes, {**base.meta, "massive_units": record})
     case = me.load_checkpoint(case_dir)
@@ -96,12 +103,13 @@ def main(argv=None) -> int:
     q = me.load_checkpoint(qat_dir)
     qval = validation_data(q, q.preprocess(ev.images), ev.labels, args.eval_data)
     print(f"\nQAT float weights: top-1 {100 * top1(q, ev):.2f} %\n")
-    print("| target | FP32 (case) | best PTQ INT8 | PTQ drop | QAT INT8 | QAT drop | QAT validation |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| target | FP32 (case) | best PTQ INT8 | PTQ drop | QAT INT8 | QAT drop | against the QAT model: SQNR, "
+          "agreement | QAT validation |\n|---|---|---|---|---|---|---|---|")
     for t in TARGETS:
         v = export_row(q, t, ExportSpec("int8"), None, qval)
         print(f"| {t} | {100 * fp32:.2f} | {100 * best[t]:.2f} | {100 * (fp32 - best[t]):.2f} | {100 * v['top1']:.2f} "
-              f"| {100 * (fp32 - v['top1']):.2f} | {STATUS[v.get('passed')]} ({v.get('checked_by')}) |", flush=True)
+              f"| {100 * (fp32 - v['top1']):.2f} | {v['sqnr_db']:.1f} dB, {v['top1_agreement']:.3f} "
+              f"| {STATUS[v.get('passed')]} ({v.get('checked_by')}) |", flush=True)
     return 0
 
 

@@ -98,3 +98,20 @@ def test_token_mixing_mlps_with_massive_units_are_split_too(ck, calib, val):
         x = torch.from_numpy(val.x[:64])
         ref, got = model(x), out(x)
     assert float((got - ref).abs().max()) < 1e-4 * max(1.0, float(ref.abs().max()))
+
+
+def test_a_recorded_split_is_made_again_and_merges_back_exactly(ck):
+    from mixer_edge.calibration.split import merge, split_units
+
+    units = {"blocks.0.mlp_channels": [3, 77, 500], "blocks.2.mlp_tokens": [1, 63]}
+    split = split_units(ck.model, units)
+    assert split.blocks[0].mlp_channels.units == (3, 77, 500)
+    with torch.no_grad():
+        split.blocks[0].mlp_channels.massive.fc2.bias.fill_(0.25)     # trained: the halves' biases sum
+        split.blocks[0].mlp_channels.main.fc2.bias.sub_(0.25)
+    merged, record = merge(split)
+    assert record == {k: sorted(v) for k, v in units.items()}
+    want, got = ck.model.state_dict(), merged.state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=k)

@@ -20,17 +20,33 @@ def _onnx_qdq(x: np.ndarray, scale: float, zero: int, qmin=-128, qmax=127) -> np
     return ((q - zero) * np.float32(scale)).astype(np.float32)
 
 
+@pytest.mark.parametrize("levels", [256, 255])
 @pytest.mark.parametrize("lo, hi", [(-1.0, 1.0), (-0.17, 12.3), (-4.1, 5.27), (0.0, 3.0), (-2.5, 0.0)])
-def test_activation_fake_quant_is_the_exported_qdq(lo, hi):
+def test_activation_fake_quant_is_the_exported_qdq(lo, hi, levels):
     """ActQuant over [lo, hi] gives what the Q/DQ pair export writes for that range
-    (qdq.activation_qparams, asymmetric) computes: equal to float32 rounding (1e-6 of the range)."""
+    (qdq.activation_qparams, asymmetric) computes: equal to float32 rounding (1e-6 of the range).
+    255 levels is the grid QAT trains on now; 256 the one of checkpoints before it."""
     x = np.random.default_rng(0).normal(0, max(hi, -lo) / 2, 10_000).astype(np.float32)
     x[:3] = [lo * 2, hi * 2, 0.0]                   # saturation both ways, and exact zero
-    scale, zero = qdq.activation_qparams(lo, hi, symmetric=False)
+    scale, zero = qdq.activation_qparams(lo, hi, symmetric=False, levels=levels)
     want = _onnx_qdq(x, float(scale), int(zero))
-    got = qat.ActQuant(lo, hi)(torch.from_numpy(x)).detach().numpy()
+    got = qat.ActQuant(lo, hi, levels)(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(got, want, atol=1e-6 * (hi - lo))
     assert got[2] == 0.0
+
+
+@pytest.mark.parametrize("lo, hi", [(-0.17, 12.3), (-4.1, 5.27), (0.0, 3.0)])
+def test_the_255_level_grid_is_tensorrts_recentred_symmetric_grid(lo, hi):
+    """TensorRT's activations are symmetric: it reaches the asymmetric 255-level grid by recentring
+    (qdq.recentre: x - c, c a whole number of steps, symmetric scale half / 127). By hand: the same
+    values for every x, saturation included."""
+    x = np.random.default_rng(0).normal((lo + hi) / 2, (hi - lo), 10_000).astype(np.float32)
+    half = (hi - lo) / 2
+    step = half / 127
+    c = step * round((lo + hi) / 2 / step)
+    trt = _onnx_qdq((x - np.float32(c)).astype(np.float32), float(np.float32(step)), 0) + np.float32(c)
+    got = qat.ActQuant(lo, hi, 255)(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, trt, atol=2e-6 * (hi - lo))
 
 
 def test_weight_fake_quant_is_the_exported_per_channel_grid():
@@ -39,7 +55,7 @@ def test_weight_fake_quant_is_the_exported_per_channel_grid():
     w[3] *= 40                                      # one channel far larger: its own scale
     scale = qdq.weight_qparams(w, 0, 127)           # (64,)
     want = np.clip(np.round(w / scale[:, None]), -127, 127) * scale[:, None]
-    got = qat.fake_quant_weight(torch.from_numpy(w)).numpy()
+    got = qat.fake_quant_weight(torch.from_numpy(w), 127).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-7)
 
 
@@ -79,26 +95,33 @@ def test_prepare_starts_from_the_post_training_recipe(ck, calib, prepared):
     by_layer = {qdq.layer_name(n.name): n.input[0] for n in qdq.quant_nodes(graph)}
     _, estimate = ranges.method(None)
     start = recipe["calibration"]["initial_ranges"]
-    assert set(start) == set(layer_macs(ck.model)) - set(recipe["token_mixing"]["kept_float"])
+    assert set(start) == set(layer_macs(ck.model)) - set(recipe["token_mixing"]["kept_float"]) - set(qat.FLOAT_LAYERS)
     for layer, (lo, hi) in start.items():
         want = estimate(stats[by_layer[layer]], False)
         np.testing.assert_allclose([lo, hi], want, rtol=1e-3, atol=1e-4, err_msg=layer)
 
 
-def test_qat_forward_is_what_onnx_runtime_runs_from_the_export(prepared, val):
-    """The fake-quantized PyTorch model and the OpenVINO-flavor Q/DQ graph export writes from the
-    learned ranges (8-bit weights, asymmetric activations), executed as written by ONNX Runtime,
-    give the same logits: cosine > 0.9999 and top-1 agreement >= 0.99 on the eval split (a value
-    on a rounding boundary may land one step apart in float32)."""
+@pytest.mark.parametrize("flavor", ["onnxruntime", "openvino", "tensorrt"])
+def test_qat_forward_is_what_onnx_runtime_runs_from_the_export(prepared, val, flavor):
+    """The fake-quantized PyTorch model and each flavor's Q/DQ graph export writes from the learned
+    ranges on QAT's grid (7-bit weights, 255 activation levels; TensorRT's symmetric activations
+    recentred), executed as written by ONNX Runtime, give the same logits: 45 dB of logit SQNR and
+    top-1 agreement >= 0.99 on the eval split (a value on a rounding boundary may land one step
+    apart in float32). ONNX Runtime's flavor was 7 bits against QAT's 8 before: issue 23's 14 dB."""
+    from dataclasses import replace
+
     from mixer_edge.export.validate import compare
 
     model, _ = prepared
     plain = qat.plain(model)
-    graph = qdq.calibrate(int8.fp32_onnx(plain), None, qdq.FLAVORS["openvino"], learned=qat.learned(model))[0]
+    chosen = replace(qdq.FLAVORS[flavor], weight_bits=qat.GRID["weight_bits"],
+                     activation_levels=qat.GRID["activation_levels"])
+    kept = frozenset(n for n in layer_macs(plain) if n not in qat.learned(model))
+    graph = qdq.calibrate(int8.fp32_onnx(plain), None, chosen, float_layers=kept, learned=qat.learned(model))[0]
     with torch.no_grad():
         simulated = model(torch.from_numpy(val.x)).numpy()
     figures = compare(simulated, int8.run_graph(graph, val.x))
-    assert figures["cosine"] > 0.9999 and figures["top1_agreement"] >= 0.99, figures
+    assert figures["sqnr_db"] >= 45.0 and figures["top1_agreement"] >= 0.99, figures
 
 
 def test_plain_keeps_the_float_weights_and_drops_the_quantizers(prepared):
@@ -174,9 +197,9 @@ def test_export_uses_the_learned_ranges_without_calibration(qat_checkpoint, targ
         x_dq = node.input[0]
         dq = next(n for n in model.graph.node if n.output[0] == x_dq)
         lo, hi = learned["blocks.0.mlp_channels.fc2"]
-        scale = (max(hi, 0) - min(lo, 0)) / 255
+        scale = (max(hi, 0) - min(lo, 0)) / 254                           # QAT's grid: codes -127..127
         assert float(inits[dq.input[1]]) == pytest.approx(scale, rel=1e-6)
-        assert int(inits[dq.input[2]]) == int(np.clip(np.round(-128 - min(lo, 0) / scale), -128, 127))
+        assert int(inits[dq.input[2]]) == int(np.clip(np.round(-127 - min(lo, 0) / scale), -128, 127))
 
 
 def test_qat_refusals(digits_checkpoint, qat_checkpoint, tmp_path, capsys):
@@ -191,3 +214,47 @@ def test_qat_refusals(digits_checkpoint, qat_checkpoint, tmp_path, capsys):
                  str(tmp_path / "b")]) == 2
     assert "--max-drop" in capsys.readouterr().err
     assert not (tmp_path / "b" / "onnx-int8").exists()
+
+
+# ---- massive hidden units (issue 23): QAT's defaults split the MLPs, and every Q/DQ artifact is QAT's function --
+
+@pytest.fixture(scope="module")
+def massive_qat(ck, calib, tmp_path_factory):
+    """The digits model with 4 of the most important hidden units of every token- and channel-mixing
+    MLP at 300-1000x, then one epoch of `mixer-edge train --qat`."""
+    from mixer_edge.calibration.split import inject_massive_units
+    from mixer_edge.cli import main
+    from mixer_edge.models.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("massive-qat")
+    model, _ = inject_massive_units(ck.model, 4, 300, 1000, calib.x, kinds=("mlp_tokens", "mlp_channels"))
+    save_checkpoint(root / "case", model, ck.preprocess, ck.classes, ck.meta)
+    # the digits' calib split holds 180 images: fewer calibration images than the default 300
+    assert main(["train", "--qat", "--pretrained", str(root / "case"), "--data", "digits", "--epochs", "1",
+                 "--qat-calib-size", "64", "--out", str(root / "qat")]) == 0
+    return root / "qat"
+
+
+def test_qat_splits_the_massive_mlps_and_stores_a_plain_model(massive_qat, ck):
+    from mixer_edge import load_checkpoint
+
+    q = load_checkpoint(massive_qat)
+    split = q.meta["qat"]["split"]
+    assert set(split) == {f"blocks.{i}.{k}" for i in range(len(ck.model.blocks)) for k in ("mlp_tokens", "mlp_channels")}
+    assert set(q.model.state_dict()) == set(ck.model.state_dict())     # merged back: loads as any checkpoint
+    assert q.meta["qat"]["grid"]["weight_bits"] == 7 and "head" in q.meta["qat"]["float_layers"]
+    assert any(".massive." in n for n in q.meta["qat"]["ranges"])
+
+
+@pytest.mark.parametrize("target", ["onnx", "tensorrt", "openvino"])
+def test_every_qdq_artifact_of_a_massive_qat_model_is_its_function(massive_qat, target, tmp_path):
+    """Issue 23's acceptance in small: each artifact passes validation against the QAT model
+    (reference pytorch-qat-int8) at >= 30 dB; measured 45-60 dB (ONNX Runtime was 14 dB before)."""
+    from mixer_edge.cli import main
+
+    out = tmp_path / "art"
+    assert main(["export", str(massive_qat), "--target", target, "--int8", "--out", str(out)]) == 0
+    manifest = json.loads((out / f"{target}-int8" / "manifest.json").read_text())
+    v = manifest["validation"]
+    assert v["passed"] is True and manifest["golden"]["reference"] == "pytorch-qat-int8", v
+    assert v["sqnr_db"] >= 30.0, v

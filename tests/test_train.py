@@ -267,3 +267,21 @@ def test_out_rules(tmp_path):
     (images / "7").mkdir(parents=True)
     with pytest.raises(BadInput, match=r"is not empty and holds no training run \(7\)"):
         check_out(images, resume=True, force=False)                   # --resume of nothing is no excuse
+
+
+def test_qat_moves_every_weight_matrix_by_the_same_fraction_of_itself():
+    """loop._param_groups(relative=True): a matrix's learning rate is lr x its RMS / the median
+    matrix RMS (by hand here), so a function-preserving rescaling of a few units does not turn Adam's
+    absolute step into a rewrite of the small matrices; biases keep lr; plain training one group."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)        # RMS 1
+        net[1].weight.fill_(0.001)      # RMS 0.001: a massive unit's fc2 columns
+        net[2].weight.fill_(2.0)        # RMS 2
+    groups = loop._param_groups(net, 0.05, 1e-3, relative=True)
+    lrs = {id(g["params"][0]): g["lr"] for g in groups if g["weight_decay"] > 0}
+    assert lrs[id(net[0].weight)] == pytest.approx(1e-3)          # the median matrix
+    assert lrs[id(net[1].weight)] == pytest.approx(1e-6)
+    assert lrs[id(net[2].weight)] == pytest.approx(2e-3)
+    assert [g["lr"] for g in groups if g["weight_decay"] == 0] == [1e-3]
+    assert len(loop._param_groups(net, 0.05, 1e-3)) == 2

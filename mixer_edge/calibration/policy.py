@@ -5,7 +5,8 @@ quantization-aware training (train/qat.py), so that what training simulates is w
     prepare_model       smoothing (on by default, strength DEFAULT_SMOOTH), then the MLP split for
                         massive hidden units (split.py), then the token-mixing rule, which keeps
                         token-mixing layers whose input rows carry outlier channels in float
-    learned_ranges      the activation ranges a quantization-aware checkpoint learned, and their check
+    learned_ranges      the activation ranges a quantization-aware checkpoint learned, and their check;
+    learned_model       the model they belong to (split where training split it), learned_grid its grid
 
 docs/quantization.md has the measurements behind each default. torch (and the modules that use it)
 is imported by the functions that inspect a model, so the option tables that read DEFAULT_SMOOTH
@@ -84,6 +85,25 @@ def learned_ranges(checkpoint) -> dict | None:
     checkpoint is exported with these ranges, already smoothed, without a calibration set."""
     qat = checkpoint.meta.get("qat") if isinstance(checkpoint.meta, dict) else None
     return qat["ranges"] if isinstance(qat, dict) and isinstance(qat.get("ranges"), dict) else None
+
+
+def learned_model(checkpoint):
+    """The model a quantization-aware checkpoint's ranges belong to: its MLPs split where training
+    split them (qat.split, {mlp: massive units}; split.py), else the model as stored."""
+    from .split import split_units
+
+    qat = checkpoint.meta.get("qat") if isinstance(checkpoint.meta, dict) else None
+    units = qat.get("split") if isinstance(qat, dict) else None
+    return split_units(checkpoint.model, units) if units else checkpoint.model
+
+
+def learned_grid(checkpoint) -> dict:
+    """The integer grid a quantization-aware checkpoint trained on (train/qat.py), for export to
+    reproduce: weight bits and activation levels; checkpoints from before the grid was recorded
+    trained on 8-bit weights and 256 activation levels."""
+    qat = checkpoint.meta.get("qat") if isinstance(checkpoint.meta, dict) else None
+    grid = qat.get("grid") if isinstance(qat, dict) else None
+    return {"weight_bits": 8, "activation_levels": 256, "symmetric": [], **(grid or {})}
 
 
 def check_ranges(qat: dict, layers) -> list[str]:

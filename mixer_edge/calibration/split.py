@@ -38,12 +38,14 @@ MAX_MASSIVE = 0.5           # at most this fraction of a layer's hidden units in
 
 
 class SplitMlp(nn.Module):
-    """Two MLPs over disjoint hidden units whose outputs add: main (with fc2's bias) + massive."""
+    """Two MLPs over disjoint hidden units whose outputs add: main (with fc2's bias) + massive.
+    `units`: the massive group's indices among the original MLP's hidden units (ascending)."""
 
-    def __init__(self, main: nn.Module, massive: nn.Module):
+    def __init__(self, main: nn.Module, massive: nn.Module, units=()):
         super().__init__()
         self.main = main
         self.massive = massive
+        self.units = tuple(int(u) for u in units)
 
     def forward(self, x):
         return self.main(x) + self.massive(x)
@@ -118,7 +120,45 @@ def _split(mlp, units) -> SplitMlp:
             part.fc2 = _linear(mlp.fc2.weight[:, idx],                                         # cols: (out, k)
                                mlp.fc2.bias if bias else torch.zeros_like(mlp.fc2.bias))
         halves.append(part)
-    return SplitMlp(*halves)
+    return SplitMlp(*halves, units=massive.tolist())
+
+
+def split_units(model, units: dict):
+    """A copy of an MlpMixer with the named MLPs split at the given massive units ({mlp: [unit]}),
+    as a quantization-aware checkpoint records them (train/qat.py): the split it was trained with."""
+    out = copy.deepcopy(model).eval()
+    modules = dict(out.named_modules())
+    for name, massive in units.items():
+        parent, attr = name.rsplit(".", 1)
+        setattr(modules[parent], attr, _split(modules[name], list(massive)))
+    return out
+
+
+def merge(model):
+    """(a copy with every SplitMlp put back into one Mlp, {mlp: massive units}): exact (fc1 rows and
+    fc2 columns back in their places, the two fc2 biases summed), so a checkpoint stays a plain
+    MlpMixer whatever was split while it trained."""
+    out = copy.deepcopy(model)
+    record = {}
+    for name, m in [(n, m) for n, m in out.named_modules() if isinstance(m, SplitMlp)]:
+        main, massive = m.main, m.massive
+        hidden = main.fc1.out_features + massive.fc1.out_features
+        big = torch.tensor(m.units)
+        rest = torch.tensor(sorted(set(range(hidden)) - set(m.units)))
+        whole = copy.deepcopy(main)
+        with torch.no_grad():
+            w1 = torch.empty(hidden, main.fc1.in_features)
+            b1 = torch.empty(hidden)
+            w1[rest], w1[big] = main.fc1.weight, massive.fc1.weight                   # rows: (hidden, in)
+            b1[rest], b1[big] = main.fc1.bias, massive.fc1.bias
+            w2 = torch.empty(main.fc2.out_features, hidden)
+            w2[:, rest], w2[:, big] = main.fc2.weight, massive.fc2.weight             # cols: (out, hidden)
+            whole.fc1 = _linear(w1, b1)
+            whole.fc2 = _linear(w2, main.fc2.bias + massive.fc2.bias)
+        parent, attr = name.rsplit(".", 1)
+        setattr(out.get_submodule(parent), attr, whole)
+        record[name] = list(m.units)
+    return out, record
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:

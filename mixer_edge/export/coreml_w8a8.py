@@ -90,6 +90,11 @@ def quantize_w8a8(model, calib, float_layers=(), method=None, learned=None):
         "calibration_batches": 0 if learned else len(batches),
         "on_calibration_images": closeness and {k: round(closeness[k], 4) if closeness[k] is not None else None
                                                 for k in ("sqnr_db", "top1_agreement", "cosine")},
+        **({"reproduces_qat": "no: LinearQuantizer quantizes the weights on its own affine 8-bit per-channel "
+                              "grid and the activations on 256 levels, not the 7-bit symmetric weights and "
+                              "255-level activations QAT trained on (train/qat.py); the learned ranges are "
+                              "used, the arithmetic differs (measured: 18-24 dB against the QAT model, "
+                              "benchmarks/RESULTS.md section 15)"} if learned is not None else {}),
     }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..calibration import ranges
-from ..calibration.policy import check_ranges, layer_macs, learned_ranges, prepare_model
+from ..calibration.policy import check_ranges, layer_macs, learned_grid, learned_model, learned_ranges, prepare_model
 from ..errors import BadInput, CalibrationError
 from . import qdq
 from .onnx_io import export_fp32_onnx
@@ -78,7 +78,7 @@ def target_rule(target, spec, recipe: dict) -> tuple:
 
 def _check_learned(checkpoint, spec) -> None:
     """A QAT checkpoint: its ranges name its layers; options that would change what it learned refused."""
-    problems = check_ranges(checkpoint.meta["qat"], layer_macs(checkpoint.model))
+    problems = check_ranges(checkpoint.meta["qat"], layer_macs(learned_model(checkpoint)))
     if spec.max_drop is not None:
         problems.append("--max-drop ranks layers by re-calibrating them; a QAT checkpoint is exported with the "
                         "ranges it learned (keep layers in float with --keep-float instead)")
@@ -94,9 +94,11 @@ def _prepare_learned(checkpoint, spec):
     notes = [] if spec.calib_method is None else [
         f"--calib-method {spec.calib_method} ignored: the ranges were learned by quantization-aware training"]
     details = {"qat": {"ranges": "learned (checkpoint qat.ranges)", "layers": len(qat["ranges"]),
-                       "float_layers": list(qat.get("float_layers", ())),
+                       "float_layers": list(qat.get("float_layers", ())), "grid": learned_grid(checkpoint),
+                       "split": {n: len(u) for n, u in (qat.get("split") or {}).items()},
                        "smoothing": "folded into the checkpoint before fine-tuning"
                        if qat.get("recipe", {}).get("smoothing") else "none"}, "notes": notes}
+    checkpoint = replace(checkpoint, model=learned_model(checkpoint))   # split where training split it
     return checkpoint, replace(spec, float_layers=spec.float_layers + extra, smooth=None), details
 
 
@@ -104,7 +106,12 @@ def place_qdq(graph, checkpoint, calib, flavor: str, spec):
     """The Q/DQ graph of one flavor for a W8A8 export (ONNX Runtime, TensorRT, OpenVINO): with the
     ranges a QAT checkpoint learned, else calibrated on calib. Returns (graph, details)."""
     learned = learned_ranges(checkpoint)
-    q, details = qdq.calibrate(graph, None if learned else calib.x, qdq.FLAVORS[flavor], spec.calib_method,
+    chosen = qdq.FLAVORS[flavor]
+    if learned:   # the grid the checkpoint trained on: its weight bits (never more than the flavor's) and levels
+        grid = learned_grid(checkpoint)
+        chosen = replace(chosen, weight_bits=min(chosen.weight_bits, grid["weight_bits"]),
+                         activation_levels=grid["activation_levels"])
+    q, details = qdq.calibrate(graph, None if learned else calib.x, chosen, spec.calib_method,
                                frozenset(spec.float_layers), learned=learned)
     details["calibration"]["sha256"] = None if learned else calib.sha256
     return q, details

@@ -38,6 +38,7 @@ class Flavor:
     weight_bits: int = 8
     recentre: bool = False           # symmetric only: shift one-sided inputs to zero mean (see recentre)
     int32_bias: bool = False         # Gemm / Conv bias as int32 + DQ: what ONNX Runtime fuses into QGemm
+    activation_levels: int = 256     # 255: a quantization-aware checkpoint's grid (codes -127..127, train/qat.py)
 
     @property
     def weight_qmax(self) -> int:
@@ -171,14 +172,17 @@ def quant_inputs(onnx_model, float_layers=frozenset()) -> tuple[list[str], list[
     return list(dict.fromkeys(acts)), weights
 
 
-def activation_qparams(lo: float, hi: float, symmetric: bool) -> tuple[np.float32, np.int8]:
+def activation_qparams(lo: float, hi: float, symmetric: bool, levels: int = 256) -> tuple[np.float32, np.int8]:
     """(scale, int8 zero point) for a range: symmetric -> amax / 127, zero point 0; asymmetric ->
-    256 levels over [lo, hi] widened to hold 0 (zero must be exact: padding, ReLU-like zeros)."""
+    `levels` levels over [lo, hi] widened to hold 0 (zero must be exact: padding, ReLU-like zeros):
+    256 (codes -128..127), or 255 (codes -127..127, the grid a symmetric target reaches by
+    recentring: a quantization-aware checkpoint's, train/qat.py)."""
     if symmetric:
         return np.float32(max(abs(lo), abs(hi), 1e-8) / 127), np.int8(0)
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = max(hi - lo, 1e-8) / 255
-    zp = int(np.clip(np.round(-128 - lo / scale), -128, 127))
+    qmin = -128 if levels == 256 else -127
+    scale = max(hi - lo, 1e-8) / (levels - 1)
+    zp = int(np.clip(np.round(qmin - lo / scale), -128, 127))
     return np.float32(scale), np.int8(zp)
 
 
@@ -206,7 +210,7 @@ def insert_qdq(onnx_model, act_ranges: dict[str, tuple[float, float]], flavor: F
     pairs: dict[str, list] = {}   # tensor -> the nodes that give its dequantized copy
     new_inits = []
     for t in acts:
-        scale, zp = activation_qparams(*act_ranges[t], flavor.symmetric_activations)
+        scale, zp = activation_qparams(*act_ranges[t], flavor.symmetric_activations, flavor.activation_levels)
         new_inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{t}_qdq_scale"),
                       numpy_helper.from_array(np.array(zp, np.int8), f"{t}_qdq_zero_point")]
         pairs[t] = _qdq(helper, t, None)
@@ -263,7 +267,7 @@ def _int32_biases(helper, numpy_helper, g, inits, act_ranges, flavor, float_laye
                 or layer_name(node.name) in float_layers:
             continue
         x, w, b = node.input[:3]
-        s_x, _ = activation_qparams(*act_ranges[x], flavor.symmetric_activations)
+        s_x, _ = activation_qparams(*act_ranges[x], flavor.symmetric_activations, flavor.activation_levels)
         w_arr = numpy_helper.to_array(inits[w])
         s_w = weight_qparams(w_arr, WEIGHT_AXIS[node.op_type](node, w_arr), flavor.weight_qmax)
         scale = (np.float32(s_x) * s_w).astype(np.float32)
@@ -330,7 +334,9 @@ def calibrate(onnx_model, x: np.ndarray | None, flavor: Flavor, method: str | No
             return tuple(float(v) for v in estimate(stats[t], False)) if t in stats else None
     shifted = {}
     if flavor.recentre:
-        onnx_model, act_ranges, shifted = recentre(onnx_model, act_ranges, asymmetric, flavor.weight_qmax)
+        # learned ranges: every input that can be shifted is, so the symmetric grid is QAT's exactly
+        onnx_model, act_ranges, shifted = recentre(onnx_model, act_ranges, asymmetric, flavor.weight_qmax,
+                                                   force=learned is not None)
     q = insert_qdq(onnx_model, act_ranges, flavor, float_layers)
     by_layer = {layer_name(n.name): n.input[0] for n in quant_nodes(onnx_model)}   # recentred inputs renamed
     details = {"flavor": flavor.name, "symmetric_activations": flavor.symmetric_activations,
@@ -349,12 +355,15 @@ def calibrate(onnx_model, x: np.ndarray | None, flavor: Flavor, method: str | No
 RECENTRE_GAIN = 1.33   # recentre when it shrinks the symmetric range by at least this factor
 
 
-def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None):
+def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None, force: bool = False):
     """Symmetric int8 (TensorRT: zero point 0) spends half its grid on values a one-sided tensor
     never takes: GELU outputs lie in [-0.17, max]. For a MatMul input x with a constant bias Add
     after it, x @ W + b == (x - c) @ W + (b + c * colsum(W)) exactly; with c the middle of x's
     asymmetric range, x - c is centred and its symmetric grid is up to twice as fine. Applied to a
-    tensor only when its range says so (RECENTRE_GAIN). `asymmetric(tensor)` gives its (lo, hi).
+    tensor only when its range says so (RECENTRE_GAIN), or to every tensor that can be shifted when
+    `force` (a quantization-aware checkpoint's ranges: the shifted symmetric grid is then exactly
+    the 255-level grid it trained on). A tensor read by several MatMuls (a split MLP's two fc1) is
+    shifted once, each bias corrected. `asymmetric(tensor)` gives its (lo, hi).
 
     Two details keep the shift from adding error of its own. c is a whole number of grid steps, so
     x = 0 (most GELU outputs) stays exactly representable, as an asymmetric zero point keeps it.
@@ -374,38 +383,42 @@ def recentre(onnx_model, act_ranges, asymmetric, weight_qmax: int | None = None)
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     aliases = initializer_aliases(g, inits)
+    by_input: dict[str, list] = {}
+    for n in g.node:
+        if n.op_type == "MatMul":
+            by_input.setdefault(n.input[0], []).append(n)
     act_ranges, shifted = dict(act_ranges), {}
-    for node in [n for n in g.node if n.op_type == "MatMul"]:
-        x, w = node.input[0], node.input[1]
-        biased = bias_add(consumers.get(node.output[0], []), node.output[0], inits, aliases)
-        if x not in act_ranges or w not in inits or biased is None or len(consumers.get(x, [])) != 1:
-            continue
+    for x, nodes in by_input.items():
+        biased = [bias_add(consumers.get(n.output[0], []), n.output[0], inits, aliases) for n in nodes]
+        if x not in act_ranges or len(consumers.get(x, [])) != len(nodes) or any(b is None for b in biased) \
+                or any(n.input[1] not in inits for n in nodes):
+            continue                                   # some reader is not a MatMul with a bias Add
         lo, hi = asymmetric(x)
         half = (hi - lo) / 2
-        if max(abs(lo), abs(hi)) < RECENTRE_GAIN * half:
+        if not force and max(abs(lo), abs(hi)) < RECENTRE_GAIN * half:
             continue
         step = max(half, 1e-8) / 127                                          # the shifted tensor's grid
         c = step * round((lo + hi) / 2 / step)
-        add, b_input, b_name = biased
-        W = numpy_helper.to_array(inits[w]).astype(np.float64)                 # (K, N)
-        b = numpy_helper.to_array(inits[b_name]).astype(np.float64)            # (N,)
-        if weight_qmax is not None:                                            # as the engine multiplies
-            scale = weight_qparams(W.astype(np.float32), W.ndim - 1, weight_qmax).astype(np.float64)   # (N,)
-            W = np.clip(np.round(W / scale), -weight_qmax, weight_qmax) * scale
-        corrected = (b + c * W.sum(axis=0)).astype(np.float32)
-        if b_input != b_name or len(consumers.get(b_name, [])) > 1:   # shared: this Add gets its own copy
-            own = f"{b_input}_recentred_{len(shifted)}"
-            g.initializer.append(numpy_helper.from_array(corrected, own))
-            add.input[list(add.input).index(b_input)] = own
-        else:
-            inits[b_name].CopyFrom(numpy_helper.from_array(corrected, b_name))
         shift, out = f"{x}_recentre_c", f"{x}_recentred"
+        for node, (add, b_input, b_name) in zip(nodes, biased):
+            W = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)   # (K, N)
+            b = numpy_helper.to_array(inits[b_name]).astype(np.float64)          # (N,)
+            if weight_qmax is not None:                                          # as the engine multiplies
+                scale = weight_qparams(W.astype(np.float32), W.ndim - 1, weight_qmax).astype(np.float64)   # (N,)
+                W = np.clip(np.round(W / scale), -weight_qmax, weight_qmax) * scale
+            corrected = (b + c * W.sum(axis=0)).astype(np.float32)
+            if b_input != b_name or len(consumers.get(b_name, [])) > 1:   # shared: this Add gets its own copy
+                own = f"{b_input}_recentred_{len(shifted)}"
+                g.initializer.append(numpy_helper.from_array(corrected, own))
+                add.input[list(add.input).index(b_input)] = own
+            else:
+                inits[b_name].CopyFrom(numpy_helper.from_array(corrected, b_name))
+            node.input[0] = out
+            shifted[node.name] = c
         g.initializer.append(numpy_helper.from_array(np.array(c, np.float32), shift))
-        sub = helper.make_node("Sub", [x, shift], [out], name=f"{node.name}_recentre")
-        g.node.insert(list(g.node).index(node), sub)
-        node.input[0] = out
+        first = min(list(g.node).index(n) for n in nodes)
+        g.node.insert(first, helper.make_node("Sub", [x, shift], [out], name=f"{nodes[0].name}_recentre"))
         act_ranges[out] = (-half, half)
-        shifted[node.name] = c
     return model, act_ranges, shifted
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..calibration.policy import learned_ranges
+from ..calibration.policy import learned_grid, learned_model, learned_ranges
 from ..errors import NotRunnable
 from ..runtime.batching import run_batched
 from ..train import qat
@@ -31,7 +31,8 @@ class ValidationData:
 
 def validation_data(checkpoint, x, labels, source: str, raw=None, about: dict | None = None) -> ValidationData:
     learned = learned_ranges(checkpoint)
-    quantized = None if learned is None else predict_logits(qat.simulation(checkpoint.model, learned), x)
+    quantized = None if learned is None else predict_logits(
+        qat.simulation(learned_model(checkpoint), learned, learned_grid(checkpoint)), x)
     return ValidationData(x=x, labels=labels, source=source, reference=predict_logits(checkpoint.model, x),
                           raw=raw, about=about, quantized=quantized)
 
