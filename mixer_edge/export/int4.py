@@ -32,6 +32,7 @@ from torch import nn
 from ..calibration.int4 import BLOCK, WeightCodes, check_block, gptq, layer_block, output_error, round_to_nearest
 from ..calibration.observe import module_tensors
 from ..errors import BadInput, CalibrationError, require
+from ..progress import progress
 from .qdq import layer_name, quant_nodes
 
 OPSET = 21               # DequantizeLinear with block_size and int4 tensors
@@ -97,7 +98,7 @@ def prepare(checkpoint, spec, calib):
     h = hessians(model, calib.x, names)
     modules = dict(model.named_modules())
     gains = {}
-    for n in names:
+    for n in progress(names, desc="int4: GPTQ, layer by layer", leave=False):   # one column at a time: slow on large layers
         lin = modules[n]
         w = lin.weight.detach().double().numpy()                        # (N, K)
         bits = bits_for(n, spec.int4_token_bits)
