@@ -36,6 +36,17 @@ def module_tensors(model, x: np.ndarray, names, *, inputs: bool, batch: int = 64
     return batches
 
 
+def channel_amax(model, x: np.ndarray, names, batch: int = 64) -> dict[str, np.ndarray]:
+    """max |output| per channel (last axis) of the named modules over images x (N, C, H, W): a
+    LayerNorm's channels (smoothing), an MLP's hidden units (split.py)."""
+    amax: dict[str, np.ndarray] = {}
+    for outs in module_tensors(model, x, names, inputs=False, batch=batch)():
+        for n, v in outs.items():                                   # v: (B, rows, C)
+            m = np.abs(v).reshape(-1, v.shape[-1]).max(0)
+            amax[n] = m if n not in amax else np.maximum(amax[n], m)
+    return {n: amax[n] for n in names}
+
+
 def input_stats(model, x: np.ndarray, names, batch: int = 64) -> dict[str, ranges.TensorStats]:
     """TensorStats of the first input of each named module over images x."""
     return ranges.collect(module_tensors(model, x, names, inputs=True, batch=batch))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
-from .observe import module_tensors
+from .observe import channel_amax
 
 MIN_SCALE = 1e-5
 
@@ -45,16 +45,6 @@ def folds(model) -> list[Fold]:
     return pairs + [Fold("norm", "head")]
 
 
-def channel_amax(model, x: np.ndarray, names, batch: int = 64) -> dict[str, torch.Tensor]:
-    """max |output| per channel (last axis) of the named modules over images x (N, C, H, W)."""
-    amax: dict[str, np.ndarray] = {}
-    for outs in module_tensors(model, x, names, inputs=False, batch=batch)():
-        for n, v in outs.items():                                   # v: (B, N, C)
-            m = np.abs(v).reshape(-1, v.shape[-1]).max(0)
-            amax[n] = m if n not in amax else np.maximum(amax[n], m)
-    return {n: torch.from_numpy(amax[n]) for n in names}
-
-
 def smooth(model, x: np.ndarray, alpha: float):
     """A smoothed copy of an MlpMixer (the caller's model is untouched) and what was done.
     x: calibration images (N, C, H, W) float32, preprocessed."""
@@ -63,7 +53,7 @@ def smooth(model, x: np.ndarray, alpha: float):
     out = copy.deepcopy(model).eval()
     modules = dict(out.named_modules())
     pairs = folds(out)
-    act = channel_amax(out, x, [f.norm for f in pairs])
+    act = {n: torch.from_numpy(a) for n, a in channel_amax(out, x, [f.norm for f in pairs]).items()}
     details = {"method": "smoothquant-fold", "alpha": alpha, "images": int(len(x)), "folds": []}
     with torch.no_grad():
         for f in pairs:

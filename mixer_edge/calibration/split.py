@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .observe import module_tensors
+from .observe import channel_amax, module_tensors
 
 MASSIVE_SPREAD = 20.0       # max / median of a layer's per-unit max |GELU output|: trained Mixers measure < 20
 SPLIT_GAIN = 4.0            # and the estimated fc2 rounding noise must drop at least this much (6 dB)
@@ -56,17 +56,6 @@ def mlps(model) -> list[str]:
     return [f"blocks.{i}.{kind}" for i in range(len(model.blocks)) for kind in ("mlp_tokens", "mlp_channels")]
 
 
-def unit_amax(model, x: np.ndarray, names) -> dict[str, np.ndarray]:
-    """max |GELU output| per hidden unit (last axis) of each named MLP over images x (N, C, H, W)."""
-    amax: dict[str, np.ndarray] = {}
-    acts = [f"{n}.act" for n in names]
-    for outs in module_tensors(model, x, acts, inputs=False)():
-        for a, v in outs.items():                                  # v: (B, rows, hidden)
-            m = np.abs(v).reshape(-1, v.shape[-1]).max(0)
-            amax[a] = m if a not in amax else np.maximum(amax[a], m)
-    return {n: amax[f"{n}.act"] for n in names}
-
-
 def choose(amax: np.ndarray, col_norm2: np.ndarray) -> dict:
     """The massive group of one MLP from its per-unit max |hidden| (H,) and fc2 column norms^2 (H,):
     {"spread", "units" (indices, largest first; empty: no split), "gain" (noise before / after)}."""
@@ -89,18 +78,17 @@ def split_massive(model, x: np.ndarray, skip=frozenset()):
     measured: {"method", "threshold", "gain", "layers": {mlp: {"spread", "gain", "massive"}}}. MLPs
     whose fc1 or fc2 is in `skip` (layers kept in float by name) are left whole. The caller's model
     is untouched; with nothing to split the copy is the same model."""
-    out = copy.deepcopy(model).eval()
+    out = copy.deepcopy(model).eval()                               # measured as it infers (no dropout)
     names = [n for n in mlps(out) if f"{n}.fc1" not in skip and f"{n}.fc2" not in skip]
-    amax = unit_amax(out, x, names)
+    amax = channel_amax(out, x, [f"{n}.act" for n in names])        # max |GELU output| per hidden unit
     modules = dict(out.named_modules())
-    record = {}
+    record, units = {}, {}
     for n in names:
-        mlp = modules[n]
-        pick = choose(amax[n], mlp.fc2.weight.detach().double().pow(2).sum(0).numpy())
+        pick = choose(amax[f"{n}.act"], modules[n].fc2.weight.detach().double().pow(2).sum(0).numpy())
         record[n] = {"spread": pick["spread"], "gain": pick["gain"], "massive": len(pick["units"])}
         if pick["units"]:
-            parent, attr = n.rsplit(".", 1)
-            setattr(modules[parent], attr, _split(mlp, pick["units"]))
+            units[n] = pick["units"]
+    _apply(out, units)
     details = {"method": "exact MLP split by hidden unit", "threshold": {"spread": MASSIVE_SPREAD, "gain": SPLIT_GAIN},
                "images": int(len(x)), "layers": record,
                "split": [n for n, r in record.items() if r["massive"]]}
@@ -127,11 +115,16 @@ def split_units(model, units: dict):
     """A copy of an MlpMixer with the named MLPs split at the given massive units ({mlp: [unit]}),
     as a quantization-aware checkpoint records them (train/qat.py): the split it was trained with."""
     out = copy.deepcopy(model).eval()
-    modules = dict(out.named_modules())
+    _apply(out, units)
+    return out
+
+
+def _apply(model, units: dict) -> None:
+    """Split the named MLPs of `model` in place at their massive units ({mlp: [unit]})."""
+    modules = dict(model.named_modules())
     for name, massive in units.items():
         parent, attr = name.rsplit(".", 1)
         setattr(modules[parent], attr, _split(modules[name], list(massive)))
-    return out
 
 
 def merge(model):

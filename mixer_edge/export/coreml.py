@@ -102,19 +102,13 @@ class CoreMLTarget:
                              "compute_precision": COMPUTE_PRECISION[spec.precision].lower(),
                              "input": _input_record(checkpoint, spec.coreml_input), "output": OUTPUT,
                              "classes": "user_defined_metadata['classes'] (JSON); output stays logits"}
-        stand_in = None
-        if spec.precision == "int4" and not _predicts_here():
+        stand_in = None   # what validates a quantized program here: the PyTorch model whose weights it holds
+        if not _predicts_here() and (quantized is not None or spec.precision == "int4"):
             import torch
 
             io = {"input": {"shape": ["batch", cfg.in_chans, *cfg.img_size]}, "output": {"shape": ["batch", cfg.num_classes]}}
-            stand_in = LoadedRunner(_torch_runner(model, io), what=INT4_STAND_IN,
-                                    config={"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
-        if quantized is not None and not _predicts_here():
-            import torch
-
-            io = {"input": {"shape": ["batch", cfg.in_chans, *cfg.img_size]}, "output": {"shape": ["batch", cfg.num_classes]}}
-            stand_in = LoadedRunner(_torch_runner(quantized, io),
-                                    what=W8A8_STAND_IN,
+            stand_in = LoadedRunner(_torch_runner(model if quantized is None else quantized, io),
+                                    what=W8A8_STAND_IN if quantized is not None else INT4_STAND_IN,
                                     config={"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads()})
         return Exported(files=(MODEL,), details=details, stand_in=stand_in)
 
