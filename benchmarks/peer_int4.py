@@ -15,7 +15,8 @@ against the FP32 one.
                                                       int4 per block, and PostTrainingPalettizer 4-bit
 
 Ours is exported at every --int4-block of --ours-blocks, each with the token-mixing MLPs at 8 bits
-(the default) and at 4; each peer row is paired with the best of ours (by SQNR) whose model file is
+(the default) and at 4, and for Core ML also with --int4-format palette (one float16 table per
+layer, bits spread over the layers at a uniform 4-bit palette's size); each peer row is paired with the best of ours (by SQNR) whose model file is
 no larger than the peer's ("at the same or a smaller size"); when none is, the smallest of ours and
 the row is not met. Core ML predicts only on macOS: both sides are the PyTorch models whose weights
 the programs hold (ours: the export's stand-in; the peer's: coremltools' compressed module), sizes
@@ -51,6 +52,7 @@ from mixer_edge.runtime.system import isa_flags
 from mixer_edge.runtime.backends.openvino import compile_model as ov_compile  # keeps the signal stack valid
 
 MARGIN_DB, TOP1_POINTS, SIZE_RATIO = 3.0, 1.0, 0.3       # the acceptance lines of the issue
+PALETTE = "palette (--int4-format palette)"
 MODEL_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin"), "tensorrt": ("model.onnx",),
                "coreml": ("model.mlpackage",)}
 
@@ -192,9 +194,9 @@ def peer_coreml(ck, calib_x, x, tmp: Path, kind: str, block: int) -> tuple:
 
 # ---- ours ---------------------------------------------------------------------------------------------
 
-def ours(ck, target, calib, val, out: Path, block: int, token_bits: int) -> dict:
-    spec = ExportSpec("int4", int4_block=block, int4_token_bits=token_bits, coreml_target="iOS18")
-    o = export_one(ck, target, spec, calib, out / f"b{block}-t{token_bits}", validation=val, force=True,
+def ours(ck, target, calib, val, out: Path, block: int, token_bits: int, fmt: str = "blocks") -> dict:
+    spec = ExportSpec("int4", int4_block=block, int4_token_bits=token_bits, int4_format=fmt, coreml_target="iOS18")
+    o = export_one(ck, target, spec, calib, out / f"{fmt}-b{block}-t{token_bits}", validation=val, force=True,
                    keep_invalid=True)
     v = o.validation
     size = sum(size_of(o.dest / f) for f in MODEL_FILES[target])
@@ -245,8 +247,10 @@ def main(argv=None) -> int:
         export_fp32_onnx(ck.model, fp32)
         fp32_bytes = size_of(fp32)
         for target in targets:
-            mine = {(b, t): ours(ck, target, calib, val, tmp / "ours" / target, b, t)
+            mine = {f"block {b}, token mixing {t}-bit": ours(ck, target, calib, val, tmp / "ours" / target, b, t)
                     for t in (8, 4) for b in ours_blocks}
+            if target == "coreml":
+                mine[PALETTE] = ours(ck, target, calib, val, tmp / "ours" / target, ours_blocks[0], 8, "palette")
             peers = []
             for block in peer_blocks:
                 peers += _peers(target, block, block == peer_blocks[-1], ck, fp32, tmp, calib, x, args)
@@ -294,7 +298,7 @@ def _row(target, mine: dict, peer_name, peer, fp32_bytes, fp32_top1) -> dict:
     fits = [b for b, m in mine.items() if peer is None or m["bytes"] <= peer["bytes"]]
     block = max(fits, key=lambda b: mine[b]["sqnr_db"]) if fits else min(mine, key=lambda b: mine[b]["bytes"])
     m = mine[block]
-    r = {"target": target, "ours_block": list(block), "ours": m, "peer": peer_name, "peer_figures": peer,
+    r = {"target": target, "ours_config": block, "ours": m, "peer": peer_name, "peer_figures": peer,
          "ours_size_ratio": round(m["bytes"] / fp32_bytes, 3)}
     if peer is not None:
         r["delta_db"] = round(m["sqnr_db"] - peer["sqnr_db"], 2)
@@ -306,14 +310,13 @@ def _row(target, mine: dict, peer_name, peer, fp32_bytes, fp32_top1) -> dict:
 
 def _print(rows, fp32_top1, n, seconds) -> None:
     print(f"\nFP32 top-1 {100 * fp32_top1:.2f} % on {n} held-out images; {seconds:.0f} s\n")
-    print("| target | peer | peer: SQNR, agreement, top-1, size | mixer-edge int4 (block): SQNR, agreement, top-1, size "
+    print("| target | peer | peer: SQNR, agreement, top-1, size | mixer-edge int4 (its configuration): SQNR, agreement, top-1, size "
           "| Δ SQNR | met |\n|---|---|---|---|---|---|")
     for r in rows:
         m, p = r["ours"], r["peer_figures"]
         mine = f"{m['sqnr_db']:.1f} dB, {m['agreement']:.3f}, {100 * m['top1']:.1f} %, {m['bytes'] / 1e3:.0f} kB ({r['ours_size_ratio']:.2f}x)"
         peer = "—" if p is None else f"{p['sqnr_db']:.1f} dB, {p['agreement']:.3f}, {100 * p['top1']:.1f} %, {p['bytes'] / 1e3:.0f} kB"
-        b, t = r["ours_block"]
-        print(f"| {r['target']} | {r['peer']} | {peer} | (block {b}, token mixing {t}-bit) {mine} | "
+        print(f"| {r['target']} | {r['peer']} | {peer} | ({r['ours_config']}) {mine} | "
               f"{'—' if p is None else format(r['delta_db'], '+.1f')} | {'—' if p is None else ('yes' if r['met'] else 'no')} |")
 
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..errors import BadInput, name_type, resolve
-from ..export.base import CALIB_METHODS, INT4_BLOCK, ExportSpec
+from ..export.base import CALIB_METHODS, INT4_BLOCK, INT4_FORMATS, ExportSpec
 from ..export.registry import AUTO, expand, target_names
 from ..export.validate import db_text
 from ..runtime.errors import EXIT_OK, EXIT_VALIDATION_FAILED
@@ -72,6 +72,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--int4-token-bits", type=int, default=8, choices=(8, 4), metavar="{8,4}",
                    help="INT4: weight bits of the token-mixing MLPs (3-5 %% of the weights): 8 (default; at 4 bits "
                         "they carry most of the error) or 4 for the smallest file")
+    p.add_argument("--int4-format", default="blocks", choices=INT4_FORMATS,
+                   help="INT4: blocks (default; a scale per --int4-block weights, every target) or palette (Core ML "
+                        "only): one 16-entry float16 table per layer, k-means refitted by GPTQ, bits spread over the "
+                        "layers (token mixing 6, the least sensitive channel layers 3) at the size of a uniform "
+                        "4-bit palette, the format of coremltools' palettization")
     p.add_argument("--weights-only", action="store_true",
                    help="with --int8: quantize weights only, activations stay float (Core ML, OpenVINO)")
     p.add_argument("--eval-data", default=None,
@@ -112,7 +117,8 @@ def export_plan(args: argparse.Namespace):
     spec = ExportSpec(calib_method=args.calib_method, smooth=args.smooth, split=args.split, float_layers=_listed([args.keep_float], ""),
                       max_drop=args.max_drop, coreml_input=args.coreml_input, coreml_target=args.coreml_target,
                       weights_only=args.weights_only, strict=args.strict,
-                      int4_block=args.int4_block, int4_token_bits=args.int4_token_bits)
+                      int4_block=args.int4_block, int4_token_bits=args.int4_token_bits,
+                      int4_format=args.int4_format)
     targets = _listed(args.target, "onnx")
     if AUTO in (t.lower() for t in targets):
         if len(targets) > 1:

@@ -26,6 +26,7 @@ from ..errors import BadInput
 from ..runtime.backends import Options
 
 CALIB_METHODS = tuple(METHODS)     # calibration/ranges.py, shared by every target
+INT4_FORMATS = ("blocks", "palette")   # calibration/int4.py (every target), export/int4_palette.py (Core ML)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ExportSpec:
     smooth: float | None = DEFAULT_SMOOTH  # INT8: SmoothQuant fold strength alpha (calibration/smoothing.py); None = off
     int4_block: int = INT4_BLOCK     # INT4: inputs per weight scale (calibration/int4.py)
     int4_token_bits: int = 8         # INT4: the token-mixing MLPs' weight bits, 8 (measured default) or 4
+    int4_format: str = "blocks"      # INT4: "blocks" (a scale per block) or "palette" (Core ML: export/int4_palette.py)
     split: bool = True               # INT8: MLPs with massive hidden units split in two (calibration/split.py)
     float_layers: tuple[str, ...] = ()  # INT8: layers (module paths) kept in float
     max_drop: float | None = None    # INT8: keep the most sensitive layers in float until top-1 drops <= this

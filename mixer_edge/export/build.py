@@ -69,6 +69,10 @@ def check_request(target, spec: ExportSpec, calib, learned: bool = False) -> Non
                                f"target {target.name!r} quantizes activations from it")
     if spec.precision == "int4":
         check_block(spec.int4_block)
+        formats = getattr(target, "int4_formats", ("blocks",))
+        if spec.int4_format not in formats:
+            raise BadInput(f"--int4-format {spec.int4_format} is not a format target {target.name!r} stores; it takes "
+                           f"{', '.join(formats)} (palette: Core ML only)")
         if calib is None:
             raise CalibrationError("--precision int4 needs calibration data (--calib-data SPEC or a saved .npz): "
                                    "GPTQ rounds each layer's 4-bit weights against its inputs on those images")

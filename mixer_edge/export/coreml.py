@@ -57,6 +57,7 @@ COMPUTE_UNITS = {"all": "ALL", "cpu_only": "CPU_ONLY", "cpu_and_gpu": "CPU_AND_G
                  "cpu_and_ne": "CPU_AND_NE"}                                   # -> ct.ComputeUnit.*
 
 class CoreMLTarget:
+    int4_formats = ("blocks", "palette")   # --int4-format: export/int4_palette.py (other targets: blocks)
     name = "coreml"
     capabilities = Capabilities(frozenset({"fp32", "fp16", "int8", "int4"}), ("coremltools",), "coreml",
                                 "Core ML on iOS / macOS (Apple Neural Engine, GPU, CPU); runs only on macOS")

@@ -35,8 +35,9 @@ DEPLOYMENT_TARGETS = {         # --coreml-target NAME -> ct.target.NAME
 }
 
 # Ops whose output is an int8 weight expanded at load time (iOS16/17 and iOS18 spellings).
-QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
 WEIGHT_OPS = ("linear", "conv")     # the ops that carry the MACs, and whose weights are quantized
+PALETTE_INDICES = {"UINT1", "UINT2", "UINT3", "UINT4", "UINT6", "UINT8"}   # constexpr_lut_to_dense's index types
 FLOAT16, FLOAT32 = "FLOAT16", "FLOAT32"
 
 
@@ -97,8 +98,10 @@ def _precision_problems(facts: dict, precision: str, weights_only: bool, activat
         if float_weights != float_layers:
             problems.append(f"int4 asked with {float_layers} layers kept float, but {float_weights} linear/conv "
                             f"weights are float (weight sources: {sources})")
-        if "INT4" not in facts["weights"]["stored"] or set(facts["weights"]["stored"]) - {"INT4", "INT8"}:
-            problems.append(f"quantized weights stored as {facts['weights']['stored']}, not 4-bit (8-bit token mixing)")
+        stored = set(facts["weights"]["stored"])
+        if not (stored and stored <= PALETTE_INDICES) and ("INT4" not in stored or stored - {"INT4", "INT8"}):
+            problems.append(f"quantized weights stored as {facts['weights']['stored']}, neither 4-bit blocks (8-bit "
+                            f"token mixing) nor palette indices")
         if counts["quantize"] or counts["dequantize"]:
             problems.append("int4 (weight-only) program quantizes activations")
     if int8 and float_weights != float_layers:
@@ -166,7 +169,7 @@ def matmul_ops(mlpackage_path) -> list:
 
 def _stored_dtype(op, by_output, dtype) -> str:
     """The integer type a quantized-weight op stores its data in (an attribute or a const input)."""
-    for key in ("quantized_data", "data"):
+    for key in ("quantized_data", "data", "indices"):
         if key in op.attributes:
             return dtype(op.attributes[key].type.tensorType.dataType)
         if key in op.inputs:

@@ -33,15 +33,18 @@ from ..calibration.int4 import BLOCK, WeightCodes, check_block, gptq, layer_bloc
 from ..calibration.observe import module_tensors
 from ..errors import BadInput, CalibrationError, require
 from ..progress import progress
+from . import int4_palette
+from .base import INT4_FORMATS
 from .qdq import layer_name, quant_nodes
 
 OPSET = 21               # DequantizeLinear with block_size and int4 tensors
 
 
 class Int4Linear(nn.Linear):
-    """A Linear whose weight lies on an int4 grid, with its codes: what the files store."""
+    """A Linear whose weight lies on an int4 grid (WeightCodes) or a palette (calibration/palette.py),
+    with its codes: what the files store."""
 
-    def __init__(self, linear: nn.Linear, q: WeightCodes):
+    def __init__(self, linear: nn.Linear, q):
         super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None)
         with torch.no_grad():
             self.weight.copy_(torch.from_numpy(q.dequantize()))
@@ -93,14 +96,29 @@ def prepare(checkpoint, spec, calib):
     if spec.int4_token_bits not in TOKEN_MIXING_BITS:
         raise BadInput(f"--int4-token-bits must be one of {', '.join(map(str, TOKEN_MIXING_BITS))}, got "
                        f"{spec.int4_token_bits}")
+    if spec.int4_format not in INT4_FORMATS:
+        raise BadInput(f"--int4-format must be one of {', '.join(INT4_FORMATS)}, got {spec.int4_format!r}")
     model = copy.deepcopy(checkpoint.model).eval()
     names = layers(model)
     h = hessians(model, calib.x, names)
     modules = dict(model.named_modules())
-    gains = {}
+    if spec.int4_format == "palette":
+        weights, details = int4_palette.palettes(model, names, h, calib.x)
+    else:
+        weights, details = _blocks(modules, names, h, spec, block)
+    for n, q in weights.items():
+        parent, attr = n.rsplit(".", 1)
+        setattr(modules[parent], attr, Int4Linear(modules[n], q))
+    details = {**details, "format": spec.int4_format, "layers": len(names), "float_layers": float_layers(model),
+               "calibration_images": int(len(calib.x)), "calibration_sha256": calib.sha256}
+    return replace(checkpoint, model=model), {"int4": details}
+
+
+def _blocks(modules, names, h, spec, block) -> tuple[dict[str, WeightCodes], dict]:
+    """({layer: GPTQ's block-wise codes}, details)."""
+    out, gains = {}, {}
     for n in progress(names, desc="int4: GPTQ, layer by layer", leave=False):   # one column at a time: slow on large layers
-        lin = modules[n]
-        w = lin.weight.detach().double().numpy()                        # (N, K)
+        w = modules[n].weight.detach().double().numpy()                 # (N, K)
         bits = bits_for(n, spec.int4_token_bits)
         b = w.shape[1] if bits == 8 and ".mlp_tokens." in n else layer_block(w.shape[1], block)   # 8: per output
         q = gptq(w, h[n], b, bits)
@@ -108,18 +126,15 @@ def prepare(checkpoint, spec, calib):
         # the measured gain over rounding to nearest, on the calibration inputs (the objective GPTQ lowers)
         gains[n] = round(10 * np.log10(output_error(w, rtn.dequantize(), h[n]) /
                                        max(output_error(w, q.dequantize(), h[n]), 1e-30)), 2)
-        parent, attr = n.rsplit(".", 1)
-        setattr(modules[parent], attr, Int4Linear(lin, q))
+        out[n] = q
     details = {"weights": "int4, symmetric, one float32 scale per block of inputs" + (
                    "; the token-mixing MLPs int8, one scale per output" if spec.int4_token_bits == 8 else ""),
                "block": block, "token_mixing_bits": spec.int4_token_bits,
                "bits": {n: bits_for(n, spec.int4_token_bits) for n in names},
-               "rounding": "GPTQ on the calibration images' layer inputs", "layers": len(names),
+               "rounding": "GPTQ on the calibration images' layer inputs",
                "per_channel": [n for n in names if bits_for(n, spec.int4_token_bits) == 4 and modules[n].in_features % block],
-               "float_layers": float_layers(model),
-               "calibration_images": int(len(calib.x)), "calibration_sha256": calib.sha256,
                "gptq_gain_db": gains}
-    return replace(checkpoint, model=model), {"int4": details}
+    return out, details
 
 
 def float_layers(model) -> list[str]:

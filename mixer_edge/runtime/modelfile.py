@@ -264,10 +264,11 @@ def _ir_dim(text: str):
 
 # export/coreml_program.py: ops whose output is an int8 weight expanded at load time; the ops with
 # the MACs; MIL data types.
-QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+QUANTIZED_WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
 WEIGHT_OPS = ("linear", "conv")
 MIL_FLOAT16 = 10
 MIL_4BIT = (25, 35)    # MIL DataType INT4, UINT4: per-block 4-bit weights (export/coreml_int4.py)
+MIL_PALETTE = (35, 36, 37, 38, 39)   # UINT4, UINT2, UINT1, UINT6, UINT3: palette indices (--int4-format palette)
 GRAYSCALE = (10, 40)   # ImageFeatureType.ColorSpace: GRAYSCALE, GRAYSCALE_FLOAT16 (RGB 20, BGR 30)
 
 
@@ -304,9 +305,10 @@ def _mlprogram_facts(blob, name: str) -> ModelFacts:
     counts = Counter(kinds)
     half = sum(_one(_one(_one(o, 2, b""), 1, b""), 1) == MIL_FLOAT16 for op in ops for o in _all(op, 3))
     quantizers = sum(counts[t] for t in (*QUANTIZED_WEIGHT_OPS, "quantize", "dequantize"))
-    four = sum(_inline_dtype(op, "data") in MIL_4BIT for op, kind in zip(ops, kinds) if kind in QUANTIZED_WEIGHT_OPS)
+    four = sum(_inline_dtype(op, "data") in MIL_4BIT or _inline_dtype(op, "indices") in MIL_PALETTE
+               for op, kind in zip(ops, kinds) if kind in QUANTIZED_WEIGHT_OPS)
     if four:
-        precision, evidence = "int4", f"{four} {'/'.join(QUANTIZED_WEIGHT_OPS)} ops with 4-bit data"
+        precision, evidence = "int4", f"{four} {'/'.join(QUANTIZED_WEIGHT_OPS)} ops with 4-bit (or sub-byte palette) data"
     elif quantizers:
         precision = "int8"
         evidence = ", ".join(f"{counts[t]} {t}" for t in (*QUANTIZED_WEIGHT_OPS, "quantize", "dequantize")
