@@ -11,7 +11,8 @@ graph that stores them as DequantizeLinear int4 blocks (ONNX Runtime, TensorRT, 
                 ones: a token-mixing weight multiplies every channel of its token); measured in
                 docs/quantization.md, "4-bit weights"
     prepare     a copy of the model whose MLP Linears are Int4Linear: the weight on its int4 grid
-                (so PyTorch, validation and every file compute the same weights) and the codes
+                (so PyTorch, validation and every file compute the same weights) and the codes;
+                with --int4-format palette (Core ML only) palettes instead (export/int4_palette.py)
     qdq_int4    an fp32 ONNX graph with those weights as int4 initializers + blocked
                 DequantizeLinear (opset 21), the form ONNX Runtime fuses into MatMulNBits and
                 TensorRT 10 takes as int4 weight-only quantization
