@@ -92,7 +92,10 @@ def test_int8_is_the_shared_qdq_graph(outcomes):
     xml = o.artifact.file("model.xml").read_text()
     ex = o.artifact.manifest["export"]
     q = ex["qdq"]
-    assert q["flavor"] == "openvino" and q["symmetric_activations"] is False
+    # symmetric activations (zero point 0: OpenVINO's faster FullyConnected path), the one-sided GELU
+    # outputs recentred: every fc2 of the 16 MLPs reads a shifted input
+    assert q["flavor"] == "openvino" and q["symmetric_activations"] is True
+    assert sorted(q["recentred"]) == sorted(n for n in q["calibration"]["ranges"] if n.endswith(".fc2")), q["recentred"]
     assert q["quantizable_layers"] == 18 and q["quantized_layers"] == 17 and q["float_layers"] == ["head"]
     assert xml.count('type="FakeQuantize"') >= q["activation_qdq"] == 17
     assert q["calibration"]["method"] == "entropy" and "calib_method_ignored" not in ex

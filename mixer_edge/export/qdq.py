@@ -29,9 +29,12 @@ STATS_BATCH = 16                         # images per ONNX Runtime call while me
 @dataclass(frozen=True)
 class Flavor:
     """How one runtime wants its Q/DQ. TensorRT: symmetric activations (zero point 0), weights as
-    float initializers + Q/DQ (it folds them). ONNX Runtime / OpenVINO: asymmetric activations
-    (GELU outputs are one-sided), int8 weight initializers + DQ, the form their integer kernels
-    fuse. weight_bits 7 is ONNX Runtime's reduce_range (its u8 x s8 kernels saturate without VNNI)."""
+    float initializers + Q/DQ (it folds them). ONNX Runtime: asymmetric activations (GELU outputs
+    are one-sided), int8 weight initializers + DQ, the form its integer kernels fuse. OpenVINO:
+    int8 weight initializers + DQ with symmetric, recentred activations: its CPU plugin runs a
+    FakeQuantize with a zero point through a slower FullyConnected path (B/16 on AMX: 15.9 against
+    14.4 ms of FC time a call, 5-8 % of the whole; benchmarks/RESULTS.md 12.3), and recentring keeps
+    the accuracy (0.2-1.0 dB better than asymmetric, measured on the T/4 and B/16 models there). weight_bits 7 is ONNX Runtime's reduce_range (its u8 x s8 kernels saturate without VNNI)."""
     name: str
     symmetric_activations: bool
     int8_weights: bool
@@ -49,7 +52,7 @@ FLAVORS = {
     "tensorrt": Flavor("tensorrt", symmetric_activations=True, int8_weights=False, recentre=True),
     "onnxruntime": Flavor("onnxruntime", symmetric_activations=False, int8_weights=True, weight_bits=7,
                           int32_bias=True),
-    "openvino": Flavor("openvino", symmetric_activations=False, int8_weights=True),
+    "openvino": Flavor("openvino", symmetric_activations=True, int8_weights=True, recentre=True),
 }
 
 
