@@ -2,8 +2,8 @@
 
     fp32  ov.convert_model -> ov.save_model(compress_to_fp16=False)
     fp16  the same IR with FP16 weights (a save option; execution precision is a runtime hint)
-    int8  the shared Q/DQ graph of export/qdq.py (OpenVINO flavor: asymmetric int8 activations,
-          per-channel int8 weights), converted to IR: OpenVINO turns each Q/DQ pair into a
+    int8  the shared Q/DQ graph of export/qdq.py (OpenVINO flavor: symmetric int8 activations with
+          one-sided inputs recentred, per-channel int8 weights), converted to IR: OpenVINO turns each Q/DQ pair into a
           FakeQuantize and runs the MatMuls in int8, like an NNCF-quantized model, but with the
           ranges, smoothing and float layers every other target gets (docs/quantization.md);
           --weights-only gives INT8 weights with float activations (nncf.compress_weights)

@@ -32,9 +32,9 @@ class Flavor:
     float initializers + Q/DQ (it folds them). ONNX Runtime: asymmetric activations (GELU outputs
     are one-sided), int8 weight initializers + DQ, the form its integer kernels fuse. OpenVINO:
     int8 weight initializers + DQ with symmetric, recentred activations: its CPU plugin runs a
-    FakeQuantize with a zero point through a slower FullyConnected path (B/16 on AMX: 15.9 against
-    14.4 ms of FC time a call, 5-8 % of the whole; benchmarks/RESULTS.md 12.3), and recentring keeps
-    the accuracy (0.2-1.0 dB better than asymmetric, measured on the T/4 and B/16 models there). weight_bits 7 is ONNX Runtime's reduce_range (its u8 x s8 kernels saturate without VNNI)."""
+    FakeQuantize with a zero point through a slower FullyConnected path (B/16 on AMX: 5 % off the
+    batch-1 time, 8 % off batch 32's; benchmarks/openvino_flavors.py, RESULTS.md 12.3), and
+    recentring keeps the accuracy (0.1-1.0 dB better than asymmetric on the models measured there). weight_bits 7 is ONNX Runtime's reduce_range (its u8 x s8 kernels saturate without VNNI)."""
     name: str
     symmetric_activations: bool
     int8_weights: bool
