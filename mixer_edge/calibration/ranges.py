@@ -3,8 +3,9 @@ quantizer maps onto its grid. Pure numpy; which method is the default, and why, 
 docs/quantization.md.
 
 Statistics are one signed histogram per tensor over [-amax, amax] (amax = max |x| over the
-calibration images), so one pass of statistics serves symmetric targets (TensorRT: zero point 0)
-and asymmetric ones (ONNX Runtime, OpenVINO: GELU outputs are one-sided) alike.
+calibration images), so one pass of statistics serves symmetric targets (TensorRT, OpenVINO: zero
+point 0, one-sided inputs recentred) and asymmetric ones (ONNX Runtime: GELU outputs are one-sided)
+alike.
 """
 from __future__ import annotations
 

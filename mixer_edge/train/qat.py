@@ -5,10 +5,10 @@ calibration (docs/quantization.md, "Quantization-aware training").
 Placement is the export's (export/qdq.py): every Conv2d / Linear not kept in float gets
 - its input fake-quantized per tensor over a learned [lo, hi] holding 0, on the one grid every
   target can compute exactly (GRID): [lo, hi] on codes -127..127, saturating at -128 and 127 as
-  every int8 quantizer does (ONNX Runtime and OpenVINO as an asymmetric int8 scale and zero point;
-  TensorRT, whose activations are symmetric, by recentring the input by a whole number of steps,
+  every int8 quantizer does (ONNX Runtime as an asymmetric int8 scale and zero point; TensorRT and
+  OpenVINO, whose activations are symmetric, by recentring the input by a whole number of steps,
   which is the same arithmetic: 256 levels over [lo, hi] cannot be), symmetric (zero point 0)
-  for the patch stem's convolution, which TensorRT cannot recentre;
+  for the patch stem's convolution, which a recentring cannot reach;
 - its weight fake-quantized per output channel, symmetric, max |w| / 63: 7-bit values, what ONNX
   Runtime's int8 kernels need to stay exact on CPUs without VNNI, so every target uses them;
 the head stays float (OpenVINO keeps it float by its own rule: export/openvino.py), as do
