@@ -37,6 +37,7 @@ def test_the_layers_given_fewer_bits_are_the_least_sensitive(ck, calib, prepared
     _, details = prepared
     bits = details["int4"]["bits"]
     low = {n for n, b in bits.items() if b == int4_palette.LOW_BITS}
+    assert low, bits     # the T/2's 6-bit token mixing is paid by one channel-mixing layer (measured)
     channel = [n for n in bits if ".mlp_channels." in n]
     # each channel layer alone on a 3-bit k-means palette, the logits' squared error: recomputed here
     x = torch.from_numpy(calib.x[:int4_palette.SENSITIVITY_IMAGES])
