@@ -87,19 +87,26 @@ def round_to_nearest(w: np.ndarray, block: int = BLOCK, bits: int = 4) -> Weight
     return WeightCodes(np.clip(np.round(w / s), *qrange(bits)).astype(np.int8), scales, block, bits)
 
 
+def gptq_start(w: np.ndarray, hessian: np.ndarray, damp: float = DAMP) -> tuple[np.ndarray, np.ndarray]:
+    """(a float64 copy of w (N, K) to update in place, U (K, K)): what GPTQ rounds against, for any grid
+    (this module's blocks, calibration/palette.py's tables). U is the upper Cholesky factor of the
+    dampened H^-1; row i holds how column i's error spreads onto columns > i. Inputs never nonzero
+    carry no information: their weights are zeroed and their diagonal set to 1."""
+    w = np.array(w, np.float64)
+    h = np.array(hessian, np.float64)
+    dead = np.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h[np.diag_indices(len(h))] += damp * np.mean(np.diag(h))
+    return w, np.linalg.cholesky(np.linalg.inv(h)).T
+
+
 def gptq(w: np.ndarray, hessian: np.ndarray, block: int = BLOCK, bits: int = 4, damp: float = DAMP) -> WeightCodes:
     """GPTQ's codes for w (N, K) given H = X^T X (K, K) of its inputs. Columns in order; a block's
     scales from its columns as updated when GPTQ reaches it."""
     qmin, qmax = qrange(bits)
-    w = np.array(w, np.float64)                                         # (N, K), updated in place
+    w, u = gptq_start(w, hessian, damp)
     n, k = w.shape
-    h = np.array(hessian, np.float64)
-    dead = np.diag(h) == 0                                              # inputs never nonzero: no information
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    h[np.diag_indices(k)] += damp * np.mean(np.diag(h))
-    # U: the upper Cholesky factor of H^-1; row i holds how column i's error spreads onto columns > i.
-    u = np.linalg.cholesky(np.linalg.inv(h)).T                          # (K, K) upper triangular
     codes = np.zeros((n, k), np.int8)
     scales = np.zeros((n, -(-k // block)), np.float32)
     for i in range(k):

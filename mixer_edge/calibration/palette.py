@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .int4 import DAMP
+from .int4 import DAMP, gptq_start, output_error
 
-ROUNDS = 3                 # table refit / GPTQ rounds (measured: the third rarely changes the error)
+ROUNDS = 3                 # table refit / GPTQ rounds; the round with the least output error is kept
 KMEANS_ITERS = 30
 ROWS = 64                  # refit's rows per chunk
 
@@ -71,14 +71,8 @@ def nearest(v: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 def gptq_round(w: np.ndarray, hessian: np.ndarray, lut: np.ndarray, damp: float = DAMP) -> np.ndarray:
     """GPTQ's indices of w (N, K) into a sorted table lut, given H = X^T X (K, K). Returns (N, K) uint8."""
-    w = np.array(w, np.float64)                                         # (N, K), updated in place
+    w, u = gptq_start(w, hessian, damp)                                 # (N, K) updated in place; (K, K)
     n, k = w.shape
-    h = np.array(hessian, np.float64)
-    dead = np.diag(h) == 0                                              # inputs never nonzero
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    h[np.diag_indices(k)] += damp * np.mean(np.diag(h))
-    u = np.linalg.cholesky(np.linalg.inv(h)).T                          # (K, K) upper
     idx = np.zeros((n, k), np.uint8)
     for i in range(k):
         q = nearest(w[:, i], lut)                                       # (N,)
@@ -101,11 +95,6 @@ def refit(w: np.ndarray, hessian: np.ndarray, idx: np.ndarray, levels: int) -> n
         a += np.einsum("nkl,km,nmj->lj", onehot, h, onehot, optimize=True)
     a[np.diag_indices(levels)] += 1e-9 * max(np.trace(a) / levels, 1e-30)
     return np.linalg.solve(a, b)
-
-
-def output_error(w: np.ndarray, wq: np.ndarray, hessian: np.ndarray) -> float:
-    d = np.asarray(w, np.float64) - np.asarray(wq, np.float64)          # (N, K)
-    return float(np.einsum("nk,kl,nl->", d, np.asarray(hessian, np.float64), d))
 
 
 def palettize(w: np.ndarray, hessian: np.ndarray | None, bits: int, rounds: int = ROUNDS) -> Palette:
