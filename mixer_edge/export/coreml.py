@@ -6,8 +6,9 @@
           calibrated on the shared calibration set (observers only, no training), finalized, then
           converted (iOS17 / macOS14 or newer: `quantize` / `dequantize` ops exist from there on);
           --weights-only: the FP16 program with int8 weights (optimize.coreml.linear_quantize_weights)
-    int4  the FP16 program with the MLPs' GPTQ int4 weights as constexpr_blockwise_shift_scale
-          (export/coreml_int4.py; iOS18 / macOS15 or newer), activations float16
+    int4  the FP16 program with the MLPs' GPTQ int4 weights as constexpr_blockwise_shift_scale, or
+          with --int4-format palette their palettes as constexpr_lut_to_dense (export/coreml_int4.py;
+          iOS18 / macOS15 or newer), activations float16
 
 Input "input": a tensor (batch 1..64, C, H, W) float32, or with --coreml-input image an image whose
 preprocessing ((x / 255 - mean) / std) is baked in as ImageType scale / bias. Output "logits"
@@ -163,7 +164,7 @@ def _check_request(checkpoint, spec, calib) -> DeploymentTarget:
                                    "activation ranges are observed on them")
     if spec.precision == "int4" and not target.int4_weights:
         newer = ", ".join(n for n, t in DEPLOYMENT_TARGETS.items() if t.int4_weights)
-        raise BadInput(f"coreml int4 (per-block 4-bit weights) needs deployment target iOS18 / macOS15 or newer, got "
+        raise BadInput(f"coreml int4 (4-bit weights: per block or palettized) needs deployment target iOS18 / macOS15 or newer, got "
                        f"--coreml-target {spec.coreml_target}; use one of {newer}")
     if spec.coreml_input == "image":
         _image_preprocessing(checkpoint.preprocess)  # raises when it cannot be baked in

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from ..calibration.palette import Palette, nbytes, palettize
-from ..errors import CalibrationError
 from ..progress import progress
 
 BITS = 4                             # the uniform palette whose size is the budget
@@ -74,8 +73,6 @@ def sensitivity(model, names: list[str], x: np.ndarray) -> dict[str, float]:
 
 def palettes(model, names: list[str], hessians: dict, x: np.ndarray) -> tuple[dict[str, Palette], dict]:
     """({layer: Palette}, details): every named Linear palettized at its allocated bits."""
-    if len(x) == 0:
-        raise CalibrationError("--int4-format palette needs calibration images")
     bits, sens = allocate(model, names, x)
     modules = dict(model.named_modules())
     out = {}
