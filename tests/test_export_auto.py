@@ -1,11 +1,12 @@
 """`mixer-edge export --target auto` (export/auto.py) and the INT8-worth-it verdict (bench/rows.py)."""
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from mixer_edge.bench.rows import INT8_WORTH, Row, int8_verdicts
-from mixer_edge.export.auto import candidate_figures, candidate_targets
+from mixer_edge.export.auto import candidate_figures, candidate_targets, default_precisions
 from mixer_edge.export.build import Outcome
 
 PASSED = {"status": "passed", "checked_by": "own runtime", "runner": "onnxruntime", "reason": None}
@@ -49,6 +50,14 @@ def test_a_candidate_is_eligible_only_when_validated_within_the_budget(validatio
     assert f["eligible"] is eligible and why in f["why"]
 
 
+def test_fp16_is_a_default_candidate_only_on_a_cpu_with_bf16():
+    assert default_precisions(True, ["avx2", "amx_bf16"]) == ["int8", "fp16", "fp32"]
+    assert default_precisions(True, ["avx2", "avx512_bf16"]) == ["int8", "fp16", "fp32"]
+    assert default_precisions(True, ["avx2", "avx512_vnni"]) == ["int8", "fp32"]
+    assert default_precisions(False, ["avx2"]) == ["fp32"]
+    assert default_precisions(False, ["amx_bf16"]) == ["fp16", "fp32"]
+
+
 def test_the_budget_is_max_drop_when_given():
     v = {**PASSED, "top1": 0.975, "reference_top1": 0.982}   # 0.7 points below
     assert not candidate_figures(_outcome(v), None)["eligible"]
@@ -69,7 +78,9 @@ def test_auto_keeps_the_fastest_eligible_candidate_with_every_figure(mnist_check
     art = load_artifact(kept[0])                                          # files and binding verified
     sel = art.manifest["selection"]
     names = {f["name"] for f in sel["candidates"]}
-    assert names == {f"{t}-{p}" for t in candidate_targets() for p in ("int8", "fp32")}
+    bf16 = sys.platform == "linux" and bool({"avx512_bf16", "amx_bf16"} & set(open("/proc/cpuinfo").read().split()))
+    precisions = ("int8", "fp16", "fp32") if bf16 else ("int8", "fp32")
+    assert names == {f"{t}-{p}" for t in candidate_targets() for p in precisions}
     timed = [f for f in sel["candidates"] if f["eligible"]]
     assert all(f["p50_ms"] > 0 for f in timed)
     chosen = min(timed, key=lambda f: f["p50_ms"])

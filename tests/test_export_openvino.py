@@ -18,6 +18,9 @@ from mixer_edge.export.openvino import OpenVinoTarget  # noqa: E402
 from mixer_edge.export.registry import get_target  # noqa: E402
 from mixer_edge.export.build import export_one
 
+CPU_BF16 = any(f in open("/proc/cpuinfo").read().split() for f in ("avx512_bf16", "amx_bf16")) \
+    if sys.platform == "linux" else False
+
 SPECS = {
     "fp32": ExportSpec("fp32"),
     "fp16": ExportSpec("fp16"),
@@ -50,7 +53,9 @@ def test_export_validates_in_manifest(outcomes, precision):
     m = o.artifact.manifest
     v = m["validation"]
     assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits (eval split)"
-    assert v["runtime"]["precision_hint"] == "f32" and v["runtime"]["device"] == "CPU"
+    # validated as it runs here: FP16 in bf16 on a CPU with BF16 (read from /proc/cpuinfo, not the code)
+    assert v["runtime"]["precision_hint"] == ("bf16" if precision == "fp16" and CPU_BF16 else "f32")
+    assert v["runtime"]["device"] == "CPU"
     assert v["runtime"]["threads"] >= 1 and v["runner"].startswith("openvino ")
     runtime = [f"mixer_edge_runtime/{f}" for f in runtime_files()]
     assert [f["path"] for f in m["files"]] == ["model.xml", "model.bin", "edge_bench.py", *runtime, "golden.npz"]
@@ -123,6 +128,20 @@ def test_runner_options_recorded_and_checked(outcomes, val):
         runner(outcomes["fp32"], precision_hint="int4")
     with pytest.raises(BadInput, match=r"\(N, 1, 8, 8\)"):
         runner(outcomes["fp32"])(np.zeros((2, 3, 8, 8), np.float32))
+
+
+def test_fp16_runs_in_bf16_by_default_where_the_cpu_has_it_and_f32_on_request(outcomes, val):
+    fp16 = outcomes["fp16"]
+    default, f32 = runner(fp16), runner(fp16, precision_hint="f32")
+    assert f32.config["precision_hint"] == f32.config["applied_precision"] == "f32"
+    expect = "bf16" if CPU_BF16 else "f32"
+    assert default.config["precision_hint"] == default.config["applied_precision"] == expect
+    assert runner(outcomes["fp32"]).config["precision_hint"] == "f32"   # FP32 and INT8 stay exact: f32
+    assert runner(outcomes["int8"]).config["precision_hint"] == "f32"
+    # bf16 keeps 8 bits of mantissa: the logits within 3 % of their spread of the f32 run, top-1 mostly kept
+    a, b = default(val.x), f32(val.x)
+    assert np.abs(a - b).max() <= 0.03 * np.ptp(b)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.97
 
 
 def test_weights_only_int8_keeps_float_activations(ck, val, tmp_path):

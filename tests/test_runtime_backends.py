@@ -97,6 +97,20 @@ def test_openvino_is_plain_onnxruntime_with_an_explicit_f32_hint(ir_artifact, di
         load_backend(unlisted, read_manifest(unlisted), Options())
 
 
+@pytest.mark.parametrize("precision,device,isa,hint", [
+    ("fp16", "CPU", ["avx2", "avx512f", "avx512_bf16"], "bf16"),    # Zen 4, Cooper Lake
+    ("fp16", "CPU", ["avx2", "amx_tile", "amx_bf16"], "bf16"),      # Sapphire Rapids
+    ("fp16", "CPU", ["avx2", "fma", "avx512_vnni"], "f32"),        # no BF16: f16 / bf16 would be emulated
+    ("fp16", "GPU", ["amx_bf16"], "f32"),                          # the CPU's flags say nothing of a GPU
+    ("fp32", "CPU", ["amx_bf16"], "f32"),                          # FP32 and INT8 are checked exactly: f32
+    ("int8", "CPU", ["amx_bf16"], "f32"),
+])
+def test_openvino_default_hint_is_bf16_only_for_fp16_on_a_bf16_cpu(precision, device, isa, hint):
+    from mixer_edge.runtime.backends.openvino import default_hint
+
+    assert default_hint({"precision": precision}, device, isa) == hint
+
+
 def test_tensorrt_says_why_not(digits_onnx_artifact):
     m = {**read_manifest(digits_onnx_artifact), "target": "tensorrt",
          "export": {"engine": {"built": False, "reason": "no GPU at export"}}}

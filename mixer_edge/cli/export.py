@@ -24,8 +24,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "(default onnx). auto: export every target whose runtime runs on this machine, validate "
                         "each, time the ones within the accuracy budget (--max-drop, else 0.5 top-1 points) at "
                         "batch 1 on a real held-out image, and keep only the fastest, with every candidate's "
-                        "figures in its manifest (default precisions with auto: int8 and fp32 when --calib-data "
-                        "is given, else fp32)")
+                        "figures in its manifest (default precisions with auto: int8 when --calib-data is given, "
+                        "fp32, and fp16 on a CPU with AVX512-BF16 or AMX, where an FP16 OpenVINO artifact runs "
+                        "in bf16)")
     p.add_argument("--precision", action="append", default=None,
                    help=f"{' | '.join(PRECISIONS)}; repeat or comma-separate for several (default fp32)")
     p.add_argument("--int8", action="store_true", help="shorthand for --precision int8")
@@ -108,7 +109,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 def export_plan(args: argparse.Namespace):
     """Map CLI options to the library's ExportPlan and ExportSpec, one field each."""
-    from ..export.plan import ExportPlan   # torch: imported when the command runs, not for --help
+    from ..export.auto import default_precisions   # torch: imported when the command runs, not for --help
+    from ..export.plan import ExportPlan
 
     listed_precisions = bool(args.precision or args.int8 or args.int4 or args.fp16)
     listed = _listed(args.precision, "fp32") if args.precision or not (args.int8 or args.int4 or args.fp16) else ()
@@ -126,7 +128,7 @@ def export_plan(args: argparse.Namespace):
                            f"(got {', '.join(targets)})")
         targets = [AUTO]
         if not listed_precisions:
-            precisions = ["int8", "fp32"] if args.calib_data else ["fp32"]
+            precisions = default_precisions(calibrated=bool(args.calib_data))
     else:
         targets = expand(targets)
     return ExportPlan(targets=tuple(targets), precisions=tuple(precisions),

@@ -6,7 +6,9 @@ model size and the runtime versions; on an AMX machine OpenVINO's INT8 may win, 
 ONNX Runtime's, and where BF16 runs in AMX tiles INT8 may not pay at all. A rule would be wrong
 somewhere; a measurement on the machine is not.
 
-    candidates   every target whose runtime runs here (Target.status) x the precisions asked
+    candidates   every target whose runtime runs here (Target.status) x the precisions asked (by
+                 default: int8 with calibration images, fp32, and fp16 where the CPU computes bf16 in
+                 hardware, which an FP16 OpenVINO artifact runs in there: default_precisions)
     exported     each as `mixer-edge export` exports it, validated against PyTorch (the same gate)
     eligible     validation passed, and top-1 within the budget of the reference (--max-drop, else
                  ACCURACY_BUDGET points)
@@ -25,14 +27,24 @@ from pathlib import Path
 from ..errors import ValidationError
 from ..runtime.accuracy import ACCURACY_BUDGET
 from ..runtime.artifact import MANIFEST, read_json
+from ..runtime.backends.openvino import BF16_ISA
 from ..runtime.signing import sign
-from ..runtime.system import device_info
+from ..runtime.system import device_info, isa_flags
 from ..runtime.threads import default_threads
 from ..runtime.timing import paired_median_ms
 from . import artifact as art
 from .build import Outcome, export_one
 from .registry import get_target, target_names
 ROUNDS, CALLS, WARMUP = 10, 5, 5   # 50 timed calls a candidate, interleaved
+
+
+def default_precisions(calibrated: bool, isa: list | None = None) -> list[str]:
+    """The precisions tried when none is asked: int8 (with calibration images) and fp32, and fp16 on a
+    CPU with BF16_ISA, where it is a 16-bit float artifact that runs at 16-bit speed (OpenVINO's
+    default_hint). Elsewhere fp16 runs at fp32's speed with less accuracy, so it is not tried."""
+    have = isa_flags() if isa is None else isa
+    sixteen = ["fp16"] if any(f in have for f in BF16_ISA) else []
+    return (["int8"] if calibrated else []) + sixteen + ["fp32"]
 
 
 def candidate_targets() -> list[str]:

@@ -1,7 +1,8 @@
 """OpenVINO target: an IR (model.xml + model.bin) from the PyTorch model, INT8 through NNCF.
 
     fp32  ov.convert_model -> ov.save_model(compress_to_fp16=False)
-    fp16  the same IR with FP16 weights (a save option; execution precision is a runtime hint)
+    fp16  the same IR with FP16 weights (a save option; execution precision is a runtime hint: bf16
+          by default on a CPU with BF16, f32 elsewhere, runtime/backends/openvino.default_hint)
     int8  the shared Q/DQ graph of export/qdq.py (OpenVINO flavor: symmetric int8 activations with
           one-sided inputs recentred, per-channel int8 weights), converted to IR: OpenVINO turns each Q/DQ pair into a
           FakeQuantize and runs the MatMuls in int8, like an NNCF-quantized model, but with the
@@ -13,6 +14,7 @@
 
 The runner compiles with an explicit precision hint and thread count and records both: the CPU
 plugin's default precision is bf16 where the CPU has it, which would make FP32 checks meaningless.
+Validation runs the runtime's default hint, so an FP16 artifact is checked as it runs here.
 """
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ class OpenVinoTarget:
     def load_runner(self, artifact, threads: int | None = None, precision_hint: str | None = None,
                     device: str = "CPU") -> LoadedRunner:
         """The runtime's OpenVINO backend (runtime/backends/openvino.py): an explicit precision
-        hint (f32 unless asked) and thread count, both recorded with what the plugin applied."""
+        hint (unless asked: f32, bf16 for FP16 on a CPU with BF16; default_hint there) and thread
+        count, both recorded with what the plugin applied."""
         _ov()   # a missing openvino names the pip extra
         if precision_hint is not None and precision_hint not in PRECISION_HINTS:
             raise unknown("OpenVINO precision hint", precision_hint, PRECISION_HINTS)
@@ -98,7 +101,7 @@ class OpenVinoTarget:
                               provider=device)
 
     def validation_runner(self, artifact) -> LoadedRunner:
-        return self.load_runner(artifact, precision_hint="f32", device="CPU")
+        return self.load_runner(artifact, device="CPU")   # the default hint: as it runs on this machine
 
     def matmul_ops(self, path) -> list:
         return matmul_ops(path)

@@ -71,7 +71,8 @@ def add_measurement_arguments(p: argparse.ArgumentParser) -> None:
                         "other processes are busy with at the start (OMP_NUM_THREADS when set); printed as "
                         "'threads: N (...)' and recorded")
     p.add_argument("--precision-hint", choices=PRECISION_HINTS, default=None,
-                   help="OpenVINO INFERENCE_PRECISION_HINT (default f32)")
+                   help="OpenVINO INFERENCE_PRECISION_HINT (default f32; bf16 for an FP16 artifact on a "
+                        "CPU with AVX512-BF16 or AMX)")
     p.add_argument("--provider", default=None,
                    help="ONNX Runtime execution provider (default CPUExecutionProvider) or OpenVINO device "
                         "(default CPU)")

@@ -1,6 +1,13 @@
 """OpenVINO Runtime: an IR compiled with an explicit precision hint and thread count, both recorded
 with what the plugin applied (its CPU default is bf16 where the ISA has it, which would make FP32
-checks meaningless)."""
+checks meaningless).
+
+The hint, when none is asked (default_hint): f32, except for an FP16 artifact on a CPU that computes
+in bf16 (AVX512-BF16 or AMX). An FP16 artifact is the user's choice of 16-bit float accuracy, and
+the CPU plugin's fast 16-bit float path is bf16: f32 there would run FP16 weights at FP32 speed (B/16
+batch 1 on an AMX machine: 3.1x the bf16 time, benchmarks/RESULTS.md 12.1.1). Validation runs the
+same default, so the artifact is checked as it runs on the machine that exports it; the device check
+runs it as it runs on the device (f32 where the CPU has no BF16, which only raises its SQNR)."""
 from __future__ import annotations
 
 import math
@@ -12,6 +19,7 @@ from ..artifact import listed, model_file
 from ..errors import BadInput, NotRunnable
 from ..needs import require
 from ..profile import NodeTimes, matmul_macs, shape_macs
+from ..system import isa_flags
 from ..signal_stack import keep as keep_signal_stack
 from ..threads import default_threads
 from .base import Backend, Options
@@ -19,6 +27,7 @@ from .base import Backend, Options
 LIBRARY = "openvino"
 NEEDS = ()   # openvino from PyPI; plain pip install says it
 PRECISION_HINTS = ("f32", "bf16", "f16")   # INFERENCE_PRECISION_HINT values the CPU plugin takes
+BF16_ISA = ("avx512_bf16", "amx_bf16")        # x86 flags with which the CPU plugin computes bf16 in hardware
 
 
 def load(folder: Path, manifest: dict, opt: Options) -> Backend:
@@ -38,10 +47,10 @@ def load(folder: Path, manifest: dict, opt: Options) -> Backend:
 def compile_artifact(folder: Path, manifest: dict, opt: Options, extra: dict | None = None) -> tuple:
     """(CompiledModel, the configuration it runs with); extra: more compile properties (PERF_COUNT)."""
     ov = require(LIBRARY, "openvino artifacts", NEEDS)
-    hint = opt.precision_hint or "f32"  # explicit: OpenVINO's CPU default is bf16 where the ISA has it
+    device = opt.provider or "CPU"
+    hint = opt.precision_hint or default_hint(manifest, device)  # explicit: the plugin's own default is bf16
     if hint not in PRECISION_HINTS:
         raise BadInput(f"unknown --precision-hint {hint!r}; accepted: {', '.join(PRECISION_HINTS)}")
-    device = opt.provider or "CPU"
     core = ov.Core()
     if device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} \
             and not device.startswith(("AUTO", "HETERO", "MULTI")):
@@ -58,6 +67,15 @@ def compile_artifact(folder: Path, manifest: dict, opt: Options, extra: dict | N
     except (RuntimeError, AttributeError, TypeError):  # not every device reports these
         pass
     return compiled, config
+
+
+def default_hint(manifest: dict, device: str = "CPU", isa: list | None = None) -> str:
+    """The INFERENCE_PRECISION_HINT an artifact runs with when none is asked: bf16 for an FP16
+    artifact on a CPU with BF16_ISA, else f32 (module docstring). isa: the CPU's flags (tests)."""
+    if manifest.get("precision") != "fp16" or not device.upper().startswith("CPU"):
+        return "f32"
+    have = isa_flags() if isa is None else isa
+    return "bf16" if any(f in have for f in BF16_ISA) else "f32"
 
 
 def compile_model(core, model, device: str = "CPU", config: dict | None = None):
