@@ -19,8 +19,8 @@ from ..artifact import listed, model_file
 from ..errors import BadInput, NotRunnable
 from ..needs import require
 from ..profile import NodeTimes, matmul_macs, shape_macs
-from ..system import isa_flags
 from ..signal_stack import keep as keep_signal_stack
+from ..system import isa_flags
 from ..threads import default_threads
 from .base import Backend, Options
 
