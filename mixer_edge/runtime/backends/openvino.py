@@ -5,7 +5,7 @@ checks meaningless).
 The hint, when none is asked (default_hint): f32, except for an FP16 artifact on a CPU that computes
 in bf16 (AVX512-BF16 or AMX). An FP16 artifact is the user's choice of 16-bit float accuracy, and
 the CPU plugin's fast 16-bit float path is bf16: f32 there would run FP16 weights at FP32 speed (B/16
-batch 1 on an AMX machine: 3.1x the bf16 time, benchmarks/RESULTS.md 12.1.1). Validation runs the
+batch 1 on an AMX machine: 3.1x the bf16 time, benchmarks/RESULTS.md 12.1.2). Validation runs the
 same default, so the artifact is checked as it runs on the machine that exports it; the device check
 runs it as it runs on the device (f32 where the CPU has no BF16, which only raises its SQNR)."""
 from __future__ import annotations
