@@ -27,9 +27,8 @@ from pathlib import Path
 from ..errors import ValidationError
 from ..runtime.accuracy import ACCURACY_BUDGET
 from ..runtime.artifact import MANIFEST, read_json
-from ..runtime.backends.openvino import BF16_ISA
 from ..runtime.signing import sign
-from ..runtime.system import device_info, isa_flags
+from ..runtime.system import X86_BF16, device_info, isa_flags
 from ..runtime.threads import default_threads
 from ..runtime.timing import paired_median_ms
 from . import artifact as art
@@ -40,10 +39,10 @@ ROUNDS, CALLS, WARMUP = 10, 5, 5   # 50 timed calls a candidate, interleaved
 
 def default_precisions(calibrated: bool, isa: list | None = None) -> list[str]:
     """The precisions tried when none is asked: int8 (with calibration images) and fp32, and fp16 on a
-    CPU with BF16_ISA, where it is a 16-bit float artifact that runs at 16-bit speed (OpenVINO's
+    CPU with X86_BF16, where it is a 16-bit float artifact that runs at 16-bit speed (OpenVINO's
     default_hint). Elsewhere fp16 runs at fp32's speed with less accuracy, so it is not tried."""
     have = isa_flags() if isa is None else isa
-    sixteen = ["fp16"] if any(f in have for f in BF16_ISA) else []
+    sixteen = ["fp16"] if any(f in have for f in X86_BF16) else []
     return (["int8"] if calibrated else []) + sixteen + ["fp32"]
 
 

@@ -102,6 +102,7 @@ def process_memory(mark: MemoryMark) -> dict:
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
              "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",
              "neon", "asimd", "asimdhp", "asimddp", "fphp", "bf16", "i8mm", "sve", "sve2", "sme")
+X86_BF16 = ("avx512_bf16", "amx_bf16")   # the x86 flags with which a CPU computes bf16 in hardware
 
 
 def _cpuinfo() -> dict:

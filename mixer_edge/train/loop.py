@@ -34,7 +34,7 @@ from ..progress import progress
 from ..runtime.artifact import atomic_write_bytes
 from ..runtime.identity import pack_keys
 from ..runtime.streaming import Batches
-from ..runtime.system import isa_flags
+from ..runtime.system import X86_BF16, isa_flags
 from . import augment, distributed, qat
 from .config import TrainConfig
 from .data import TrainImages, loader, set_epoch
@@ -293,7 +293,7 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
         return precision == "bf16"
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(isa_flags()))
+    return bool({*X86_BF16, "bf16"} & set(isa_flags()))   # "bf16": Arm's FEAT_BF16
 
 
 def _save_progress(out: Path, model, preprocess, classes, about: dict, history: list) -> None:

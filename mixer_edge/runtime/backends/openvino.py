@@ -20,14 +20,13 @@ from ..errors import BadInput, NotRunnable
 from ..needs import require
 from ..profile import NodeTimes, matmul_macs, shape_macs
 from ..signal_stack import keep as keep_signal_stack
-from ..system import isa_flags
+from ..system import X86_BF16, isa_flags
 from ..threads import default_threads
 from .base import Backend, Options
 
 LIBRARY = "openvino"
 NEEDS = ()   # openvino from PyPI; plain pip install says it
 PRECISION_HINTS = ("f32", "bf16", "f16")   # INFERENCE_PRECISION_HINT values the CPU plugin takes
-BF16_ISA = ("avx512_bf16", "amx_bf16")        # x86 flags with which the CPU plugin computes bf16 in hardware
 
 
 def load(folder: Path, manifest: dict, opt: Options) -> Backend:
@@ -71,11 +70,11 @@ def compile_artifact(folder: Path, manifest: dict, opt: Options, extra: dict | N
 
 def default_hint(manifest: dict, device: str = "CPU", isa: list | None = None) -> str:
     """The INFERENCE_PRECISION_HINT an artifact runs with when none is asked: bf16 for an FP16
-    artifact on a CPU with BF16_ISA, else f32 (module docstring). isa: the CPU's flags (tests)."""
+    artifact on an x86 CPU with X86_BF16, else f32 (module docstring). isa: the CPU's flags (tests)."""
     if manifest.get("precision") != "fp16" or not device.upper().startswith("CPU"):
         return "f32"
     have = isa_flags() if isa is None else isa
-    return "bf16" if any(f in have for f in BF16_ISA) else "f32"
+    return "bf16" if any(f in have for f in X86_BF16) else "f32"
 
 
 def compile_model(core, model, device: str = "CPU", config: dict | None = None):
