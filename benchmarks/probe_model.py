@@ -7,7 +7,8 @@ training run takes hours here (one epoch of 8,000 images: about 13 minutes, at 2
 --train-blocks K then trains the last K blocks, the final norm and the head (AdamW, --epochs passes
 over the same images, starting from the probe's head) on the output of the frozen blocks before them,
 computed once and kept (bf16, 196 x 768 values an image for B/16), so an epoch costs K/12 of a full
-one; K = 12 trains every block, the patch stem alone staying at its seeded initialization. Measured on B/16 (2-vCPU Sapphire Rapids, benchmarks/RESULTS.md 12.1.2):
+one; K = 12 trains every block, the patch stem alone staying at its seeded initialization. Measured
+on B/16 (2-vCPU Sapphire Rapids, benchmarks/RESULTS.md 12.1.2):
 
                                                  eval top-1  OpenVINO INT8 (validation, 1,000 images)
     linear probe, 1,500 images (3 min)            86.4 %      agreement 0.983, logit SQNR 26.3 dB

@@ -19,6 +19,9 @@ os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0)) if has
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # a suite shares its machine; and fixed, nothing is sampled
 
 MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+# Does this CPU compute bf16 in hardware? Read from /proc/cpuinfo here, not from the code under test
+# (runtime/system.X86_BF16), so the tests of OpenVINO's FP16 hint and auto's candidates can fail.
+CPU_BF16 = sys.platform == "linux" and bool({"avx512_bf16", "amx_bf16"} & set(Path("/proc/cpuinfo").read_text().split()))
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """`mixer-edge export --target auto` (export/auto.py) and the INT8-worth-it verdict (bench/rows.py)."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import CPU_BF16
 
 from mixer_edge.bench.rows import INT8_WORTH, Row, int8_verdicts
 from mixer_edge.export.auto import candidate_figures, candidate_targets, default_precisions
@@ -78,8 +79,7 @@ def test_auto_keeps_the_fastest_eligible_candidate_with_every_figure(mnist_check
     art = load_artifact(kept[0])                                          # files and binding verified
     sel = art.manifest["selection"]
     names = {f["name"] for f in sel["candidates"]}
-    bf16 = sys.platform == "linux" and bool({"avx512_bf16", "amx_bf16"} & set(open("/proc/cpuinfo").read().split()))
-    precisions = ("int8", "fp16", "fp32") if bf16 else ("int8", "fp32")
+    precisions = ("int8", "fp16", "fp32") if CPU_BF16 else ("int8", "fp32")
     assert names == {f"{t}-{p}" for t in candidate_targets() for p in precisions}
     timed = [f for f in sel["candidates"] if f["eligible"]]
     assert all(f["p50_ms"] > 0 for f in timed)

@@ -18,8 +18,7 @@ from mixer_edge.export.openvino import OpenVinoTarget  # noqa: E402
 from mixer_edge.export.registry import get_target  # noqa: E402
 from mixer_edge.export.build import export_one
 
-CPU_BF16 = any(f in open("/proc/cpuinfo").read().split() for f in ("avx512_bf16", "amx_bf16")) \
-    if sys.platform == "linux" else False
+from conftest import CPU_BF16  # noqa: E402
 
 SPECS = {
     "fp32": ExportSpec("fp32"),
@@ -53,7 +52,7 @@ def test_export_validates_in_manifest(outcomes, precision):
     m = o.artifact.manifest
     v = m["validation"]
     assert v["passed"] is True and v["samples"] == 179 and v["data"] == "digits (eval split)"
-    # validated as it runs here: FP16 in bf16 on a CPU with BF16 (read from /proc/cpuinfo, not the code)
+    # validated as it runs here: FP16 in bf16 on a CPU with BF16 (conftest.CPU_BF16)
     assert v["runtime"]["precision_hint"] == ("bf16" if precision == "fp16" and CPU_BF16 else "f32")
     assert v["runtime"]["device"] == "CPU"
     assert v["runtime"]["threads"] >= 1 and v["runner"].startswith("openvino ")
