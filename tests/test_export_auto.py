@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from conftest import CPU_BF16
-
 from mixer_edge.bench.rows import INT8_WORTH, Row, int8_verdicts
 from mixer_edge.export.auto import candidate_figures, candidate_targets, default_precisions
 from mixer_edge.export.build import Outcome
